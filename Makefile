@@ -1,0 +1,33 @@
+# hookfleet — the two commands of the README are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: demo test lint services build bench
+
+## Start RabbitMQ and Redis (installing them when missing); no-op when they answer.
+services:
+	bash deploy/local/start.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+## The main job: services up, ingest + workers + mock AI (or a real provider when
+## OPENAI_API_KEY / ANTHROPIC_API_KEY is set), a signed sample webhook, its AI result.
+demo: services build
+	bash deploy/local/demo.sh
+
+## The whole test suite against the real RabbitMQ and Redis.
+test: services lint
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Benchmarks (not tests): writes BENCHMARKS.md.
+bench: services
+	bash bench/run.sh

@@ -1,0 +1,278 @@
+//! The `[ingest]` section: the HTTP listener and one table per webhook source.
+//!
+//! Each source names its signature scheme, its secrets (several during a rotation),
+//! and where the event id and event type come from. Scheme defaults follow the
+//! providers' documentation so a Stripe or GitHub source needs only its secret.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, FailMode, Secret};
+
+/// The ingest service's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Address the HTTP server binds (`0.0.0.0:8080`).
+    pub listen: SocketAddr,
+    /// How long a seen event id is remembered for deduplication (`24h`).
+    #[serde(with = "humantime_serde")]
+    pub dedup_ttl: Duration,
+    /// What to do when Redis cannot be asked about duplicates: `open` accepts the
+    /// event (counted as `dedup_unavailable`), `closed` answers 503.
+    pub redis_failure: FailMode,
+    /// The `Retry-After` sent with a 503 when the broker is unavailable (`5s`).
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// After SIGTERM, how long readiness answers 503 while requests are still
+    /// served, so the load balancer stops routing here before the listener closes
+    /// (`5s`; Kubernetes needs a few seconds to update its endpoints).
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// Then, how long in-flight requests may take to finish (`20s`).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// The webhook sources, by the name used in `POST /hooks/{source}`.
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            dedup_ttl: Duration::from_secs(24 * 3600),
+            redis_failure: FailMode::Open,
+            retry_after: Duration::from_secs(5),
+            drain_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+/// The signature schemes ingest verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemeKind {
+    /// `Stripe-Signature: t=…,v1=…`, HMAC-SHA256 hex over `{t}.{body}`.
+    Stripe,
+    /// `X-Hub-Signature-256: sha256=<hex>` over the body.
+    Github,
+    /// `X-Shopify-Hmac-Sha256: <base64>` over the body.
+    Shopify,
+    /// `X-Slack-Signature: v0=<hex>` over `v0:{ts}:{body}`.
+    Slack,
+    /// Standard Webhooks / Svix: `webhook-signature: v1,<base64>` over `{id}.{ts}.{body}`.
+    Standard,
+    /// A generic HMAC header, described by the source's `hmac` table.
+    Hmac,
+}
+
+/// Parameters of the generic `hmac` scheme.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacParams {
+    /// The header carrying the signature.
+    pub header: String,
+    /// `sha256` (default) or `sha512`.
+    #[serde(default)]
+    pub algorithm: HmacAlgorithm,
+    /// `hex` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: SignatureEncoding,
+    /// A prefix before the encoded signature, e.g. `sha256=`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// Hash functions of the generic HMAC scheme.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA256.
+    #[default]
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+/// How a signature is written in its header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    /// Lower- or upper-case hexadecimal.
+    #[default]
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// Where a value (event id, event type) is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FieldSource {
+    /// A request header, by name (case-insensitive).
+    Header(String),
+    /// A JSON pointer into the body (RFC 6901), e.g. `/data/id`.
+    JsonPointer(String),
+}
+
+/// A per-source request rate limit, kept per ingest replica.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed in a burst above the sustained rate.
+    pub burst: u32,
+}
+
+/// One webhook source (`[ingest.sources.NAME]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The signature scheme.
+    pub scheme: SchemeKind,
+    /// Active signing secrets; any one of them verifies (several during rotation).
+    pub secrets: Vec<Secret>,
+    /// Parameters of the generic `hmac` scheme (required when `scheme = "hmac"`).
+    #[serde(default)]
+    pub hmac: Option<HmacParams>,
+    /// How far a signed timestamp may be from now, either way (`5m`).
+    #[serde(default = "default_tolerance", with = "humantime_serde")]
+    pub tolerance: Duration,
+    /// Largest accepted body in bytes (1 MiB); larger bodies get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Where the provider's event id comes from (deduplication). Defaults per scheme.
+    #[serde(default)]
+    pub event_id: Option<FieldSource>,
+    /// Where the event type comes from (routing key). Defaults per scheme.
+    #[serde(default)]
+    pub event_type: Option<FieldSource>,
+    /// Whether the body must be JSON (400 otherwise). Default true.
+    #[serde(default = "default_true")]
+    pub require_json: bool,
+    /// Client IP ranges allowed to post (CIDR); empty allows all.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// Optional request rate limit (429 with `Retry-After` above it).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Request headers copied onto the message as `hf-h-{name}` headers.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_true() -> bool {
+    true
+}
+
+impl SourceConfig {
+    /// Where the event id comes from: configured, or the scheme's provider default.
+    pub fn event_id_source(&self) -> Option<FieldSource> {
+        self.event_id.clone().or_else(|| match self.scheme {
+            SchemeKind::Stripe => Some(FieldSource::JsonPointer("/id".into())),
+            SchemeKind::Github => Some(FieldSource::Header("x-github-delivery".into())),
+            SchemeKind::Shopify => Some(FieldSource::Header("x-shopify-webhook-id".into())),
+            SchemeKind::Slack => Some(FieldSource::JsonPointer("/event_id".into())),
+            SchemeKind::Standard => Some(FieldSource::Header("webhook-id".into())),
+            SchemeKind::Hmac => None,
+        })
+    }
+
+    /// Where the event type comes from: configured, or the scheme's provider default.
+    pub fn event_type_source(&self) -> Option<FieldSource> {
+        self.event_type.clone().or_else(|| match self.scheme {
+            SchemeKind::Stripe | SchemeKind::Standard => {
+                Some(FieldSource::JsonPointer("/type".into()))
+            }
+            SchemeKind::Github => Some(FieldSource::Header("x-github-event".into())),
+            SchemeKind::Shopify => Some(FieldSource::Header("x-shopify-topic".into())),
+            SchemeKind::Slack => Some(FieldSource::JsonPointer("/event/type".into())),
+            SchemeKind::Hmac => None,
+        })
+    }
+
+    /// The parsed `allow_ips` ranges (validated at load, so none are dropped).
+    pub fn allowed_networks(&self) -> Vec<ipnet::IpNet> {
+        self.allow_ips
+            .iter()
+            .filter_map(|c| parse_ip_range(c))
+            .collect()
+    }
+
+    pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        let invalid = |suffix: &str, reason: String| ConfigError::Invalid {
+            field: format!("{field}.{suffix}"),
+            reason,
+        };
+        if self.secrets.is_empty() {
+            return Err(invalid("secrets", "at least one secret is required".into()));
+        }
+        match (self.scheme, &self.hmac) {
+            (SchemeKind::Hmac, None) => {
+                return Err(invalid("hmac", "required when scheme = \"hmac\"".into()));
+            }
+            (SchemeKind::Hmac, Some(p)) if p.header.trim().is_empty() => {
+                return Err(invalid("hmac.header", "must not be empty".into()));
+            }
+            (SchemeKind::Hmac, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(invalid("hmac", "only valid with scheme = \"hmac\"".into()));
+            }
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("max_body_bytes", "must be greater than 0".into()));
+        }
+        if self.tolerance.is_zero() {
+            return Err(invalid("tolerance", "must be greater than 0".into()));
+        }
+        for (i, pointer) in [&self.event_id, &self.event_type].into_iter().enumerate() {
+            if let Some(FieldSource::JsonPointer(p)) = pointer
+                && !(p.is_empty() || p.starts_with('/'))
+            {
+                let name = if i == 0 { "event_id" } else { "event_type" };
+                return Err(invalid(
+                    name,
+                    format!("JSON pointer {p:?} must start with '/'"),
+                ));
+            }
+        }
+        if let Some(limit) = self.rate_limit
+            && (limit.per_second == 0 || limit.burst == 0)
+        {
+            return Err(invalid(
+                "rate_limit",
+                "per_second and burst must be > 0".into(),
+            ));
+        }
+        for (i, cidr) in self.allow_ips.iter().enumerate() {
+            if parse_ip_range(cidr).is_none() {
+                return Err(invalid(
+                    &format!("allow_ips[{i}]"),
+                    format!("{cidr:?} is not an IP address or CIDR range"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A CIDR range, or a single address taken as its own /32 or /128.
+fn parse_ip_range(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
+}

@@ -1,0 +1,365 @@
+//! Configuration: one `hookfleet.toml` read by every hookfleet binary.
+//!
+//! Layers, later wins: built-in defaults (the `Default` impls below, which double as
+//! the reference) → the file (`--config` or `HOOKFLEET_CONFIG`) → environment
+//! variables `HOOKFLEET__SECTION__KEY` (e.g. `HOOKFLEET__AMQP__URL`). Loading
+//! resolves secrets and validates everything, so an invalid config fails at start
+//! with the offending field named, never halfway through a request.
+
+mod ingest;
+mod secret;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use ingest::{
+    FieldSource, HmacAlgorithm, HmacParams, IngestConfig, RateLimit, SchemeKind, SignatureEncoding,
+    SourceConfig,
+};
+pub use secret::Secret;
+pub use worker::{
+    PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, SinkConfig, UndefinedMode,
+    UnmatchedPolicy, WorkerConfig,
+};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed into the settings.
+    #[error("invalid configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration: `{field}`: {reason}")]
+    Invalid {
+        /// The offending field, as a dotted path (`ingest.sources.github.secrets`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What to do when a dependency (Redis) cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Carry on without it, and count that we did.
+    Open,
+    /// Refuse (ingest: 503) or wait (worker limiter) until it returns.
+    Closed,
+}
+
+/// All of hookfleet's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Prefix of every exchange, queue and Redis key (`hookfleet`). Tests use a
+    /// unique namespace each, so they share one broker without interfering.
+    pub namespace: String,
+    /// The RabbitMQ connection and topology.
+    pub amqp: AmqpConfig,
+    /// The Redis connection (dedup, limiter, cache, markers).
+    pub redis: RedisConfig,
+    /// Logging.
+    pub telemetry: TelemetryConfig,
+    /// The ingest service.
+    pub ingest: IngestConfig,
+    /// The worker fleet.
+    pub worker: WorkerConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: "hookfleet".into(),
+            amqp: AmqpConfig::default(),
+            redis: RedisConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            ingest: IngestConfig::default(),
+            worker: WorkerConfig::default(),
+        }
+    }
+}
+
+/// RabbitMQ settings (`[amqp]`).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// AMQP URI. Credentials in it are redacted in `Debug`; in Kubernetes set it
+    /// from a Secret through `HOOKFLEET__AMQP__URL`.
+    pub url: String,
+    /// How long to wait for the TCP + AMQP handshake (`5s`).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a publish waits for the broker's confirm before it counts as
+    /// failed (`5s`); ingest then answers 503.
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+    /// Confirm-mode channels a publisher spreads its publishes over (4).
+    pub publisher_channels: usize,
+    /// Quorum-queue `x-delivery-limit` on the jobs queue: after this many
+    /// redeliveries (crash loops) RabbitMQ dead-letters the message itself (10).
+    pub delivery_limit: u32,
+    /// Retry delay tiers, one quorum queue each (`["1s", "10s", "1m", "10m"]`).
+    #[serde(with = "humantime_serde_vec")]
+    pub retry_tiers: Vec<Duration>,
+    /// Optional `x-max-length` of the jobs queue; when full, publishes are
+    /// rejected (`reject-publish`) and ingest answers 503 instead of dropping.
+    pub jobs_max_length: Option<u64>,
+    /// Optional `x-expires` on every queue: for tests and demos, so abandoned
+    /// namespaces clean themselves up. Never set it in production.
+    #[serde(with = "humantime_serde")]
+    pub queue_expires: Option<Duration>,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            connect_timeout: Duration::from_secs(5),
+            confirm_timeout: Duration::from_secs(5),
+            publisher_channels: 4,
+            delivery_limit: 10,
+            retry_tiers: [1, 10, 60, 600].map(Duration::from_secs).to_vec(),
+            jobs_max_length: None,
+            queue_expires: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &redact_url(&self.url))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("publisher_channels", &self.publisher_channels)
+            .field("delivery_limit", &self.delivery_limit)
+            .field("retry_tiers", &self.retry_tiers)
+            .field("jobs_max_length", &self.jobs_max_length)
+            .field("queue_expires", &self.queue_expires)
+            .finish()
+    }
+}
+
+/// Redis settings (`[redis]`).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Redis URL. A password in it is redacted in `Debug`.
+    pub url: String,
+    /// Connections in the pool (16).
+    pub pool_size: usize,
+    /// Timeout of one Redis operation, including taking a connection (`1s`).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            pool_size: 16,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Log output (`[telemetry]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `json` (one object per line, for log shippers) or `pretty` (humans).
+    pub log_format: LogFormat,
+    /// A `tracing` filter (`info`, `hookfleet_worker=debug,info`); `RUST_LOG` wins.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Where settings come from; every field optional.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// The config file. Without it, `HOOKFLEET_CONFIG` names one, if set.
+    pub file: Option<PathBuf>,
+    /// TOML text layered where the file would be (tests).
+    pub toml: Option<String>,
+    /// Environment variables to use instead of the process environment (tests).
+    pub env: Option<HashMap<String, String>>,
+}
+
+impl Settings {
+    /// Loads settings from a file (or `HOOKFLEET_CONFIG`) and the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(Sources {
+            file: file.map(Path::to_path_buf),
+            ..Sources::default()
+        })
+    }
+
+    /// Loads settings from explicit sources, then validates them.
+    pub fn load_from(sources: Sources) -> Result<Self, ConfigError> {
+        let file = sources
+            .file
+            .or_else(|| std::env::var_os("HOOKFLEET_CONFIG").map(PathBuf::from));
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        if let Some(text) = sources.toml {
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        let env = config::Environment::with_prefix("HOOKFLEET")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("amqp.retry_tiers")
+            .source(sources.env);
+        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot, naming the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ns = &self.namespace;
+        if ns.is_empty()
+            || ns.len() > 100
+            || !ns
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            return Err(ConfigError::invalid(
+                "namespace",
+                "must be 1-100 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        if !self.amqp.url.starts_with("amqp://") && !self.amqp.url.starts_with("amqps://") {
+            return Err(ConfigError::invalid(
+                "amqp.url",
+                "must start with amqp:// or amqps://",
+            ));
+        }
+        if self.amqp.publisher_channels == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.publisher_channels",
+                "must be at least 1",
+            ));
+        }
+        if self.amqp.retry_tiers.is_empty() {
+            return Err(ConfigError::invalid(
+                "amqp.retry_tiers",
+                "at least one tier is required",
+            ));
+        }
+        if self.amqp.retry_tiers.iter().any(|t| t.as_millis() == 0) {
+            return Err(ConfigError::invalid(
+                "amqp.retry_tiers",
+                "every tier must be at least 1ms",
+            ));
+        }
+        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if self.redis.pool_size == 0 {
+            return Err(ConfigError::invalid(
+                "redis.pool_size",
+                "must be at least 1",
+            ));
+        }
+        for (name, source) in &self.ingest.sources {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            {
+                return Err(ConfigError::invalid(
+                    format!("ingest.sources.{name}"),
+                    "source names must be [A-Za-z0-9_-]",
+                ));
+            }
+            source.validate(&format!("ingest.sources.{name}"))?;
+        }
+        self.worker.validate()
+    }
+}
+
+/// `user:password@` in a URL becomes `user:***@`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// `humantime_serde` for a list of durations, accepting a TOML array or, from the
+/// environment, a comma-separated string.
+mod humantime_serde_vec {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "humantime_serde")] Duration);
+        let items = Vec::<Wrapped>::deserialize(d)?;
+        Ok(items.into_iter().map(|w| w.0).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

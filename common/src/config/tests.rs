@@ -1,0 +1,185 @@
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn load(toml: &str, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::load_from(Sources {
+        file: None,
+        toml: Some(toml.to_owned()),
+        env: env(vars),
+    })
+}
+
+#[test]
+fn defaults_load_without_any_file() {
+    let s = load("", &[]).unwrap();
+    assert_eq!(s.namespace, "hookfleet");
+    assert_eq!(s.amqp.retry_tiers.len(), 4);
+    assert_eq!(s.ingest.dedup_ttl, Duration::from_secs(86400));
+    assert_eq!(s.ingest.redis_failure, FailMode::Open);
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let s = load(
+        "namespace = \"from-file\"\n[amqp]\nconfirm_timeout = \"2s\"\n",
+        &[
+            ("HOOKFLEET__NAMESPACE", "from-env"),
+            ("HOOKFLEET__AMQP__RETRY_TIERS", "100ms,2s"),
+            ("HOOKFLEET__WORKER__CONCURRENCY", "7"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.namespace, "from-env");
+    assert_eq!(s.amqp.confirm_timeout, Duration::from_secs(2));
+    assert_eq!(
+        s.amqp.retry_tiers,
+        vec![Duration::from_millis(100), Duration::from_secs(2)]
+    );
+    assert_eq!(s.worker.concurrency, 7);
+}
+
+#[test]
+fn secrets_resolve_from_env_and_file_and_are_redacted() {
+    let mut file = tempfile();
+    writeln!(file.1, "file-secret-value").unwrap();
+    let toml = format!(
+        r#"
+[ingest.sources.gh]
+scheme = "github"
+secrets = [{{ secret_env = "PATH" }}, {{ secret_file = "{}" }}]
+"#,
+        file.0.display()
+    );
+    let s = load(&toml, &[]).unwrap();
+    let source = &s.ingest.sources["gh"];
+    assert_eq!(source.secrets[1].expose(), "file-secret-value");
+    assert!(!source.secrets[0].expose().is_empty());
+    let debug = format!("{s:?}");
+    assert!(!debug.contains("file-secret-value"), "{debug}");
+    assert!(debug.contains("REDACTED"));
+    std::fs::remove_file(file.0).ok();
+}
+
+#[test]
+fn urls_with_passwords_are_redacted_in_debug() {
+    let s = load(
+        "[amqp]\nurl = \"amqp://user:hunter2@rabbit:5672/%2f\"\n[redis]\nurl = \"redis://:hunter3@redis:6379/0\"\n",
+        &[],
+    )
+    .unwrap();
+    let debug = format!("{s:?}");
+    assert!(
+        !debug.contains("hunter2") && !debug.contains("hunter3"),
+        "{debug}"
+    );
+    assert!(debug.contains("amqp://user:***@rabbit:5672/%2f"));
+}
+
+fn error_of(toml: &str, vars: &[(&str, &str)]) -> String {
+    load(toml, vars).unwrap_err().to_string()
+}
+
+#[test]
+fn invalid_configs_fail_naming_the_field() {
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        ("namespace = \"bad name!\"", &[], "namespace"),
+        ("[amqp]\nurl = \"http://x\"", &[], "amqp.url"),
+        ("[amqp]\nconfirm_timeout = \"soon\"", &[], "confirm_timeout"),
+        ("[amqp]\nretry_tiers = []", &[], "amqp.retry_tiers"),
+        ("[redis]\npool_size = 0", &[], "redis.pool_size"),
+        ("[worker]\nconcurrency = 0", &[], "worker.concurrency"),
+        ("[ingest]\nlisten = \"nowhere\"", &[], "listen"),
+        ("[ingest]\nlsten = \"0.0.0.0:1\"", &[], "lsten"),
+        (
+            "[ingest.sources.s]\nscheme = \"stripe\"\nsecrets = []",
+            &[],
+            "ingest.sources.s.secrets",
+        ),
+        (
+            "[ingest.sources.s]\nscheme = \"carrier-pigeon\"\nsecrets = [{ secret_env = \"PATH\" }]",
+            &[],
+            "scheme",
+        ),
+        (
+            "[ingest.sources.s]\nscheme = \"hmac\"\nsecrets = [{ secret_env = \"PATH\" }]",
+            &[],
+            "ingest.sources.s.hmac",
+        ),
+        (
+            "[ingest.sources.s]\nscheme = \"github\"\nsecrets = [{ secret_env = \"HOOKFLEET_TEST_UNSET_VARIABLE\" }]",
+            &[],
+            "HOOKFLEET_TEST_UNSET_VARIABLE",
+        ),
+        (
+            "[ingest.sources.s]\nscheme = \"github\"\nsecrets = [\"inline-secret\"]",
+            &[],
+            "secret_env",
+        ),
+        (
+            "[ingest.sources.s]\nscheme = \"github\"\nsecrets = [{ secret_env = \"PATH\" }]\nallow_ips = [\"10.0.0.0/33\"]",
+            &[],
+            "ingest.sources.s.allow_ips[0]",
+        ),
+        (
+            "",
+            &[("HOOKFLEET__WORKER__CONCURRENCY", "many")],
+            "concurrency",
+        ),
+    ];
+    for (toml, vars, field) in cases {
+        let message = error_of(toml, vars);
+        assert!(
+            message.contains(field),
+            "config {toml:?} gave {message:?}, which does not name {field:?}"
+        );
+        assert!(!message.contains("inline-secret"), "{message}");
+    }
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../hookfleet.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    // The example references secrets by env name; point them at files here.
+    let dir = std::env::temp_dir().join(format!("hf-cfg-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = text;
+    for var in referenced_env_vars(&text) {
+        let path = dir.join(&var);
+        std::fs::write(&path, "example-secret").unwrap();
+        text = text.replace(
+            &format!("secret_env = \"{var}\""),
+            &format!("secret_file = \"{}\"", path.display()),
+        );
+    }
+    let result = load(&text, &[]);
+    std::fs::remove_dir_all(&dir).ok();
+    let s = result.unwrap();
+    assert!(!s.ingest.sources.is_empty());
+}
+
+fn referenced_env_vars(text: &str) -> Vec<String> {
+    text.split("secret_env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+fn tempfile() -> (std::path::PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!("hf-secret-{}", ulid::Ulid::new()));
+    let file = std::fs::File::create(&path).unwrap();
+    (path, file)
+}

@@ -1,0 +1,449 @@
+//! The `[worker]` section: consumer sizing, retry policy, providers and pipelines.
+//!
+//! Only what types and plain checks can validate lives here. Globs and prompt
+//! templates are compiled by the worker at start (`hookfleet_worker::pipeline`),
+//! which reports a bad one with its field path, so an invalid pipeline still fails
+//! at start, never on the first matching event.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Secret};
+
+/// The worker fleet's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Address of the admin server (`/healthz`, `/readyz`, `/metrics`), `0.0.0.0:9090`.
+    pub admin_listen: SocketAddr,
+    /// Jobs processed at once by one worker; also the AMQP prefetch (16).
+    pub concurrency: u16,
+    /// How long in-flight jobs may take to finish after SIGTERM (`30s`). Jobs still
+    /// running then are abandoned; the broker redelivers them.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Attempts per job, the first included (5). A transient failure on the last
+    /// attempt dead-letters the job with class `exhausted`.
+    pub max_attempts: u32,
+    /// What to do with an event no pipeline matches: `ack` (count it in
+    /// `hookfleet_jobs_total{outcome="unmatched"}` and drop it) or `dead-letter`.
+    pub unmatched: UnmatchedPolicy,
+    /// How long a "done" marker (`{ns}:done:{pipeline}:{message_id}`) is kept after
+    /// a result was published, so a redelivery within that time neither calls the AI
+    /// again nor publishes a second result (`24h`).
+    #[serde(with = "humantime_serde")]
+    pub done_ttl: Duration,
+    /// How long a worker's claim on a job (`{ns}:lease:{pipeline}:{message_id}`)
+    /// lasts. A redelivered copy waits while another worker holds the claim, so
+    /// it must exceed the longest job: every provider's `timeout` plus publishing
+    /// the result (`2m`). After a crash, copies wait at most this long.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// First pause before reconnecting to RabbitMQ after the connection is lost;
+    /// doubles on each failure, with jitter (`200ms`).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min_delay: Duration,
+    /// Longest pause between reconnection attempts (`30s`).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
+    /// When a retry or dead letter cannot be published (broker trouble), the job is
+    /// returned to the queue after this pause, so a failing broker is not hammered
+    /// in a tight loop (`1s`). The queue's `x-delivery-limit` ends a loop for good.
+    #[serde(with = "humantime_serde")]
+    pub requeue_delay: Duration,
+    /// AI providers by name, referenced by pipelines (`[worker.providers.NAME]`).
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Pipelines (`[[worker.pipelines]]`). Every pipeline that matches an event
+    /// runs, in order; each one's result is published on its own.
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            concurrency: 16,
+            shutdown_grace: Duration::from_secs(30),
+            max_attempts: 5,
+            unmatched: UnmatchedPolicy::Ack,
+            done_ttl: Duration::from_secs(24 * 3600),
+            lease_ttl: Duration::from_secs(120),
+            reconnect_min_delay: Duration::from_millis(200),
+            reconnect_max_delay: Duration::from_secs(30),
+            requeue_delay: Duration::from_secs(1),
+            providers: BTreeMap::new(),
+            pipelines: Vec::new(),
+        }
+    }
+}
+
+/// What happens to an event no pipeline matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnmatchedPolicy {
+    /// Ack it and count it (`outcome="unmatched"`).
+    Ack,
+    /// Send it to the dead-letter queue (`hf-stage = match`).
+    DeadLetter,
+}
+
+/// The API dialect a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible `POST {base_url}/chat/completions` endpoint.
+    Openai,
+    /// Anthropic's `POST {base_url}/messages`.
+    Anthropic,
+}
+
+impl ProviderKind {
+    /// `openai` or `anthropic`, as in the config and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// One AI provider (`[worker.providers.NAME]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `openai` (any OpenAI-compatible chat-completions API) or `anthropic`.
+    pub kind: ProviderKind,
+    /// API base URL, up to and including the version segment. Defaults to
+    /// `https://api.openai.com/v1` or `https://api.anthropic.com/v1` by `kind`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The API key, by reference (`{ secret_env = "OPENAI_API_KEY" }`). Sent as
+    /// `Authorization: Bearer` (openai) or `x-api-key` (anthropic). Optional for
+    /// local endpoints.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Timeout of one request, connection to last byte (`60s`). A timeout is a
+    /// transient failure: the job is retried.
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The `anthropic-version` header (`2023-06-01`); anthropic only.
+    #[serde(default = "default_anthropic_version")]
+    pub anthropic_version: String,
+}
+
+fn default_provider_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_anthropic_version() -> String {
+    "2023-06-01".to_owned()
+}
+
+impl ProviderConfig {
+    /// The configured base URL or the provider's public API, without a trailing `/`.
+    pub fn base_url(&self) -> String {
+        let url = self.base_url.clone().unwrap_or_else(|| match self.kind {
+            ProviderKind::Openai => "https://api.openai.com/v1".to_owned(),
+            ProviderKind::Anthropic => "https://api.anthropic.com/v1".to_owned(),
+        });
+        url.trim_end_matches('/').to_owned()
+    }
+}
+
+/// The shape the model is asked to answer in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseFormat {
+    /// Free text (default).
+    #[default]
+    Text,
+    /// A JSON object: OpenAI's `response_format = json_object`; for both kinds the
+    /// output must parse as JSON, or the attempt fails at stage `output`.
+    Json,
+}
+
+/// How templates treat a variable the event does not have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UndefinedMode {
+    /// Printing or iterating a missing value is an error; `{% if payload.x %}` is
+    /// allowed (default). A template error dead-letters the job.
+    #[default]
+    SemiStrict,
+    /// Any use of a missing value, `if` included, is an error.
+    Strict,
+    /// Missing values print as empty; a missing value's attribute is an error.
+    Lenient,
+    /// Missing values and their attributes print as empty.
+    Chainable,
+}
+
+/// Where a pipeline's result goes (`sinks = [{ kind = "amqp" }]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// The results exchange `{ns}.results`, routing key
+    /// `{pipeline}.{source}.{event_type}`, published with confirm.
+    Amqp,
+}
+
+/// One pipeline (`[[worker.pipelines]]`): which events, which prompt, which model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Unique name, `[A-Za-z0-9_-]`: the first segment of the result routing key
+    /// and a metric label.
+    pub name: String,
+    /// Source-name globs (`["support", "zendesk*"]`); default `["*"]`.
+    #[serde(default = "match_all")]
+    pub sources: Vec<String>,
+    /// Event-type globs (`["ticket.*"]`); default `["*"]`. `*` also matches `.`.
+    #[serde(default = "match_all")]
+    pub event_types: Vec<String>,
+    /// The provider's name in `[worker.providers]`.
+    pub provider: String,
+    /// The model, as the provider names it (`gpt-4o-mini`).
+    pub model: String,
+    /// Sampling temperature, 0–2; the provider's default when unset.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Output token limit; the provider's default when unset (anthropic, which
+    /// requires one, gets 1024).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub response_format: ResponseFormat,
+    /// The system prompt, a minijinja template (optional). Context: `payload` (the
+    /// JSON body), `meta` (`message_id`, `source`, `event_type`, `event_id`,
+    /// `received_at`, `attempt`, `replays`, `headers`), `pipeline` (its name).
+    #[serde(default)]
+    pub system: Option<String>,
+    /// The user prompt, a minijinja template with the same context.
+    pub user: String,
+    /// How templates treat missing values (`semi-strict`).
+    #[serde(default)]
+    pub undefined: UndefinedMode,
+    /// Where results go; default the results exchange (`[{ kind = "amqp" }]`).
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<SinkConfig>,
+}
+
+fn match_all() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+fn default_sinks() -> Vec<SinkConfig> {
+    vec![SinkConfig::Amqp]
+}
+
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
+impl WorkerConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "worker.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "worker.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.done_ttl.as_millis() == 0 {
+            return Err(ConfigError::invalid(
+                "worker.done_ttl",
+                "must be at least 1ms",
+            ));
+        }
+        if self.reconnect_min_delay.is_zero() || self.reconnect_max_delay < self.reconnect_min_delay
+        {
+            return Err(ConfigError::invalid(
+                "worker.reconnect_max_delay",
+                "need 0 < reconnect_min_delay <= reconnect_max_delay",
+            ));
+        }
+        for (name, provider) in &self.providers {
+            let field = format!("worker.providers.{name}");
+            if !is_name(name) {
+                return Err(ConfigError::invalid(
+                    field,
+                    "provider names must be [A-Za-z0-9_-]",
+                ));
+            }
+            let url = provider.base_url();
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ConfigError::invalid(
+                    format!("{field}.base_url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            if provider.timeout.is_zero() {
+                return Err(ConfigError::invalid(
+                    format!("{field}.timeout"),
+                    "must be greater than 0",
+                ));
+            }
+            if provider.timeout >= self.lease_ttl {
+                return Err(ConfigError::invalid(
+                    format!("{field}.timeout"),
+                    format!(
+                        "must be shorter than worker.lease_ttl ({:?}), or a slow call's \
+                         redelivered copy would run a second time",
+                        self.lease_ttl
+                    ),
+                ));
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, pipeline) in self.pipelines.iter().enumerate() {
+            let field = format!("worker.pipelines[{i}]");
+            if !is_name(&pipeline.name) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.name"),
+                    "must be 1-100 characters of [A-Za-z0-9_-]",
+                ));
+            }
+            if !names.insert(pipeline.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.name"),
+                    format!("pipeline `{}` is defined twice", pipeline.name),
+                ));
+            }
+            if !self.providers.contains_key(&pipeline.provider) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.provider"),
+                    format!("no provider `{}` in [worker.providers]", pipeline.provider),
+                ));
+            }
+            if pipeline.model.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{field}.model"),
+                    "must not be empty",
+                ));
+            }
+            if pipeline.sources.is_empty() || pipeline.event_types.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{field}.sources"),
+                    "sources and event_types need at least one glob each",
+                ));
+            }
+            if let Some(t) = pipeline.temperature
+                && !(0.0..=2.0).contains(&t)
+            {
+                return Err(ConfigError::invalid(
+                    format!("{field}.temperature"),
+                    "must be between 0 and 2",
+                ));
+            }
+            if pipeline.max_tokens == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.max_tokens"),
+                    "must be at least 1",
+                ));
+            }
+            if pipeline.user.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{field}.user"),
+                    "must not be empty",
+                ));
+            }
+            if pipeline.sinks.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{field}.sinks"),
+                    "at least one sink is required",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Settings, Sources};
+
+    fn load(toml: &str) -> Result<Settings, ConfigError> {
+        Settings::load_from(Sources {
+            file: None,
+            toml: Some(toml.to_owned()),
+            env: Some(Default::default()),
+        })
+    }
+
+    const SAMPLE: &str = r#"
+[worker]
+concurrency = 8
+max_attempts = 3
+unmatched = "dead-letter"
+[worker.providers.mock]
+kind = "openai"
+base_url = "http://127.0.0.1:8090/v1/"
+timeout = "5s"
+[worker.providers.claude]
+kind = "anthropic"
+[[worker.pipelines]]
+name = "support-triage"
+sources = ["support", "zendesk*"]
+event_types = ["ticket.*"]
+provider = "mock"
+model = "gpt-4o-mini"
+temperature = 0.0
+max_tokens = 256
+response_format = "json"
+system = "You triage support tickets."
+user = "Ticket: {{ payload.ticket.body }}"
+"#;
+
+    #[test]
+    fn a_pipeline_section_loads_with_defaults_filled_in() {
+        let s = load(SAMPLE).unwrap();
+        let w = &s.worker;
+        assert_eq!(w.unmatched, UnmatchedPolicy::DeadLetter);
+        assert_eq!(w.providers["mock"].base_url(), "http://127.0.0.1:8090/v1");
+        assert_eq!(
+            w.providers["claude"].base_url(),
+            "https://api.anthropic.com/v1"
+        );
+        assert_eq!(w.providers["claude"].anthropic_version, "2023-06-01");
+        let p = &w.pipelines[0];
+        assert_eq!(p.response_format, ResponseFormat::Json);
+        assert_eq!(p.sinks, vec![SinkConfig::Amqp]);
+        assert_eq!(p.undefined, UndefinedMode::SemiStrict);
+    }
+
+    #[test]
+    fn a_pipeline_naming_an_unknown_provider_is_refused_with_its_field() {
+        let toml = SAMPLE.replace("provider = \"mock\"", "provider = \"nope\"");
+        let err = load(&toml).unwrap_err().to_string();
+        assert!(err.contains("worker.pipelines[0].provider"), "{err}");
+    }
+
+    #[test]
+    fn a_provider_timeout_longer_than_the_lease_is_refused() {
+        let toml = SAMPLE.replace("timeout = \"5s\"", "timeout = \"5m\"");
+        let err = load(&toml).unwrap_err().to_string();
+        assert!(err.contains("worker.providers.mock.timeout"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_pipeline_names_are_refused() {
+        let second = SAMPLE.split("[[worker.pipelines]]").nth(1).unwrap();
+        let toml = format!("{SAMPLE}\n[[worker.pipelines]]{second}");
+        let err = load(&toml).unwrap_err().to_string();
+        assert!(err.contains("worker.pipelines[1].name"), "{err}");
+    }
+}

@@ -1,0 +1,14 @@
+//! hookfleet-ingest: the HTTP edge. It verifies webhooks and publishes them
+//! durably to RabbitMQ, answering 2xx only once the broker confirmed the message.
+//!
+//! - [`app`]: `Application` — build, bind, run until stopped.
+//! - [`routes`]: `POST /hooks/{source}`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`source`]: a configured source compiled for the request path.
+//! - [`error`]: the request path's one error type and its responses.
+
+pub mod app;
+pub mod error;
+pub mod routes;
+pub mod source;
+
+pub use app::Application;

@@ -1,0 +1,3 @@
+//! `mock-ai`: the fake AI provider (being written).
+
+fn main() {}

@@ -1,0 +1,18 @@
+//! hookfleet-tests: the harness for end-to-end tests against the real RabbitMQ and
+//! Redis, the `mock-ai` server, and the `loadgen` tool.
+//!
+//! - [`env`]: a unique namespace per test and queue helpers.
+//! - [`fleet`]: workers started in-process, and jobs published as ingest does.
+//! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
+//! - [`spawn`]: the real services started in-process on port 0.
+//! - [`webhook`]: signed requests per provider, sources with fresh secrets.
+//! - [`wait`]: awaiting conditions with a deadline.
+//! - [`loadgen`]: closed- and open-loop signed load, and queue accounting.
+//! - [`mock_ai`]: the fake AI provider (the only fake; broker and Redis are real).
+
+pub mod env;
+pub mod loadgen;
+pub mod proxy;
+pub mod spawn;
+pub mod wait;
+pub mod webhook;

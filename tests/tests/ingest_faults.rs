@@ -1,0 +1,321 @@
+//! Ingest under failure: broker cut and restored, publish refused, Redis away,
+//! SIGTERM with requests in flight. Nothing answered 2xx is ever missing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hookfleet_common::config::{FailMode, SchemeKind};
+use hookfleet_common::message::EventMeta;
+use hookfleet_tests::env::TestEnv;
+use hookfleet_tests::proxy::Proxy;
+use hookfleet_tests::spawn::IngestHandle;
+use hookfleet_tests::wait::wait_until;
+use hookfleet_tests::webhook::{self, source};
+use lapin::types::FieldTable;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+fn event_ids(messages: &[lapin::message::BasicGetMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| {
+            EventMeta::from_properties(&m.delivery.properties)
+                .unwrap()
+                .event_id
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_publish_releases_the_dedup_claim_so_the_retry_is_accepted() {
+    let env = TestEnv::new().await;
+    let secret = webhook::standard_secret();
+    let mut settings = env.settings.clone();
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let ingest = IngestHandle::start(settings).await;
+    let topology = env.topology();
+    // With the jobs queue unbound, the mandatory publish comes back NO_ROUTE.
+    env.channel()
+        .queue_unbind(
+            topology.jobs_queue().into(),
+            topology.events_exchange().into(),
+            "#".into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let body = webhook::ticket("evt_retry", "x");
+    let send = || {
+        webhook::standard_request(
+            &client,
+            &ingest.hook_url("std"),
+            &secret,
+            "msg_retry",
+            &body,
+        )
+        .send()
+    };
+
+    let refused = send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let error: Value = refused.json().await.unwrap();
+    assert!(error["error"].is_string());
+
+    topology.declare(env.channel()).await.unwrap(); // restores the binding
+    let retried = send().await.unwrap();
+    assert_eq!(retried.status(), 202, "the retry is not called a duplicate");
+    let jobs = topology.jobs_queue();
+    env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
+    assert_eq!(env.drain(&jobs).await.len(), 1);
+    ingest.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+async fn closed_port_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("redis://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn without_redis_ingest_fails_open_by_default_and_closed_when_configured() {
+    let env = TestEnv::new().await;
+    let secret = webhook::standard_secret();
+    let client = reqwest::Client::new();
+    for (mode, expected) in [(FailMode::Open, 202), (FailMode::Closed, 503)] {
+        let mut settings = env.settings.clone();
+        settings.redis.url = closed_port_url().await;
+        settings.redis.timeout = Duration::from_millis(300);
+        settings.ingest.redis_failure = mode;
+        settings
+            .ingest
+            .sources
+            .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+        let ingest = IngestHandle::start(settings).await;
+        let id = format!("m-{mode:?}");
+        let response = webhook::standard_request(
+            &client,
+            &ingest.hook_url("std"),
+            &secret,
+            &id,
+            &webhook::ticket(&id, "x"),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(response.status(), expected, "{mode:?}");
+        let ready = client.get(ingest.url("/readyz")).send().await.unwrap();
+        let expected_ready = if mode == FailMode::Open { 200 } else { 503 };
+        assert_eq!(ready.status(), expected_ready, "{mode:?} readiness");
+        if mode == FailMode::Open {
+            assert_eq!(
+                ingest
+                    .metrics
+                    .dedup_unavailable
+                    .with_label_values(&["std"])
+                    .get(),
+                1
+            );
+        }
+        ingest.stop().await.unwrap();
+    }
+    let jobs = env.topology().jobs_queue();
+    env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
+    assert_eq!(env.drain(&jobs).await.len(), 1, "only the fail-open event");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_broker_cut_gives_503_never_a_false_202_and_ingest_recovers_by_itself() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let secret = webhook::standard_secret();
+    let mut settings = env.settings.clone();
+    settings.amqp.url = proxy.amqp_url();
+    settings.amqp.confirm_timeout = Duration::from_secs(2);
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let ingest = Arc::new(IngestHandle::start(settings).await);
+    let client = reqwest::Client::new();
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let statuses = Arc::new(Mutex::new(Vec::<(u16, bool)>::new()));
+    let running = Arc::new(AtomicBool::new(true));
+
+    let mut senders = Vec::new();
+    for worker in 0..4 {
+        let (ingest, client, secret) = (ingest.clone(), client.clone(), secret.clone());
+        let (accepted, statuses, running) = (accepted.clone(), statuses.clone(), running.clone());
+        senders.push(tokio::spawn(async move {
+            let mut i = 0;
+            while running.load(Ordering::SeqCst) {
+                i += 1;
+                let id = format!("w{worker}-{i}");
+                let response = webhook::standard_request(
+                    &client,
+                    &ingest.hook_url("std"),
+                    &secret,
+                    &id,
+                    &webhook::ticket(&id, "x"),
+                )
+                .send()
+                .await
+                .unwrap();
+                let status = response.status().as_u16();
+                let has_retry_after = response.headers().contains_key("retry-after");
+                if status == 202 {
+                    accepted.lock().await.push(id);
+                }
+                statuses.lock().await.push((status, has_retry_after));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+
+    let count_202 = || async { statuses.lock().await.iter().filter(|s| s.0 == 202).count() };
+    wait_until(Duration::from_secs(10), || async {
+        count_202().await >= 20
+    })
+    .await;
+    proxy.sever();
+    let before = statuses.lock().await.len();
+    wait_until(Duration::from_secs(10), || async {
+        statuses.lock().await[before..]
+            .iter()
+            .filter(|s| s.0 == 503)
+            .count()
+            >= 5
+    })
+    .await;
+    let ready = client.get(ingest.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "unready while the broker is away");
+    proxy.restore();
+    let after_restore = statuses.lock().await.len();
+    wait_until(Duration::from_secs(15), || async {
+        statuses.lock().await[after_restore..]
+            .iter()
+            .filter(|s| s.0 == 202)
+            .count()
+            >= 20
+    })
+    .await;
+    running.store(false, Ordering::SeqCst);
+    for sender in senders {
+        sender.await.unwrap();
+    }
+
+    let statuses = statuses.lock().await.clone();
+    for (status, has_retry_after) in &statuses {
+        assert!(matches!(status, 202 | 503), "unexpected status {status}");
+        if *status == 503 {
+            assert!(has_retry_after, "every 503 carries Retry-After");
+        }
+    }
+    let accepted: HashSet<String> = accepted.lock().await.iter().cloned().collect();
+    let jobs = env.topology().jobs_queue();
+    env.wait_for_count(&jobs, accepted.len() as u32, Duration::from_secs(10))
+        .await;
+    let landed: HashSet<String> = event_ids(&env.drain(&jobs).await).into_iter().collect();
+    let missing: Vec<_> = accepted.difference(&landed).collect();
+    assert!(missing.is_empty(), "202 without a message: {missing:?}");
+    Arc::try_unwrap(ingest).ok().unwrap().stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_turns_readiness_off_and_lets_in_flight_requests_finish() {
+    let env = TestEnv::new().await;
+    let secret = webhook::plain_secret();
+    let mut settings = env.settings.clone();
+    settings.ingest.drain_delay = Duration::from_millis(800);
+    settings
+        .ingest
+        .sources
+        .insert("stripe".into(), source(SchemeKind::Stripe, &[&secret]));
+    let ingest = IngestHandle::start(settings).await;
+    let addr = ingest.base_url.trim_start_matches("http://").to_owned();
+    let body = webhook::ticket("evt_slow", "in flight during shutdown");
+    let signature = hookfleet_common::signature::stripe::sign(&secret, webhook::unix_now(0), &body);
+
+    // A request whose body is still arriving when SIGTERM comes.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /hooks/stripe HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nStripe-Signature: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
+
+    ingest.begin_shutdown();
+    let client = reqwest::Client::new();
+    wait_until(Duration::from_secs(2), || async {
+        client
+            .get(ingest.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    stream.write_all(&body[10..]).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+    ingest.stop().await.unwrap();
+    let jobs = env.topology().jobs_queue();
+    env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_ingest_binary_exits_zero_on_sigterm() {
+    let env = TestEnv::new().await;
+    let binary = hookfleet_tests::spawn::binary("hookfleet-ingest");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(binary)
+        .env("HOOKFLEET__NAMESPACE", &env.namespace)
+        .env("HOOKFLEET__INGEST__LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOOKFLEET__INGEST__DRAIN_DELAY", "100ms")
+        .env("HOOKFLEET__AMQP__QUEUE_EXPIRES", "10m")
+        .env("HOOKFLEET__AMQP__RETRY_TIERS", "200ms,1s")
+        .env_remove("HOOKFLEET_CONFIG")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    wait_until(Duration::from_secs(20), || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let pid = child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    env.cleanup().await;
+}

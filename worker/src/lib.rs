@@ -1,0 +1,1 @@
+//! hookfleet-worker: the worker fleet (being written).

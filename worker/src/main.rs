@@ -1,0 +1,3 @@
+//! `hookfleet-worker` (being written).
+
+fn main() {}
