@@ -12,6 +12,7 @@
 
 pub mod env;
 pub mod loadgen;
+pub mod mock_ai;
 pub mod proxy;
 pub mod spawn;
 pub mod wait;

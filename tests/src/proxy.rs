@@ -4,7 +4,8 @@
 //!
 //! `sever()` drops every open connection and refuses new ones (the port stays
 //! bound and resets connections, like a dead broker host); `restore()` accepts
-//! again.
+//! again. `stall()` keeps connections open but forwards nothing, like a broker
+//! that stopped answering.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Proxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
+    stalled: watch::Sender<bool>,
     generation: watch::Sender<u64>,
     stop: CancellationToken,
 }
@@ -29,8 +31,10 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
+        let (stalled, _) = watch::channel(false);
         let stop = CancellationToken::new();
         let (up2, gen2, stop2) = (up.clone(), generation.clone(), stop.clone());
+        let stalled2 = stalled.clone();
         tokio::spawn(async move {
             loop {
                 let (client, _) = tokio::select! {
@@ -45,14 +49,17 @@ impl Proxy {
                     continue;
                 }
                 let mut severed = gen2.subscribe();
+                let stall = stalled2.subscribe();
                 let stop = stop2.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
-                    let mut client = client;
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = pump(client_read, server_write, stall.clone()) => {}
+                        _ = pump(server_read, client_write, stall) => {}
                         _ = severed.changed() => {}
                         _ = stop.cancelled() => {}
                     }
@@ -62,9 +69,21 @@ impl Proxy {
         Self {
             addr,
             up,
+            stalled,
             generation,
             stop,
         }
+    }
+
+    /// Stops forwarding bytes but keeps every connection open: the peer sees a
+    /// broker that accepted its request and never answers.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forwards again after `stall`.
+    pub fn unstall(&self) {
+        self.stalled.send_replace(false);
     }
 
     /// The proxy's own address.
@@ -91,6 +110,28 @@ impl Proxy {
     /// Accepts connections again.
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes one way, holding them while `stall` is true.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stall: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stall.wait_for(|stalled| !*stalled).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

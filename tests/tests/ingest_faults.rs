@@ -279,43 +279,165 @@ async fn sigterm_turns_readiness_off_and_lets_in_flight_requests_finish() {
 }
 
 #[tokio::test]
-async fn the_ingest_binary_exits_zero_on_sigterm() {
+async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm() {
     let env = TestEnv::new().await;
     let binary = hookfleet_tests::spawn::binary("hookfleet-ingest");
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let mut child = tokio::process::Command::new(binary)
-        .env("HOOKFLEET__NAMESPACE", &env.namespace)
-        .env("HOOKFLEET__INGEST__LISTEN", format!("127.0.0.1:{port}"))
-        .env("HOOKFLEET__INGEST__DRAIN_DELAY", "100ms")
-        .env("HOOKFLEET__AMQP__QUEUE_EXPIRES", "10m")
-        .env("HOOKFLEET__AMQP__RETRY_TIERS", "200ms,1s")
-        .env_remove("HOOKFLEET_CONFIG")
+    let dir = std::env::temp_dir().join(format!("hf-{}", env.namespace));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = webhook::standard_secret();
+    std::fs::write(dir.join("secret"), &secret).unwrap();
+    let config = format!(
+        "namespace = \"{ns}\"\n[amqp]\nqueue_expires = \"10m\"\nretry_tiers = [\"200ms\", \"1s\"]\n[ingest]\nlisten = \"127.0.0.1:{port}\"\ndrain_delay = \"100ms\"\n[ingest.sources.std]\nscheme = \"standard\"\nsecrets = [{{ secret_file = \"{secret}\" }}]\n",
+        ns = env.namespace,
+        secret = dir.join("secret").display(),
+    );
+    std::fs::write(dir.join("hookfleet.toml"), config).unwrap();
+    let child = tokio::process::Command::new(binary)
+        .arg("--config")
+        .arg(dir.join("hookfleet.toml"))
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/readyz");
+    let base = format!("http://127.0.0.1:{port}");
     wait_until(Duration::from_secs(20), || async {
         client
-            .get(&url)
+            .get(format!("{base}/readyz"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+    let url = format!("{base}/hooks/std");
+    let good = webhook::standard_request(&client, &url, &secret, "m1", &webhook::ticket("m1", "x"));
+    assert_eq!(good.send().await.unwrap().status(), 202);
+    let bad = webhook::standard_request(&client, &url, &webhook::standard_secret(), "m2", b"{}");
+    assert_eq!(bad.send().await.unwrap().status(), 401);
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("hookfleet_ingest_requests_total{outcome=\"accepted\",source=\"std\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hookfleet_ingest_publish_duration_seconds_count 1"));
+
     let pid = child.id().unwrap();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let logs = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(!logs.trim().is_empty(), "the service logs");
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "log line is JSON: {line}");
+    }
+    let key_part = secret.trim_start_matches("whsec_");
+    assert!(!logs.contains(key_part), "logs contain the secret");
+    std::fs::remove_dir_all(&dir).ok();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_nack_from_a_full_queue_is_a_503_not_a_202() {
+    let env = TestEnv::new().await;
+    // A separate namespace whose jobs queue holds one message: with
+    // reject-publish, the broker nacks publishes once it is full. Quorum queues
+    // evaluate the limit after the fact, so one or two may still get in.
+    let mut settings = env.settings.clone();
+    settings.namespace = format!("{}-full", env.namespace);
+    settings.amqp.jobs_max_length = Some(1);
+    let secret = webhook::standard_secret();
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let topology = hookfleet_common::topology::Topology::new(&settings.namespace, &settings.amqp);
+    let ingest = IngestHandle::start(settings).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for id in ["a", "b", "c", "d", "e", "f"] {
+        let response = webhook::standard_request(
+            &client,
+            &ingest.hook_url("std"),
+            &secret,
+            id,
+            &webhook::ticket(id, "x"),
+        )
+        .send()
+        .await
+        .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses[0], 202);
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    assert!(refused >= 3, "{statuses:?}");
+    assert_eq!(refused + accepted, statuses.len(), "{statuses:?}");
+    assert_eq!(ingest.requests("std", "unavailable"), refused as u64);
+    // Every 202 is in the queue, and nothing else is.
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let depth = env
+        .channel()
+        .queue_declare(topology.jobs_queue().into(), options, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count();
+    assert_eq!(depth as usize, accepted);
+    ingest.stop().await.unwrap();
+    topology.delete(env.channel()).await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_broker_that_stops_confirming_gets_503_after_the_confirm_timeout() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let secret = webhook::standard_secret();
+    let mut settings = env.settings.clone();
+    settings.amqp.url = proxy.amqp_url();
+    settings.amqp.confirm_timeout = Duration::from_millis(500);
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let ingest = IngestHandle::start(settings).await;
+    let client = reqwest::Client::new();
+    let send = |id: &'static str| {
+        webhook::standard_request(
+            &client,
+            &ingest.hook_url("std"),
+            &secret,
+            id,
+            &webhook::ticket(id, "x"),
+        )
+        .send()
+    };
+    assert_eq!(send("before").await.unwrap().status(), 202);
+    proxy.stall();
+    let started = tokio::time::Instant::now();
+    let stalled = send("stalled").await.unwrap();
+    assert_eq!(stalled.status(), 503);
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(stalled.headers().contains_key("retry-after"));
+    proxy.unstall();
+    ingest.stop().await.unwrap();
     env.cleanup().await;
 }
