@@ -11,6 +11,7 @@
 //! - [`mock_ai`]: the fake AI provider (the only fake; broker and Redis are real).
 
 pub mod env;
+pub mod fleet;
 pub mod loadgen;
 pub mod mock_ai;
 pub mod proxy;

@@ -1,1 +1,24 @@
-//! hookfleet-worker: the worker fleet (being written).
+//! hookfleet-worker: consumes jobs from `{ns}.jobs`, runs the matching pipelines
+//! (prompt → AI provider → sinks) and acks, retries or dead-letters each one.
+//!
+//! - [`app`]: `Application` — build, bind the admin port, run until stopped.
+//! - [`consumer`]: the consumer loop, reconnection, shutdown; the only acks.
+//! - [`job`]: one delivery → one decision (`process_one`), redelivery safety.
+//! - [`outcome`]: `classify` — what every failure means.
+//! - [`reroute`]: publishing retry and dead-letter copies.
+//! - [`pipeline`]: config → compiled pipelines (globs, minijinja templates).
+//! - [`providers`]: OpenAI-compatible and Anthropic clients.
+//! - [`sinks`]: where results go (the results exchange).
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+
+pub mod admin;
+pub mod app;
+pub mod consumer;
+pub mod job;
+pub mod outcome;
+pub mod pipeline;
+pub mod providers;
+pub mod reroute;
+pub mod sinks;
+
+pub use app::Application;

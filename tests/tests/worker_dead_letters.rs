@@ -1,0 +1,157 @@
+//! Failures that cannot or can no longer succeed end in `{ns}.dead`, once each,
+//! with `hf-error`, `hf-error-class`, `hf-stage`, `hf-failed-at` and the original
+//! headers and routing key — and the counts add up.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hookfleet_common::config::UnmatchedPolicy;
+use hookfleet_tests::env::TestEnv;
+use hookfleet_tests::fleet::{
+    JobPublisher, WorkerHandle, event, header, mock_openai, pending_jobs, pipeline, take,
+    worker_settings,
+};
+use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use lapin::BasicProperties;
+use lapin::message::BasicGetMessage;
+use serde_json::json;
+
+const USER: &str = "From {{ payload.customer.name }}: {{ payload.ticket.body }}";
+
+/// `hf-error` up to the first `:`: the bounded reason code.
+fn reason(message: &BasicGetMessage) -> String {
+    let error = header(message, "hf-error").expect("hf-error");
+    error.split(':').next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_jobs_are_dead_lettered_once_with_their_reason_and_the_counts_add_up() {
+    let env = TestEnv::new().await;
+    let mock = MockAi::start(MockConfig {
+        fail_marker: Some("FAIL-ALWAYS".into()),
+        bad_request_marker: Some("BAD-REQUEST".into()),
+        ..MockConfig::default()
+    })
+    .await;
+    let mut settings = worker_settings(&env, 3);
+    settings.worker.unmatched = UnmatchedPolicy::DeadLetter;
+    settings
+        .worker
+        .providers
+        .insert("mock".into(), mock_openai(&mock));
+    let mut triage = pipeline("triage", "mock", USER);
+    triage.sources = vec!["support".into()];
+    settings.worker.pipelines = vec![triage];
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let metrics = worker.metrics.clone();
+    let jobs = JobPublisher::new(&env).await;
+
+    let ticket = |text: &str| json!({ "customer": { "name": "Ada" }, "ticket": { "body": text } });
+    for i in 0..3 {
+        jobs.publish(
+            "support",
+            "ticket.created",
+            &ticket(&format!("FAIL-ALWAYS {i}")),
+        )
+        .await;
+    }
+    jobs.publish("support", "ticket.created", &ticket("BAD-REQUEST"))
+        .await;
+    // The template needs payload.customer.name.
+    jobs.publish(
+        "support",
+        "ticket.created",
+        &json!({ "ticket": { "body": "hi" } }),
+    )
+    .await;
+    jobs.publish_meta(&event("support", "ticket.created"), b"not json")
+        .await;
+    jobs.publish("stripe", "invoice.paid", &json!({ "id": "in_1" }))
+        .await;
+    let foreign = BasicProperties::default().with_message_id("foreign-1".into());
+    jobs.publish_raw("support.ticket.created", b"{}", foreign)
+        .await;
+    jobs.publish_raw("support.ticket.created", b"{}", BasicProperties::default())
+        .await;
+
+    let topology = env.topology();
+    let dead = take(&env, &topology.dead_queue(), 9, Duration::from_secs(20)).await;
+    worker.stop().await.expect("the worker stops cleanly");
+
+    let by_reason: BTreeMap<String, Vec<&BasicGetMessage>> =
+        dead.iter().fold(BTreeMap::new(), |mut map, m| {
+            map.entry(reason(m)).or_default().push(m);
+            map
+        });
+    let expected = [
+        // reason, count, class, stage, attempts
+        ("ai_http_500", 3, "exhausted", "ai", Some("3")),
+        ("ai_http_400", 1, "permanent", "ai", Some("1")),
+        ("template_error", 1, "permanent", "render", Some("1")),
+        ("body_not_json", 1, "poison", "decode", None),
+        ("unmatched", 1, "permanent", "match", Some("1")),
+        ("not_a_hookfleet_event", 1, "poison", "decode", None),
+        ("no_message_id", 1, "poison", "decode", None),
+    ];
+    assert_eq!(dead.len(), 9, "{by_reason:?}");
+    for (code, count, class, stage, attempts) in expected {
+        let messages = by_reason
+            .get(code)
+            .unwrap_or_else(|| panic!("no {code} dead letter"));
+        assert_eq!(messages.len(), count, "{code}");
+        for m in messages {
+            assert_eq!(
+                header(m, "hf-error-class").as_deref(),
+                Some(class),
+                "{code}"
+            );
+            assert_eq!(header(m, "hf-stage").as_deref(), Some(stage), "{code}");
+            assert!(header(m, "hf-failed-at").is_some(), "{code}");
+            assert!(header(m, "hf-routing-key").is_some(), "{code}");
+            if let Some(attempts) = attempts {
+                assert_eq!(header(m, "hf-attempt").as_deref(), Some(attempts), "{code}");
+            }
+        }
+    }
+    let exhausted = by_reason["ai_http_500"][0];
+    assert_eq!(
+        header(exhausted, "hf-source").as_deref(),
+        Some("support"),
+        "original headers kept"
+    );
+    assert_eq!(header(exhausted, "hf-pipeline").as_deref(), Some("triage"));
+    assert_eq!(
+        header(exhausted, "hf-routing-key").as_deref(),
+        Some("support.ticket.created"),
+        "the original routing key, not the retry queue's"
+    );
+    assert!(exhausted.delivery.properties.message_id().is_some());
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&exhausted.delivery.data).is_ok_and(|b| {
+            b["ticket"]["body"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("FAIL-ALWAYS"))
+        }),
+        "the body is kept byte for byte"
+    );
+
+    // Three exhausted jobs made three calls each; the 400 one; the rest none.
+    assert_eq!(mock.counters().requests, 3 * 3 + 1);
+    let jobs_total =
+        |pipeline: &str, outcome: &str| metrics.jobs.with_label_values(&[pipeline, outcome]).get();
+    assert_eq!(jobs_total("triage", "retried"), 3 * 2);
+    assert_eq!(jobs_total("triage", "dead_lettered"), 3 + 1 + 1);
+    assert_eq!(jobs_total("none", "dead_lettered"), 4);
+    assert_eq!(jobs_total("triage", "succeeded"), 0);
+    for (code, count, ..) in expected {
+        assert_eq!(
+            metrics.dead_letters.with_label_values(&[code]).get(),
+            count as u64,
+            "{code}"
+        );
+    }
+    assert_eq!(pending_jobs(&env).await, 0);
+    assert!(env.drain(&topology.results_queue()).await.is_empty());
+    jobs.close().await;
+    env.cleanup().await;
+}

@@ -1,0 +1,99 @@
+//! Broker faults: a worker whose RabbitMQ connection is cut and restored carries
+//! on — reconnects, consumes again — and every job still ends as exactly one
+//! result, including the ones in flight at the cut.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hookfleet_tests::env::TestEnv;
+use hookfleet_tests::fleet::{
+    JobPublisher, WorkerHandle, json_body, mock_openai, pending_jobs, pipeline, worker_settings,
+};
+use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::proxy::Proxy;
+use hookfleet_tests::wait::wait_until;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_survives_its_broker_connection_being_cut_and_handles_every_job_once() {
+    let env = TestEnv::new().await;
+    let mock = MockAi::start(MockConfig {
+        latency: Duration::from_millis(600),
+        ..MockConfig::default()
+    })
+    .await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().expect("address")).await;
+    let mut settings = worker_settings(&env, 5);
+    settings.amqp.url = proxy.amqp_url();
+    settings.worker.concurrency = 4;
+    settings
+        .worker
+        .providers
+        .insert("mock".into(), mock_openai(&mock));
+    settings.worker.pipelines = vec![pipeline(
+        "triage",
+        "mock",
+        "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}",
+    )];
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let metrics = worker.metrics.clone();
+    // The test publishes directly to the broker, never through the proxy.
+    let jobs = JobPublisher::new(&env).await;
+
+    let n = 16u64;
+    let mut ids = BTreeSet::new();
+    for i in 0..n {
+        let body = json!({ "ticket": { "body": format!("ticket {i}") } });
+        ids.insert(
+            jobs.publish("support", "ticket.created", &body)
+                .await
+                .message_id,
+        );
+    }
+
+    // Cut while some results are out and more jobs are in flight.
+    wait_until(Duration::from_secs(10), || {
+        let (done, inflight) = (worker.jobs("triage", "succeeded"), worker.inflight());
+        async move { done >= 2 && inflight >= 1 }
+    })
+    .await;
+    proxy.sever();
+    let readiness = worker.readiness.clone();
+    wait_until(Duration::from_secs(10), || {
+        let consuming = readiness.is_consuming();
+        async move { !consuming }
+    })
+    .await;
+    let unready = reqwest::get(worker.url("/readyz"))
+        .await
+        .expect("readyz answers");
+    assert_eq!(unready.status(), 503, "not ready while the broker is away");
+    proxy.restore();
+    worker.wait_consuming(Duration::from_secs(10)).await;
+
+    wait_until(Duration::from_secs(20), || {
+        let done = worker.jobs("triage", "succeeded");
+        async move { done >= n }
+    })
+    .await;
+    worker.stop().await.expect("the worker stops cleanly");
+
+    assert_eq!(pending_jobs(&env).await, 0, "no job left behind");
+    let topology = env.topology();
+    let results = env.drain(&topology.results_queue()).await;
+    let result_ids: Vec<String> = results
+        .iter()
+        .map(|m| {
+            json_body(m)["message_id"]
+                .as_str()
+                .expect("message_id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(result_ids.len() as u64, n, "exactly one result per job");
+    assert_eq!(result_ids.into_iter().collect::<BTreeSet<_>>(), ids);
+    assert!(env.drain(&topology.dead_queue()).await.is_empty());
+    assert!(metrics.broker_reconnects.get() >= 1);
+    jobs.close().await;
+    env.cleanup().await;
+}

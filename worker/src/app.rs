@@ -1,0 +1,155 @@
+//! `Application`: builds a worker from settings, binds its admin listener, and
+//! runs until the shutdown token is cancelled.
+//!
+//! `build` compiles every pipeline (a bad glob or template fails here, with its
+//! field), builds the providers' HTTP clients and binds the admin port (port 0
+//! works in tests) — but never requires the broker: a worker started while
+//! RabbitMQ is away keeps trying and reports unready until it consumes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hookfleet_common::config::Settings;
+use hookfleet_common::metrics::WorkerMetrics;
+use hookfleet_common::publisher::Publisher;
+use hookfleet_common::redis::{self as hredis, markers::Markers};
+use hookfleet_common::telemetry::error_chain;
+use hookfleet_common::topology::Topology;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::consumer::{Consumer, ConsumerConfig, Readiness};
+use crate::job::JobContext;
+use crate::outcome::RetryPolicy;
+use crate::pipeline::Pipelines;
+use crate::providers::Provider;
+use crate::sinks::Sink;
+
+/// A worker, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    consumer: Consumer,
+    publisher: Publisher,
+    metrics: WorkerMetrics,
+    readiness: Readiness,
+    owner: String,
+}
+
+impl Application {
+    /// Compiles the pipelines, builds the providers, binds the admin listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let config = &settings.worker;
+        let owner = format!("hookfleet-worker-{}", ulid::Ulid::new());
+        let topology = Topology::new(&settings.namespace, &settings.amqp);
+        let publisher = Publisher::new(
+            &settings.amqp,
+            &format!("{owner}-publisher"),
+            Some(topology.clone()),
+        );
+        let mut providers = HashMap::new();
+        for (name, provider) in &config.providers {
+            let built = Provider::build(name, provider)
+                .with_context(|| format!("cannot build provider `worker.providers.{name}`"))?;
+            providers.insert(name.clone(), Arc::new(built));
+        }
+        let pipelines = Pipelines::build(config, &providers, |p| {
+            p.sinks
+                .iter()
+                .map(|s| Sink::build(s, &publisher, &topology))
+                .collect()
+        })?;
+        if pipelines.is_empty() {
+            tracing::warn!("No pipelines configured: every event is unmatched.");
+        }
+        let redis = hredis::pool(&settings.redis).context("cannot set up the Redis pool")?;
+        let metrics = WorkerMetrics::new().context("cannot register metrics")?;
+        let ctx = Arc::new(JobContext {
+            pipelines,
+            markers: Markers::new(redis, topology.clone(), settings.redis.timeout),
+            policy: RetryPolicy::new(config.max_attempts, topology.retry_tiers()),
+            unmatched: config.unmatched,
+            metrics: metrics.clone(),
+            owner: owner.clone(),
+            lease_ttl: config.lease_ttl,
+            done_ttl: config.done_ttl,
+        });
+        let consumer = Consumer::new(
+            ctx,
+            publisher.clone(),
+            topology,
+            ConsumerConfig {
+                amqp: settings.amqp.clone(),
+                concurrency: config.concurrency,
+                shutdown_grace: config.shutdown_grace,
+                requeue_delay: config.requeue_delay,
+                reconnect_min_delay: config.reconnect_min_delay,
+                reconnect_max_delay: config.reconnect_max_delay,
+                name: owner.clone(),
+            },
+        );
+        let listener = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.admin_listen))?;
+        Ok(Self {
+            listener,
+            readiness: consumer.readiness(),
+            consumer,
+            publisher,
+            metrics,
+            owner,
+        })
+    }
+
+    /// The admin server's bound port (useful with port 0).
+    pub fn admin_port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The worker's metrics.
+    pub fn metrics(&self) -> WorkerMetrics {
+        self.metrics.clone()
+    }
+
+    /// Whether the worker is consuming (what `/readyz` reports).
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// This instance's name: its connection name, consumer tag and lease owner.
+    pub fn name(&self) -> &str {
+        &self.owner
+    }
+
+    /// Consumes until `shutdown` is cancelled, then stops consuming, lets
+    /// in-flight jobs finish within `worker.shutdown_grace`, and closes.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = Arc::new(AdminState {
+            metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
+            stopping: shutdown.clone(),
+        });
+        let admin_stop = CancellationToken::new();
+        let admin_stopped = admin_stop.clone();
+        tracing::info!(port = self.admin_port(), name = %self.owner, "Worker admin server listening.");
+        let admin = axum::serve(self.listener, admin::router(state))
+            .with_graceful_shutdown(async move { admin_stopped.cancelled().await });
+        let admin = tokio::spawn(async move { admin.await });
+        if let Err(e) = self.publisher.connect().await {
+            tracing::warn!(error = %error_chain(&e), "RabbitMQ unavailable at start; will keep trying.");
+        }
+        self.consumer.run_until_stopped(shutdown).await;
+        self.publisher.close().await;
+        // The admin server outlives the consumer, so /readyz reports the drain.
+        admin_stop.cancel();
+        match admin.await {
+            Ok(Ok(())) => {
+                tracing::info!("Worker stopped.");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e).context("admin server failed"),
+            Err(e) => Err(e).context("admin server task failed"),
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The one place that decides what a failure means: [`classify`].
+//!
+//! DESIGN.md's split, applied to every failure a job can meet:
+//!
+//! - **poison** (dead-letter now): no message id, not our headers, a body that is
+//!   not JSON. Retrying cannot help and a requeue would loop.
+//! - **permanent** (dead-letter now): a template error; AI 400/401/403/404/422 and
+//!   any other 4xx not listed below; an `insufficient_quota`-style 429 (billing,
+//!   not pace); an event no pipeline matches when configured to dead-letter.
+//! - **transient** (retry tier, then `exhausted` when attempts run out): AI
+//!   408/409/425/429/5xx/529, timeouts, connection errors, unreadable answers, an
+//!   answer that should be JSON and is not, any sink failure.
+//!
+//! A transient failure waits the longer of the provider's `retry-after` and the
+//! backoff for its attempt (the retry tiers, in order). Whether the retry or dead
+//! letter then gets published, and the delivery acked, is `consumer.rs`'s job.
+
+use std::time::Duration;
+
+use crate::providers::AiError;
+use crate::sinks::SinkError;
+
+/// Where in the job a failure happened (`hf-stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Reading the message: headers and body.
+    Decode,
+    /// Choosing pipelines (an unmatched event, when configured to dead-letter).
+    Match,
+    /// Rendering the prompt templates.
+    Render,
+    /// Calling the AI provider.
+    Ai,
+    /// Checking the AI's answer (JSON that does not parse).
+    Output,
+    /// Delivering the result.
+    Sink,
+}
+
+impl Stage {
+    /// The `hf-stage` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::Match => "match",
+            Self::Render => "render",
+            Self::Ai => "ai",
+            Self::Output => "output",
+            Self::Sink => "sink",
+        }
+    }
+}
+
+/// Why a job was dead-lettered (`hf-error-class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// It can never succeed as it is.
+    Permanent,
+    /// It kept failing transiently until `max_attempts`.
+    Exhausted,
+    /// It is not a message we can read at all.
+    Poison,
+}
+
+impl ErrorClass {
+    /// The `hf-error-class` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Permanent => "permanent",
+            Self::Exhausted => "exhausted",
+            Self::Poison => "poison",
+        }
+    }
+}
+
+/// What to do with a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done (result delivered, duplicate, or unmatched and ignored): ack.
+    Ack,
+    /// Publish a copy to the retry tier covering `after`, then ack.
+    Retry {
+        /// The wait wanted before the next attempt.
+        after: Duration,
+    },
+    /// Publish a copy to the dead-letter exchange, then ack.
+    DeadLetter {
+        /// A bounded code (`ai_http_401`, `template_error`): the metric label and
+        /// the start of `hf-error`.
+        reason: String,
+        /// The error with its chain, for `hf-error`.
+        detail: String,
+        /// `hf-error-class`.
+        class: ErrorClass,
+        /// `hf-stage`.
+        stage: Stage,
+    },
+}
+
+impl Outcome {
+    /// The outcome of a job whose pipelines ended in `self` and `other`: a retry
+    /// wins (the pipelines still to do may yet succeed; the done ones are skipped
+    /// next time by their markers), then a dead letter, then ack.
+    pub fn combine(self, other: Outcome) -> Outcome {
+        match (self, other) {
+            (Self::Retry { after: a }, Self::Retry { after: b }) => Self::Retry { after: a.max(b) },
+            (retry @ Self::Retry { .. }, _) | (_, retry @ Self::Retry { .. }) => retry,
+            (dead @ Self::DeadLetter { .. }, _) | (_, dead @ Self::DeadLetter { .. }) => dead,
+            (Self::Ack, Self::Ack) => Self::Ack,
+        }
+    }
+
+    /// The `outcome` label of `jobs_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Ack => "succeeded",
+            Self::Retry { .. } => "retried",
+            Self::DeadLetter { .. } => "dead_lettered",
+        }
+    }
+}
+
+/// Everything that can go wrong with a job.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The message has no `message_id` property.
+    #[error("the message has no message id")]
+    NoMessageId,
+    /// The message lacks our headers (`hf-source`): not published by ingest.
+    #[error("the message has no hf-source header; not a hookfleet event")]
+    NotOurs,
+    /// The body is not JSON.
+    #[error("the body is not JSON")]
+    Undecodable(#[source] serde_json::Error),
+    /// No pipeline matches the event (dead-lettered only when so configured).
+    #[error("no pipeline matches source `{event_source}` and event type `{event_type}`")]
+    Unmatched {
+        /// The event's source.
+        event_source: String,
+        /// The event's type.
+        event_type: String,
+    },
+    /// A prompt template failed to render.
+    #[error("cannot render the prompt")]
+    Render(#[source] minijinja::Error),
+    /// The AI request failed.
+    #[error("AI request failed")]
+    Ai(#[source] AiError),
+    /// The pipeline wants JSON and the answer does not parse.
+    #[error("the answer is not JSON")]
+    Output(#[source] serde_json::Error),
+    /// A sink did not confirm the result.
+    #[error("cannot deliver the result")]
+    Sink(#[source] SinkError),
+}
+
+/// How many attempts a job gets and how long it waits between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts, the first included.
+    pub max_attempts: u32,
+    /// The wait after the n-th failed attempt is `backoff[n-1]` (the last entry
+    /// for every later one): the retry tiers, shortest first.
+    pub backoff: Vec<Duration>,
+}
+
+impl RetryPolicy {
+    /// A policy over the topology's retry tiers.
+    pub fn new(max_attempts: u32, tiers: &[Duration]) -> Self {
+        let mut backoff = tiers.to_vec();
+        backoff.sort();
+        Self {
+            max_attempts,
+            backoff,
+        }
+    }
+
+    /// The wait after failed attempt `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.backoff
+            .get(index)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// Transient or not, and the metric code, for one failure.
+enum Kind {
+    Poison,
+    Permanent,
+    Transient { retry_after: Option<Duration> },
+}
+
+/// What to do after `failure` on attempt `attempt` (1-based).
+pub fn classify(failure: &Failure, attempt: u32, policy: &RetryPolicy) -> Outcome {
+    let (kind, reason, stage) = describe(failure);
+    let class = match kind {
+        Kind::Poison => ErrorClass::Poison,
+        Kind::Permanent => ErrorClass::Permanent,
+        Kind::Transient { .. } if attempt >= policy.max_attempts => ErrorClass::Exhausted,
+        Kind::Transient { retry_after } => {
+            let backoff = policy.delay(attempt);
+            return Outcome::Retry {
+                after: retry_after.map_or(backoff, |hint| hint.max(backoff)),
+            };
+        }
+    };
+    Outcome::DeadLetter {
+        reason,
+        detail: hookfleet_common::telemetry::error_chain(failure),
+        class,
+        stage,
+    }
+}
+
+fn describe(failure: &Failure) -> (Kind, String, Stage) {
+    let transient = Kind::Transient { retry_after: None };
+    match failure {
+        Failure::NoMessageId => (Kind::Poison, "no_message_id".into(), Stage::Decode),
+        Failure::NotOurs => (Kind::Poison, "not_a_hookfleet_event".into(), Stage::Decode),
+        Failure::Undecodable(_) => (Kind::Poison, "body_not_json".into(), Stage::Decode),
+        Failure::Unmatched { .. } => (Kind::Permanent, "unmatched".into(), Stage::Match),
+        Failure::Render(_) => (Kind::Permanent, "template_error".into(), Stage::Render),
+        Failure::Output(_) => (transient, "output_not_json".into(), Stage::Output),
+        Failure::Sink(SinkError::Amqp(_)) => (transient, "sink_amqp".into(), Stage::Sink),
+        Failure::Ai(error) => {
+            let kind = match error {
+                AiError::Status {
+                    status,
+                    code,
+                    retry_after,
+                    ..
+                } => match status {
+                    429 if is_billing(code.as_deref()) => {
+                        return (Kind::Permanent, "ai_insufficient_quota".into(), Stage::Ai);
+                    }
+                    408 | 409 | 425 | 429 | 500..=599 => Kind::Transient {
+                        retry_after: *retry_after,
+                    },
+                    _ => Kind::Permanent,
+                },
+                AiError::Timeout(_)
+                | AiError::Connect(_)
+                | AiError::Transport(_)
+                | AiError::InvalidResponse(_) => transient,
+            };
+            let reason = match error {
+                AiError::Status { status, .. } => format!("ai_http_{status}"),
+                AiError::Timeout(_) => "ai_timeout".into(),
+                AiError::Connect(_) => "ai_connect".into(),
+                AiError::Transport(_) => "ai_transport".into(),
+                AiError::InvalidResponse(_) => "ai_invalid_response".into(),
+            };
+            (kind, reason, Stage::Ai)
+        }
+    }
+}
+
+/// A 429 that is about money, not pace: never retried (FACTS.md).
+fn is_billing(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("insufficient_quota" | "billing_hard_limit_reached" | "billing_not_active")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::new(3, &[Duration::from_secs(10), Duration::from_secs(1)])
+    }
+
+    fn status(status: u16, code: Option<&str>, retry_after: Option<Duration>) -> Failure {
+        Failure::Ai(AiError::Status {
+            status,
+            code: code.map(Into::into),
+            message: "m".into(),
+            retry_after,
+        })
+    }
+
+    fn json_error() -> serde_json::Error {
+        serde_json::from_str::<serde_json::Value>("{").unwrap_err()
+    }
+
+    fn template_error() -> minijinja::Error {
+        minijinja::Error::new(minijinja::ErrorKind::UndefinedError, "payload.x")
+    }
+
+    fn sink_error() -> Failure {
+        Failure::Sink(SinkError::Amqp(
+            hookfleet_common::publisher::PublishError::Nacked,
+        ))
+    }
+
+    fn dead(reason: &str, class: ErrorClass, stage: Stage) -> (String, ErrorClass, Stage) {
+        (reason.to_owned(), class, stage)
+    }
+
+    /// A retry's wait, or a dead letter's reason, class and stage.
+    type Summary = Result<Duration, (String, ErrorClass, Stage)>;
+
+    /// The outcome without the free-text detail, for comparing.
+    fn summary(outcome: Outcome) -> Summary {
+        match outcome {
+            Outcome::Retry { after } => Ok(after),
+            Outcome::DeadLetter {
+                reason,
+                class,
+                stage,
+                ..
+            } => Err((reason, class, stage)),
+            Outcome::Ack => panic!("a failure is never acked as is"),
+        }
+    }
+
+    #[test]
+    fn every_failure_is_classified_as_the_design_says() {
+        use ErrorClass::*;
+        let s1 = Duration::from_secs(1);
+        let s10 = Duration::from_secs(10);
+        let table: Vec<(Failure, u32, Summary)> = vec![
+            // Poison: never retried, whatever the attempt.
+            (
+                Failure::NoMessageId,
+                1,
+                Err(dead("no_message_id", Poison, Stage::Decode)),
+            ),
+            (
+                Failure::NotOurs,
+                1,
+                Err(dead("not_a_hookfleet_event", Poison, Stage::Decode)),
+            ),
+            (
+                Failure::Undecodable(json_error()),
+                1,
+                Err(dead("body_not_json", Poison, Stage::Decode)),
+            ),
+            // Permanent.
+            (
+                Failure::Unmatched {
+                    event_source: "s".into(),
+                    event_type: "t".into(),
+                },
+                1,
+                Err(dead("unmatched", Permanent, Stage::Match)),
+            ),
+            (
+                Failure::Render(template_error()),
+                1,
+                Err(dead("template_error", Permanent, Stage::Render)),
+            ),
+            (
+                status(400, None, None),
+                1,
+                Err(dead("ai_http_400", Permanent, Stage::Ai)),
+            ),
+            (
+                status(401, None, None),
+                1,
+                Err(dead("ai_http_401", Permanent, Stage::Ai)),
+            ),
+            (
+                status(403, None, None),
+                1,
+                Err(dead("ai_http_403", Permanent, Stage::Ai)),
+            ),
+            (
+                status(404, None, None),
+                1,
+                Err(dead("ai_http_404", Permanent, Stage::Ai)),
+            ),
+            (
+                status(422, None, None),
+                1,
+                Err(dead("ai_http_422", Permanent, Stage::Ai)),
+            ),
+            (
+                status(413, None, None),
+                1,
+                Err(dead("ai_http_413", Permanent, Stage::Ai)),
+            ),
+            (
+                status(429, Some("insufficient_quota"), Some(s1)),
+                1,
+                Err(dead("ai_insufficient_quota", Permanent, Stage::Ai)),
+            ),
+            // Transient: the backoff of the attempt (tiers sorted: 1s, then 10s)…
+            (status(408, None, None), 1, Ok(s1)),
+            (status(409, None, None), 2, Ok(s10)),
+            (status(429, Some("rate_limit_exceeded"), None), 1, Ok(s1)),
+            (status(500, None, None), 1, Ok(s1)),
+            (status(502, None, None), 1, Ok(s1)),
+            (status(503, None, None), 1, Ok(s1)),
+            (status(529, Some("overloaded_error"), None), 1, Ok(s1)),
+            (Failure::Ai(AiError::Timeout(s1)), 1, Ok(s1)),
+            (Failure::Ai(AiError::InvalidResponse("x".into())), 1, Ok(s1)),
+            (Failure::Output(json_error()), 1, Ok(s1)),
+            (sink_error(), 2, Ok(s10)),
+            // …or the provider's retry-after when longer, never shorter.
+            (
+                status(429, None, Some(Duration::from_secs(30))),
+                1,
+                Ok(Duration::from_secs(30)),
+            ),
+            (
+                status(429, None, Some(Duration::from_millis(100))),
+                2,
+                Ok(s10),
+            ),
+            (
+                status(503, None, Some(Duration::from_millis(1500))),
+                1,
+                Ok(Duration::from_millis(1500)),
+            ),
+            // …until the attempts run out.
+            (
+                status(500, None, None),
+                3,
+                Err(dead("ai_http_500", Exhausted, Stage::Ai)),
+            ),
+            (
+                status(429, None, Some(s1)),
+                4,
+                Err(dead("ai_http_429", Exhausted, Stage::Ai)),
+            ),
+            (
+                Failure::Ai(AiError::Timeout(s1)),
+                3,
+                Err(dead("ai_timeout", Exhausted, Stage::Ai)),
+            ),
+            (
+                Failure::Output(json_error()),
+                3,
+                Err(dead("output_not_json", Exhausted, Stage::Output)),
+            ),
+            (
+                sink_error(),
+                3,
+                Err(dead("sink_amqp", Exhausted, Stage::Sink)),
+            ),
+            // Permanent stays permanent on the last attempt.
+            (
+                status(401, None, None),
+                3,
+                Err(dead("ai_http_401", Permanent, Stage::Ai)),
+            ),
+        ];
+        for (failure, attempt, expected) in table {
+            let got = summary(classify(&failure, attempt, &policy()));
+            assert_eq!(got, expected, "{failure:?} on attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_carries_the_error_chain() {
+        let Outcome::DeadLetter { detail, .. } =
+            classify(&Failure::Render(template_error()), 1, &policy())
+        else {
+            panic!("dead letter")
+        };
+        assert!(detail.starts_with("cannot render the prompt: "), "{detail}");
+        assert!(detail.contains("payload.x"), "{detail}");
+    }
+
+    #[test]
+    fn retries_win_over_dead_letters_when_pipelines_disagree() {
+        let retry = |s| Outcome::Retry {
+            after: Duration::from_secs(s),
+        };
+        let dead = classify(&Failure::NotOurs, 1, &policy());
+        assert_eq!(retry(1).combine(retry(5)), retry(5));
+        assert_eq!(dead.clone().combine(retry(1)), retry(1));
+        assert_eq!(Outcome::Ack.combine(dead.clone()), dead);
+        assert_eq!(Outcome::Ack.combine(Outcome::Ack), Outcome::Ack);
+    }
+}

@@ -1,0 +1,390 @@
+//! Pipelines compiled from `[[worker.pipelines]]`: globs that pick events, prompt
+//! templates that turn an event into a request, the provider and the sinks.
+//!
+//! Everything that can be wrong in a pipeline's config (a glob, a template's
+//! syntax, an unknown provider) fails [`Pipelines::build`] with the field named,
+//! so a bad config stops the worker at start. Rendering can still fail per event
+//! (a missing field in `semi-strict` mode): that is a permanent `render` failure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use hookfleet_common::config::{PipelineConfig, ResponseFormat, UndefinedMode, WorkerConfig};
+use hookfleet_common::message::EventMeta;
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::providers::{AiRequest, Provider};
+use crate::sinks::Sink;
+
+/// A pipeline could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A glob does not parse.
+    #[error("invalid configuration: `{field}`: invalid glob")]
+    Glob {
+        /// e.g. `worker.pipelines[0].sources[1]`.
+        field: String,
+        /// The parser's complaint.
+        #[source]
+        source: globset::Error,
+    },
+    /// A template does not parse.
+    #[error("invalid configuration: `{field}`: invalid template")]
+    Template {
+        /// e.g. `worker.pipelines[0].user`.
+        field: String,
+        /// The parser's complaint, with line and column.
+        #[source]
+        source: minijinja::Error,
+    },
+    /// The pipeline names a provider that is not configured.
+    #[error("invalid configuration: `{field}`: no provider `{name}`")]
+    UnknownProvider {
+        /// e.g. `worker.pipelines[0].provider`.
+        field: String,
+        /// The missing name.
+        name: String,
+    },
+}
+
+/// The rendered prompts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    /// The system prompt, when the pipeline has one.
+    pub system: Option<String>,
+    /// The user prompt.
+    pub user: String,
+}
+
+/// What templates see as `meta`.
+#[derive(Debug, Serialize)]
+struct MetaContext<'a> {
+    message_id: &'a str,
+    source: &'a str,
+    event_type: &'a str,
+    event_id: Option<&'a str>,
+    received_at: &'a str,
+    /// This attempt, 1-based.
+    attempt: u32,
+    replays: u32,
+    /// Forwarded provider headers, by lower-case name.
+    headers: HashMap<&'a str, &'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct Context<'a> {
+    payload: &'a serde_json::Value,
+    meta: MetaContext<'a>,
+    pipeline: &'a str,
+}
+
+/// One compiled pipeline.
+pub struct Pipeline {
+    /// Its unique name.
+    pub name: String,
+    sources: GlobSet,
+    event_types: GlobSet,
+    templates: Environment<'static>,
+    has_system: bool,
+    /// The provider it calls.
+    pub provider: Arc<Provider>,
+    /// The model it asks for.
+    pub model: String,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Output token limit.
+    pub max_tokens: Option<u32>,
+    /// Text or JSON.
+    pub response_format: ResponseFormat,
+    /// Where results go, in order.
+    pub sinks: Vec<Sink>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field("provider", &self.provider.name())
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Compiles the `index`-th pipeline.
+    pub fn build(
+        index: usize,
+        config: &PipelineConfig,
+        providers: &HashMap<String, Arc<Provider>>,
+        sinks: Vec<Sink>,
+    ) -> Result<Self, PipelineError> {
+        let field = format!("worker.pipelines[{index}]");
+        let provider = providers.get(&config.provider).cloned().ok_or_else(|| {
+            PipelineError::UnknownProvider {
+                field: format!("{field}.provider"),
+                name: config.provider.clone(),
+            }
+        })?;
+        let mut templates = Environment::new();
+        templates.set_undefined_behavior(match config.undefined {
+            UndefinedMode::SemiStrict => UndefinedBehavior::SemiStrict,
+            UndefinedMode::Strict => UndefinedBehavior::Strict,
+            UndefinedMode::Lenient => UndefinedBehavior::Lenient,
+            UndefinedMode::Chainable => UndefinedBehavior::Chainable,
+        });
+        // Prompts are not HTML: never escape.
+        templates.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // Keep a trailing newline the author wrote.
+        templates.set_keep_trailing_newline(true);
+        if let Some(system) = &config.system {
+            templates
+                .add_template_owned("system", system.clone())
+                .map_err(|source| PipelineError::Template {
+                    field: format!("{field}.system"),
+                    source,
+                })?;
+        }
+        templates
+            .add_template_owned("user", config.user.clone())
+            .map_err(|source| PipelineError::Template {
+                field: format!("{field}.user"),
+                source,
+            })?;
+        Ok(Self {
+            name: config.name.clone(),
+            sources: globs(&config.sources, &format!("{field}.sources"))?,
+            event_types: globs(&config.event_types, &format!("{field}.event_types"))?,
+            templates,
+            has_system: config.system.is_some(),
+            provider,
+            model: config.model.clone(),
+            temperature: config.temperature,
+            max_tokens: config.max_tokens,
+            response_format: config.response_format,
+            sinks,
+        })
+    }
+
+    /// Whether this pipeline takes events of `source` and `event_type`.
+    pub fn matches(&self, source: &str, event_type: &str) -> bool {
+        self.sources.is_match(source) && self.event_types.is_match(event_type)
+    }
+
+    /// Renders the prompts for one event. `attempt` is 1-based.
+    pub fn render(
+        &self,
+        payload: &serde_json::Value,
+        meta: &EventMeta,
+        attempt: u32,
+    ) -> Result<Prompt, minijinja::Error> {
+        let context = Context {
+            payload,
+            meta: MetaContext {
+                message_id: &meta.message_id,
+                source: &meta.source,
+                event_type: &meta.event_type,
+                event_id: meta.event_id.as_deref(),
+                received_at: &meta.received_at,
+                attempt,
+                replays: meta.replays,
+                headers: meta
+                    .forwarded
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+            },
+            pipeline: &self.name,
+        };
+        let system = if self.has_system {
+            Some(self.templates.get_template("system")?.render(&context)?)
+        } else {
+            None
+        };
+        let user = self.templates.get_template("user")?.render(&context)?;
+        Ok(Prompt { system, user })
+    }
+
+    /// The AI request for rendered prompts.
+    pub fn request(&self, prompt: Prompt) -> AiRequest {
+        AiRequest {
+            model: self.model.clone(),
+            system: prompt.system,
+            user: prompt.user,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            json: self.response_format == ResponseFormat::Json,
+        }
+    }
+}
+
+fn globs(patterns: &[String], field: &str) -> Result<GlobSet, PipelineError> {
+    let mut set = GlobSetBuilder::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        let glob = Glob::new(pattern).map_err(|source| PipelineError::Glob {
+            field: format!("{field}[{i}]"),
+            source,
+        })?;
+        set.add(glob);
+    }
+    set.build().map_err(|source| PipelineError::Glob {
+        field: field.to_owned(),
+        source,
+    })
+}
+
+/// All pipelines, in configuration order.
+#[derive(Debug, Default)]
+pub struct Pipelines {
+    pipelines: Vec<Arc<Pipeline>>,
+}
+
+impl Pipelines {
+    /// Compiles every pipeline of `config`; `sinks` builds a pipeline's sinks.
+    pub fn build(
+        config: &WorkerConfig,
+        providers: &HashMap<String, Arc<Provider>>,
+        sinks: impl Fn(&PipelineConfig) -> Vec<Sink>,
+    ) -> Result<Self, PipelineError> {
+        let pipelines = config
+            .pipelines
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Pipeline::build(i, p, providers, sinks(p)).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { pipelines })
+    }
+
+    /// The pipelines that take this event, in configuration order.
+    pub fn matching(&self, source: &str, event_type: &str) -> Vec<Arc<Pipeline>> {
+        self.pipelines
+            .iter()
+            .filter(|p| p.matches(source, event_type))
+            .cloned()
+            .collect()
+    }
+
+    /// How many pipelines there are.
+    pub fn len(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.pipelines.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookfleet_common::config::{ProviderConfig, ProviderKind};
+    use serde_json::json;
+
+    fn providers() -> HashMap<String, Arc<Provider>> {
+        let config = ProviderConfig {
+            kind: ProviderKind::Openai,
+            base_url: Some("http://127.0.0.1:1/v1".into()),
+            api_key: None,
+            timeout: std::time::Duration::from_secs(1),
+            anthropic_version: "2023-06-01".into(),
+        };
+        let provider = Provider::build("mock", &config).unwrap();
+        HashMap::from([("mock".to_owned(), Arc::new(provider))])
+    }
+
+    fn config(user: &str) -> PipelineConfig {
+        PipelineConfig {
+            name: "support-triage".into(),
+            sources: vec!["support".into(), "zendesk*".into()],
+            event_types: vec!["ticket.*".into()],
+            provider: "mock".into(),
+            model: "gpt-4o-mini".into(),
+            temperature: Some(0.0),
+            max_tokens: Some(256),
+            response_format: ResponseFormat::Json,
+            system: Some("You triage tickets for {{ meta.source }}.".into()),
+            user: user.into(),
+            undefined: UndefinedMode::SemiStrict,
+            sinks: vec![],
+        }
+    }
+
+    fn meta() -> EventMeta {
+        EventMeta {
+            message_id: "01J0000000000000000000000".into(),
+            source: "zendesk-eu".into(),
+            event_type: "ticket.created".into(),
+            event_id: Some("evt_1".into()),
+            received_at: "2025-01-01T00:00:00.000Z".into(),
+            content_type: Some("application/json".into()),
+            traceparent: None,
+            forwarded: vec![("x-zendesk-webhook-id".into(), "wh_9".into())],
+            attempt: 1,
+            replays: 0,
+        }
+    }
+
+    fn pipeline(user: &str) -> Pipeline {
+        Pipeline::build(0, &config(user), &providers(), vec![]).unwrap()
+    }
+
+    #[test]
+    fn globs_match_source_and_event_type() {
+        let p = pipeline("x");
+        assert!(p.matches("support", "ticket.created"));
+        assert!(p.matches("zendesk-eu", "ticket.updated"));
+        assert!(!p.matches("support", "invoice.paid"));
+        assert!(!p.matches("stripe", "ticket.created"));
+    }
+
+    #[test]
+    fn prompts_render_from_the_payload_and_the_metadata() {
+        let p = pipeline(
+            "Ticket {{ meta.event_id }} (attempt {{ meta.attempt }}, {{ pipeline }}) from \
+             {{ payload.customer.name }} via {{ meta.headers['x-zendesk-webhook-id'] }}: \
+             {{ payload.ticket.body }}{% if payload.vip %} [VIP]{% endif %} {{ payload | tojson }}",
+        );
+        let payload = json!({ "customer": { "name": "Ada" }, "ticket": { "body": "<b>help</b>" } });
+        let prompt = p.render(&payload, &meta(), 2).unwrap();
+        assert_eq!(
+            prompt.system.as_deref(),
+            Some("You triage tickets for zendesk-eu.")
+        );
+        assert!(
+            prompt.user.starts_with(
+                "Ticket evt_1 (attempt 2, support-triage) from Ada via wh_9: <b>help</b> {"
+            ),
+            "{}",
+            prompt.user
+        );
+        let request = p.request(prompt);
+        assert!(request.json);
+        assert_eq!(request.max_tokens, Some(256));
+    }
+
+    #[test]
+    fn a_missing_field_is_a_render_error_in_semi_strict_mode() {
+        let p = pipeline("{{ payload.customer.name }}");
+        let err = p.render(&json!({ "ticket": {} }), &meta(), 1).unwrap_err();
+        assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
+    }
+
+    #[test]
+    fn bad_globs_and_templates_fail_at_build_with_their_field() {
+        let err = Pipeline::build(3, &config("{{ payload.x "), &providers(), vec![]).unwrap_err();
+        assert!(
+            err.to_string().contains("worker.pipelines[3].user"),
+            "{err}"
+        );
+        let mut bad_glob = config("x");
+        bad_glob.event_types = vec!["ok".into(), "ticket.[".into()];
+        let err = Pipeline::build(0, &bad_glob, &providers(), vec![]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("worker.pipelines[0].event_types[1]"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! AI providers: one request in, one response (text and token usage) or one
+//! [`AiError`] out.
+//!
+//! Providers do not retry and do not decide what a failure means: they report
+//! the HTTP status, the provider's error code, and any `retry-after` hint, and
+//! `outcome::classify` decides. A retry is a trip through a retry queue, never a
+//! loop here, so a slow provider never holds a delivery longer than one timeout.
+
+pub mod anthropic;
+pub mod openai;
+
+use std::time::{Duration, SystemTime};
+
+use hookfleet_common::config::{ProviderConfig, ProviderKind};
+use reqwest::header::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+/// What to ask the model: the rendered prompts and the pipeline's parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AiRequest {
+    /// The model name, as the provider knows it.
+    pub model: String,
+    /// The rendered system prompt, if the pipeline has one.
+    pub system: Option<String>,
+    /// The rendered user prompt.
+    pub user: String,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Output token limit.
+    pub max_tokens: Option<u32>,
+    /// Whether a JSON object is asked for.
+    pub json: bool,
+}
+
+/// Tokens the provider reports for one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+}
+
+/// A successful completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AiResponse {
+    /// The model's answer (all text parts joined).
+    pub text: String,
+    /// Token usage, zero when the provider reported none.
+    pub usage: Usage,
+    /// The model that answered, as the provider reports it.
+    pub model: Option<String>,
+}
+
+/// Why a request produced no completion.
+#[derive(Debug, thiserror::Error)]
+pub enum AiError {
+    /// The provider answered with an error status.
+    #[error("provider answered {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The provider's error code or type (`insufficient_quota`, `overloaded_error`).
+        code: Option<String>,
+        /// The provider's error message (or the start of the body).
+        message: String,
+        /// How long the provider asked us to wait (`retry-after-ms`, `retry-after`).
+        retry_after: Option<Duration>,
+    },
+    /// No complete answer within the provider's `timeout`.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made.
+    #[error("cannot connect to the provider")]
+    Connect(#[source] reqwest::Error),
+    /// The connection broke while sending or receiving.
+    #[error("request to the provider failed")]
+    Transport(#[source] reqwest::Error),
+    /// A 2xx answer we cannot read (not the documented shape).
+    #[error("unreadable answer from the provider: {0}")]
+    InvalidResponse(String),
+}
+
+impl AiError {
+    /// The `status` label of `ai_requests_total`.
+    pub fn status_label(&self) -> String {
+        match self {
+            Self::Status { status, .. } => status.to_string(),
+            Self::Timeout(_) => "timeout".into(),
+            Self::Connect(_) => "connect".into(),
+            Self::Transport(_) => "transport".into(),
+            Self::InvalidResponse(_) => "200".into(),
+        }
+    }
+}
+
+/// A configured provider, ready to send requests.
+#[derive(Debug)]
+pub enum Provider {
+    /// An OpenAI-compatible chat-completions endpoint.
+    OpenAi(openai::OpenAi),
+    /// Anthropic's messages API.
+    Anthropic(anthropic::Anthropic),
+}
+
+impl Provider {
+    /// Builds the HTTP client for `config`. Does no I/O.
+    pub fn build(name: &str, config: &ProviderConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("hookfleet-worker/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let http = Http {
+            name: name.to_owned(),
+            client,
+            base_url: config.base_url(),
+            api_key: config.api_key.clone(),
+            timeout: config.timeout,
+        };
+        Ok(match config.kind {
+            ProviderKind::Openai => Self::OpenAi(openai::OpenAi::new(http)),
+            ProviderKind::Anthropic => Self::Anthropic(anthropic::Anthropic::new(
+                http,
+                config.anthropic_version.clone(),
+            )),
+        })
+    }
+
+    /// The provider's configured name (the `provider` metric label).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::OpenAi(p) => &p.http.name,
+            Self::Anthropic(p) => &p.http.name,
+        }
+    }
+
+    /// `openai` or `anthropic`.
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            Self::OpenAi(_) => ProviderKind::Openai,
+            Self::Anthropic(_) => ProviderKind::Anthropic,
+        }
+    }
+
+    /// Sends one request.
+    pub async fn complete(&self, request: &AiRequest) -> Result<AiResponse, AiError> {
+        match self {
+            Self::OpenAi(p) => p.complete(request).await,
+            Self::Anthropic(p) => p.complete(request).await,
+        }
+    }
+}
+
+/// What both dialects share: the client, the endpoint and the key.
+#[derive(Debug)]
+pub struct Http {
+    name: String,
+    client: reqwest::Client,
+    base_url: String,
+    api_key: Option<hookfleet_common::config::Secret>,
+    timeout: Duration,
+}
+
+impl Http {
+    /// POSTs `body` as JSON to `{base_url}{path}` with `headers`, returning the
+    /// body of a 2xx answer or the error the answer means.
+    async fn post(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: &serde_json::Value,
+    ) -> Result<bytes::Bytes, AiError> {
+        let url = format!("{}{path}", self.base_url);
+        let response = self
+            .client
+            .post(url)
+            .headers(headers)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(status_error(
+            status.as_u16(),
+            &headers,
+            &body,
+            SystemTime::now(),
+        ))
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> AiError {
+        if e.is_timeout() {
+            AiError::Timeout(self.timeout)
+        } else if e.is_connect() {
+            AiError::Connect(e)
+        } else {
+            AiError::Transport(e)
+        }
+    }
+}
+
+/// The error an error status means, with the provider's code and retry hint.
+///
+/// Both dialects nest the details under `error`: OpenAI
+/// `{"error":{"message","type","code"}}`, Anthropic
+/// `{"type":"error","error":{"type","message"}}`. The code is OpenAI's `code`,
+/// else the `type`, so `insufficient_quota` is found in either place.
+pub fn status_error(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTime) -> AiError {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Option<Detail>,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        message: Option<String>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        code: Option<serde_json::Value>,
+    }
+    let detail = serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.error);
+    let (message, code) = match detail {
+        Some(d) => {
+            let code = d
+                .code
+                .and_then(|c| match c {
+                    serde_json::Value::String(s) => Some(s),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .or(d.kind);
+            (d.message.unwrap_or_default(), code)
+        }
+        None => (truncate(&String::from_utf8_lossy(body), 200), None),
+    };
+    AiError::Status {
+        status,
+        code,
+        message,
+        retry_after: retry_after(headers, now),
+    }
+}
+
+/// The wait a response asks for: `retry-after-ms` (milliseconds, as OpenAI's SDKs
+/// read it), else `retry-after` as seconds (possibly fractional) or an HTTP date.
+/// A date in the past means "now"; a missing or unreadable value means no hint.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = header("retry-after")?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The start of `text`, at most `max` bytes, cut on a char boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_reads_milliseconds_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        type Headers<'a> = &'a [(&'static str, &'a str)];
+        let cases: &[(Headers, Option<Duration>)] = &[
+            (
+                &[("retry-after-ms", "1500")],
+                Some(Duration::from_millis(1500)),
+            ),
+            (
+                &[("retry-after-ms", "12.5")],
+                Some(Duration::from_micros(12_500)),
+            ),
+            (&[("retry-after", "2")], Some(Duration::from_secs(2))),
+            (&[("retry-after", "0.25")], Some(Duration::from_millis(250))),
+            // retry-after-ms wins over retry-after.
+            (
+                &[("retry-after-ms", "100"), ("retry-after", "9")],
+                Some(Duration::from_millis(100)),
+            ),
+            // An unreadable retry-after-ms falls back to retry-after.
+            (
+                &[("retry-after-ms", "soon"), ("retry-after", "3")],
+                Some(Duration::from_secs(3)),
+            ),
+            (
+                &[(
+                    "retry-after",
+                    &httpdate::fmt_http_date(now + Duration::from_secs(30)),
+                )],
+                Some(Duration::from_secs(30)),
+            ),
+            (
+                &[(
+                    "retry-after",
+                    &httpdate::fmt_http_date(now - Duration::from_secs(30)),
+                )],
+                Some(Duration::ZERO),
+            ),
+            (&[("retry-after", "-1")], None),
+            (&[("retry-after", "tomorrow")], None),
+            (&[], None),
+        ];
+        for (pairs, expected) in cases {
+            assert_eq!(retry_after(&headers(pairs), now), *expected, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_of_both_dialects_yield_their_code() {
+        let now = SystemTime::now();
+        let openai = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+        let AiError::Status {
+            status,
+            code,
+            message,
+            retry_after,
+        } = status_error(429, &headers(&[("retry-after", "1")]), openai, now)
+        else {
+            panic!("a status error")
+        };
+        assert_eq!((status, code.as_deref()), (429, Some("insufficient_quota")));
+        assert!(message.contains("quota"));
+        assert_eq!(retry_after, Some(Duration::from_secs(1)));
+
+        let anthropic =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let AiError::Status { code, .. } = status_error(529, &HeaderMap::new(), anthropic, now)
+        else {
+            panic!("a status error")
+        };
+        assert_eq!(code.as_deref(), Some("overloaded_error"));
+
+        let html = b"<html>Bad Gateway</html>";
+        let AiError::Status { code, message, .. } = status_error(502, &HeaderMap::new(), html, now)
+        else {
+            panic!("a status error")
+        };
+        assert_eq!(code, None);
+        assert!(message.contains("Bad Gateway"));
+    }
+}
