@@ -128,3 +128,104 @@ async fn a_job_still_running_when_the_grace_period_ends_is_left_for_redelivery()
     jobs.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_binary_finishes_a_slow_call_and_exits_zero_on_sigterm() {
+    let env = TestEnv::new().await;
+    let mock = MockAi::start(MockConfig {
+        latency: Duration::from_millis(1500),
+        require_api_key: false,
+        ..MockConfig::default()
+    })
+    .await;
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = std::env::temp_dir().join(format!("hf-{}", env.namespace));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        r#"namespace = "{ns}"
+[amqp]
+queue_expires = "10m"
+retry_tiers = ["200ms", "1s"]
+[worker]
+admin_listen = "127.0.0.1:{port}"
+shutdown_grace = "10s"
+[worker.providers.mock]
+kind = "openai"
+base_url = "{base}/v1"
+[[worker.pipelines]]
+name = "triage"
+sources = ["*"]
+event_types = ["*"]
+provider = "mock"
+model = "gpt-4o-mini"
+max_tokens = 128
+user = "Ticket: {{{{ payload.ticket.body }}}}"
+"#,
+        ns = env.namespace,
+        base = mock.base_url(),
+    );
+    std::fs::write(dir.join("hookfleet.toml"), config).unwrap();
+    let child = tokio::process::Command::new(hookfleet_tests::spawn::binary("hookfleet-worker"))
+        .args(["run", "--config"])
+        .arg(dir.join("hookfleet.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    wait_until(Duration::from_secs(30), || async {
+        client
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let jobs = JobPublisher::new(&env).await;
+    let meta = jobs
+        .publish(
+            "support",
+            "ticket.created",
+            &json!({ "ticket": { "body": "slow one" } }),
+        )
+        .await;
+    // The call is in flight at the mock when SIGTERM arrives.
+    wait_until(Duration::from_secs(10), || {
+        let requests = mock.counters().requests;
+        async move { requests >= 1 }
+    })
+    .await;
+    let pid = child.id().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results = env.drain(&env.topology().results_queue()).await;
+    assert_eq!(results.len(), 1, "the slow job finished and published");
+    assert_eq!(
+        json_body(&results[0])["message_id"],
+        meta.message_id.as_str()
+    );
+    assert_eq!(env.ready_count(&env.topology().jobs_queue()).await, 0);
+    jobs.close().await;
+    std::fs::remove_dir_all(&dir).ok();
+    env.cleanup().await;
+}
