@@ -7,6 +7,7 @@
 //! with the offending field named, never halfway through a request.
 
 mod ingest;
+mod limits;
 mod secret;
 mod worker;
 
@@ -20,6 +21,7 @@ pub use ingest::{
     FieldSource, HmacAlgorithm, HmacParams, IngestConfig, RateLimit, SchemeKind, SignatureEncoding,
     SourceConfig,
 };
+pub use limits::{CacheConfig, CacheSettings, LimitsConfig, ModelLimits};
 pub use secret::Secret;
 pub use worker::{
     PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, SinkConfig, UndefinedMode,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 
-use super::{RedisError, redis, run};
+use super::shared::SharedConnection;
+use super::{RedisError, redis};
 use crate::topology::Topology;
 
 /// The outcome of claiming an event id.
@@ -25,7 +26,8 @@ pub enum Claim {
 /// Claims and releases event ids in Redis.
 #[derive(Clone)]
 pub struct Dedupe {
-    pool: Pool,
+    /// One multiplexed connection for every request (`shared` module docs).
+    redis: SharedConnection,
     topology: Topology,
     ttl: Duration,
     timeout: Duration,
@@ -42,7 +44,7 @@ impl Dedupe {
     /// Remembers ids for `ttl`; each call gives up after `timeout`.
     pub fn new(pool: Pool, topology: Topology, ttl: Duration, timeout: Duration) -> Self {
         Self {
-            pool,
+            redis: SharedConnection::new(pool),
             topology,
             ttl,
             timeout,
@@ -72,7 +74,7 @@ impl Dedupe {
             .arg("GET")
             .arg("PX")
             .arg(ttl_ms);
-        let previous: Option<String> = run(&self.pool, self.timeout, &cmd).await?;
+        let previous: Option<String> = self.redis.query(self.timeout, &cmd).await?;
         Ok(match previous {
             None => Claim::New,
             Some(first) => Claim::Duplicate(first),
@@ -91,6 +93,6 @@ impl Dedupe {
             .arg(1)
             .arg(self.key(source, event_id))
             .arg(message_id);
-        run::<i64>(&self.pool, self.timeout, &cmd).await.map(drop)
+        self.redis.query::<i64>(self.timeout, &cmd).await.map(drop)
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 
+use super::shared::SharedConnection;
 use super::{RedisError, redis};
 use crate::topology::Topology;
 
@@ -45,7 +46,8 @@ pub enum Claim {
 /// Done markers and leases in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Markers {
-    pool: Pool,
+    /// One multiplexed connection for every job (`shared` module docs).
+    redis: SharedConnection,
     topology: Topology,
     timeout: Duration,
 }
@@ -54,7 +56,7 @@ impl Markers {
     /// Each call gives up after `timeout`.
     pub fn new(pool: Pool, topology: Topology, timeout: Duration) -> Self {
         Self {
-            pool,
+            redis: SharedConnection::new(pool),
             topology,
             timeout,
         }
@@ -151,14 +153,7 @@ impl Markers {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, RedisError> {
-        let work = async {
-            let mut conn = self.pool.get().await?;
-            let value: T = pipe.query_async(&mut *conn).await?;
-            Ok::<T, RedisError>(value)
-        };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| RedisError::Timeout)?
+        self.redis.query_pipeline(self.timeout, pipe).await
     }
 }
 

@@ -4,9 +4,16 @@
 //! Every operation is bounded by `redis.timeout`, including waiting for a pooled
 //! connection, so a Redis outage turns into a fast error the caller can apply its
 //! fail mode to, never a hung request.
+//!
+//! The hot paths (ingest's dedup claims, the worker's markers) share one
+//! multiplexed connection instead of taking one from the pool per command:
+//! [`shared`] explains why.
 
+pub mod cache;
 pub mod dedupe;
+pub mod limiter;
 pub mod markers;
+pub mod shared;
 
 use deadpool_redis::{Config as PoolConfig, PoolConfig as PoolSize, Runtime, Timeouts};
 
