@@ -13,6 +13,19 @@ use crate::config::{LogFormat, TelemetryConfig};
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the config.
 /// A second call (tests starting several services) is a no-op.
 pub fn init(config: &TelemetryConfig) {
+    init_with(config, std::io::stdout);
+}
+
+/// Like [`init`], but logs to stderr: for commands whose stdout is their output
+/// (`hookfleet-worker dlq … --json`).
+pub fn init_stderr(config: &TelemetryConfig) {
+    init_with(config, std::io::stderr);
+}
+
+fn init_with<W>(config: &TelemetryConfig, writer: W)
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -21,12 +34,13 @@ pub fn init(config: &TelemetryConfig) {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
+                    .with_writer(writer)
                     .json()
                     .flatten_event(true)
                     .with_current_span(false),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
+        LogFormat::Pretty => registry.with(fmt::layer().with_writer(writer)).try_init(),
     };
     drop(result);
 }

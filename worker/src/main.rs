@@ -23,15 +23,22 @@ struct Args {
 enum Command {
     /// Run the worker until SIGTERM.
     Run,
-    /// Inspect and replay the dead-letter queue (not yet available).
-    Dlq,
+    /// Inspect, replay and purge the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: Box<hookfleet_worker::dlq::DlqCommand>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::load(args.config.as_deref()).context("cannot start the worker")?;
-    telemetry::init(&settings.telemetry);
+    match args.command {
+        // stdout is the command's output (`--json`): logs go to stderr.
+        Command::Dlq { .. } => telemetry::init_stderr(&settings.telemetry),
+        Command::Run => telemetry::init(&settings.telemetry),
+    }
     match args.command {
         Command::Run => {
             let app = hookfleet_worker::Application::build(settings).await?;
@@ -39,6 +46,6 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(shutdown::cancel_on_signal(token.clone()));
             app.run_until_stopped(token).await
         }
-        Command::Dlq => anyhow::bail!("`hookfleet-worker dlq` is not implemented yet"),
+        Command::Dlq { command } => hookfleet_worker::dlq::run_cli(&settings, *command).await,
     }
 }
