@@ -1,6 +1,7 @@
 //! hookfleet-tests: the harness for end-to-end tests against the real RabbitMQ and
 //! Redis, the `mock-ai` server, and the `loadgen` tool.
 //!
+//! - [`bench`]: the benchmarks behind `make bench` and `BENCHMARKS.md`.
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
@@ -10,6 +11,7 @@
 //! - [`loadgen`]: closed- and open-loop signed load, and queue accounting.
 //! - [`mock_ai`]: the fake AI provider (the only fake; broker and Redis are real).
 
+pub mod bench;
 pub mod env;
 pub mod fleet;
 pub mod loadgen;

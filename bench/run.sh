@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make bench`: release build, every measurement against the local RabbitMQ and
+# Redis, then BENCHMARKS.md (medians of RUNS runs, default 3; about three minutes
+# of measuring after the build). One figure on its own: `target/release/bench
+# --help`; each section of BENCHMARKS.md quotes the command that reproduces it.
+#
+# The numbers are only as quiet as the machine: run it with nothing else busy.
+# HOOKFLEET__… variables pass through to the services (they are listed in the
+# report), e.g. HOOKFLEET__AMQP__PUBLISHER_CHANNELS=8 make bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash deploy/local/start.sh
+echo "bench: building the release binaries" >&2
+cargo build --release --quiet \
+  --bin hookfleet-ingest --bin hookfleet-worker --bin mock-ai --bin bench
+
+read -r load1 _ < /proc/loadavg
+echo "bench: load average before starting: ${load1} on $(nproc) cores" >&2
+if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+  echo "bench: warning: the machine is busy; the figures will be low and noisy" >&2
+fi
+
+exec target/release/bench --bin-dir target/release --work-dir target/bench \
+  --runs "${RUNS:-3}" all --out BENCHMARKS.md --notes bench/NOTES.md \
+  --results target/bench/results.json

@@ -1,0 +1,99 @@
+//! Ingest under closed-loop load: `hookfleet-ingest` as its own process, `loadgen`
+//! (in this process) keeping `concurrency` signed requests in flight, then the
+//! accounting: every 202 must have landed in the jobs queue.
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use serde::Serialize;
+
+use super::cpu::{self, CpuMeter, CpuSplit};
+use super::procs::{self, Lab, Layout};
+use crate::env::TestEnv;
+use crate::loadgen::{self, Mode, Scheme, Stop, Target};
+use crate::webhook;
+
+/// How to load ingest.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestParams {
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Length of the run.
+    pub duration: Duration,
+    /// Body size.
+    pub body_bytes: usize,
+}
+
+/// One run.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestRun {
+    /// What loadgen saw.
+    pub load: loadgen::Report,
+    /// Messages in the jobs queue afterwards (must equal the 202s).
+    pub landed: u64,
+    /// Ingest's peak resident memory, KiB.
+    pub peak_rss_kib: u64,
+    /// Mean time ingest spent on a request (its own histogram), ms.
+    pub server_ms: f64,
+    /// Of which waiting for the broker's confirm (its publish histogram), ms.
+    pub publish_ms: f64,
+    /// Where the CPU went during the load.
+    pub cpu: CpuSplit,
+}
+
+/// Starts ingest in a fresh namespace, loads it, checks the accounting, stops it.
+pub async fn run(lab: &Lab, params: &IngestParams) -> anyhow::Result<IngestRun> {
+    let env = TestEnv::new().await;
+    let result = measure(lab, &env, params).await;
+    env.cleanup().await;
+    result
+}
+
+async fn measure(lab: &Lab, env: &TestEnv, params: &IngestParams) -> anyhow::Result<IngestRun> {
+    let layout = Layout::new(64)?;
+    let config = procs::config_path(lab, env, &layout)?;
+    let secret = webhook::standard_secret();
+    let ingest = procs::start_ingest(lab, &config, &layout, &secret).await?;
+    let mut processes = vec![ingest.cpu_entry(), cpu::this_process("loadgen")];
+    processes.extend(cpu::infrastructure());
+    let meter = CpuMeter::start(&processes);
+    let target = Target {
+        url: layout.hook_url(),
+        scheme: Scheme::Standard,
+        secret,
+        body_bytes: params.body_bytes,
+    };
+    let load = loadgen::run(
+        target,
+        Mode::Closed {
+            concurrency: params.concurrency,
+        },
+        Stop::After(params.duration),
+    )
+    .await;
+    let cpu = meter.finish();
+    let metrics = format!("http://127.0.0.1:{}/metrics", layout.ingest_port);
+    let server_ms = procs::mean_ms(&metrics, "hookfleet_ingest_request_duration_seconds")
+        .await
+        .unwrap_or(0.0);
+    let publish_ms = procs::mean_ms(&metrics, "hookfleet_ingest_publish_duration_seconds")
+        .await
+        .unwrap_or(0.0);
+    let peak_rss_kib = ingest.peak_rss_kib();
+    ingest.stop().await?;
+    let landed = u64::from(env.ready_count(&env.topology().jobs_queue()).await);
+    ensure!(load.accepted > 0, "no request was accepted: {load:?}");
+    ensure!(
+        landed == load.accepted,
+        "{landed} messages landed for {} 202s",
+        load.accepted
+    );
+    Ok(IngestRun {
+        load,
+        landed,
+        peak_rss_kib,
+        server_ms,
+        publish_ms,
+        cpu,
+    })
+}

@@ -1,0 +1,27 @@
+//! Benchmarks of the real binaries on this machine, written up as `BENCHMARKS.md`
+//! by `make bench`.
+//!
+//! Every figure is measured against a ceiling taken the same way on the same
+//! machine — the broker with bare lapin and nothing of hookfleet — and quoted as
+//! a ratio, because on a small shared machine absolute rates move from one minute
+//! to the next. Every run also checks its accounting (each 202 landed, each job
+//! got exactly one result), so a fast but lossy run fails instead of flattering.
+//!
+//! - [`broker`]: the bare-lapin ceilings: publish with confirms, consume and ack,
+//!   consume-publish-ack.
+//! - [`procs`]: the services as child processes with a config file, readiness,
+//!   peak RSS.
+//! - [`cpu`]: each process's and the machine's CPU time over a run.
+//! - [`ingest`], [`worker`], [`e2e`]: one run of each scenario, in a fresh
+//!   namespace (`TestEnv`), cleaned up afterwards.
+//! - [`suite`]: `bench all`: rounds of every measurement, then end to end.
+//! - [`report`]: the Markdown.
+
+pub mod broker;
+pub mod cpu;
+pub mod e2e;
+pub mod ingest;
+pub mod procs;
+pub mod report;
+pub mod suite;
+pub mod worker;

@@ -1,0 +1,347 @@
+//! `bench`: hookfleet's benchmarks. `bench all` is what `make bench` runs; each
+//! other subcommand reproduces one figure of `BENCHMARKS.md` on its own. The
+//! measurements live in `hookfleet_tests::bench`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hookfleet_tests::bench::broker::PublishParams;
+use hookfleet_tests::bench::e2e::E2eParams;
+use hookfleet_tests::bench::ingest::IngestParams;
+use hookfleet_tests::bench::procs::Lab;
+use hookfleet_tests::bench::report::{self, Host};
+use hookfleet_tests::bench::suite::{self, SuiteParams, median};
+use hookfleet_tests::bench::worker::WorkerParams;
+use hookfleet_tests::bench::{e2e, ingest, worker};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(about = "hookfleet benchmarks against the local RabbitMQ and Redis")]
+struct Args {
+    /// Directory of hookfleet-ingest, hookfleet-worker and mock-ai.
+    #[arg(long, global = true, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Where runs write their config and logs.
+    #[arg(long, global = true, default_value = "target/bench")]
+    work_dir: PathBuf,
+    /// Runs of each measurement.
+    #[arg(long, global = true, default_value_t = 3)]
+    runs: usize,
+    /// Print each run as a JSON line as well.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// (a) Broker ceiling: bare lapin publishing with confirms into the jobs queue.
+    Publish {
+        /// Messages to publish.
+        #[arg(long, default_value_t = 40_000)]
+        messages: u64,
+        /// Publishes awaiting their confirm.
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// Confirm channels.
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
+        /// Message size.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// (c) Broker ceiling: bare lapin consuming and acking a pre-filled jobs queue.
+    Consume {
+        /// Jobs in the pre-filled queue.
+        #[arg(long, default_value_t = 40_000)]
+        messages: u64,
+        /// `basic.qos` prefetch.
+        #[arg(long, default_value_t = 64)]
+        prefetch: u16,
+    },
+    /// (c′) Broker ceiling: consume, publish a result with confirm, ack.
+    Relay {
+        /// Jobs in the pre-filled queue.
+        #[arg(long, default_value_t = 20_000)]
+        messages: u64,
+        /// `basic.qos` prefetch.
+        #[arg(long, default_value_t = 64)]
+        prefetch: u16,
+    },
+    /// (b) hookfleet-ingest under closed-loop load.
+    Ingest {
+        /// Requests in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Length of each run.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "8s")]
+        duration: Duration,
+        /// Webhook body size.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// (c) hookfleet-worker draining a backlog with mock-ai at a fixed latency.
+    Worker {
+        /// Jobs in the pre-filled backlog.
+        #[arg(long, default_value_t = 15_000)]
+        jobs: u64,
+        /// `worker.concurrency` (prefetch).
+        #[arg(long, default_value_t = 64)]
+        concurrency: u16,
+        /// mock-ai's answer latency.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Job body size.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// (d) The whole path at a fixed rate: POST → result latency.
+    E2e {
+        /// Requests per second.
+        #[arg(long)]
+        rate: f64,
+        /// Length of the load in each run.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "8s")]
+        duration: Duration,
+        /// `worker.concurrency` (prefetch).
+        #[arg(long, default_value_t = 64)]
+        concurrency: u16,
+        /// mock-ai's answer latency.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Webhook body size.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// Everything, in rounds; writes the report.
+    All {
+        /// The report.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Hand-written reading appended to the report.
+        #[arg(long, default_value = "bench/NOTES.md")]
+        notes: PathBuf,
+        /// Every run as JSON.
+        #[arg(long, default_value = "target/bench/results.json")]
+        results: PathBuf,
+        /// Tiny sizes: checks the tooling, measures nothing.
+        #[arg(long)]
+        smoke: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let lab = Lab::new(&args.bin_dir, &args.work_dir);
+    let runs = args.runs.max(1);
+    let json = args.json;
+    match args.command {
+        Command::Publish {
+            messages,
+            in_flight,
+            channels,
+            body_bytes,
+        } => {
+            let params = PublishParams {
+                messages,
+                in_flight,
+                channels,
+                body_bytes,
+            };
+            let mut rates = Vec::new();
+            for run in 1..=runs {
+                let result = suite::publish(&params).await?;
+                println!(
+                    "run {run}: {:.0} msg/s ({} in {:.2} s); CPU {}",
+                    result.per_second,
+                    result.messages,
+                    result.seconds,
+                    result.cpu.summary()
+                );
+                print_json(json, &result)?;
+                rates.push(result.per_second);
+            }
+            println!("median: {:.0} msg/s", median(rates));
+        }
+        Command::Consume { messages, prefetch } | Command::Relay { messages, prefetch } => {
+            let relay = matches!(args.command, Command::Relay { .. });
+            let publish = SuiteParams::standard(runs).publish;
+            let mut rates = Vec::new();
+            for run in 1..=runs {
+                let result = if relay {
+                    suite::relay(messages, prefetch, &publish).await?
+                } else {
+                    suite::consume(messages, prefetch, &publish).await?
+                };
+                println!(
+                    "run {run}: {:.0} msg/s ({} in {:.2} s); CPU {}",
+                    result.per_second,
+                    result.messages,
+                    result.seconds,
+                    result.cpu.summary()
+                );
+                print_json(json, &result)?;
+                rates.push(result.per_second);
+            }
+            println!("median: {:.0} msg/s", median(rates));
+        }
+        Command::Ingest {
+            concurrency,
+            duration,
+            body_bytes,
+        } => {
+            lab.check()?;
+            let params = IngestParams {
+                concurrency,
+                duration,
+                body_bytes,
+            };
+            let mut rates = Vec::new();
+            for run in 1..=runs {
+                let r = ingest::run(&lab, &params).await?;
+                println!(
+                    "run {run}: {:.0} req/s; statuses {:?}; errors {}; landed {}; latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2}; peak RSS {:.1} MiB; CPU {}",
+                    r.load.rps,
+                    r.load.statuses,
+                    r.load.errors,
+                    r.landed,
+                    r.load.p50_ms,
+                    r.load.p90_ms,
+                    r.load.p99_ms,
+                    r.load.p999_ms,
+                    r.peak_rss_kib as f64 / 1024.0,
+                    r.cpu.summary()
+                );
+                print_json(json, &r)?;
+                rates.push(r.load.rps);
+            }
+            println!("median: {:.0} req/s", median(rates));
+        }
+        Command::Worker {
+            jobs,
+            concurrency,
+            latency_ms,
+            body_bytes,
+        } => {
+            lab.check()?;
+            let params = WorkerParams {
+                jobs,
+                concurrency,
+                latency_ms,
+                body_bytes,
+            };
+            let mut rates = Vec::new();
+            for run in 1..=runs {
+                let r = worker::run(&lab, &params).await?;
+                println!(
+                    "run {run}: {:.0} jobs/s ({jobs} in {:.2} s); worker peak RSS {:.1} MiB; CPU {}",
+                    r.per_second,
+                    r.seconds,
+                    r.peak_rss_kib as f64 / 1024.0,
+                    r.cpu.summary()
+                );
+                print_json(json, &r)?;
+                rates.push(r.per_second);
+            }
+            let rate = median(rates);
+            match params.ideal_per_second() {
+                Some(ideal) => println!(
+                    "median: {rate:.0} jobs/s = {:.2} × concurrency ÷ latency ({ideal:.0})",
+                    rate / ideal
+                ),
+                None => println!("median: {rate:.0} jobs/s"),
+            }
+        }
+        Command::E2e {
+            rate,
+            duration,
+            concurrency,
+            latency_ms,
+            body_bytes,
+        } => {
+            lab.check()?;
+            let params = E2eParams {
+                rate,
+                duration,
+                concurrency,
+                latency_ms,
+                body_bytes,
+            };
+            let (mut p50, mut p99) = (Vec::new(), Vec::new());
+            for run in 1..=runs {
+                let r = e2e::run(&lab, &params).await?;
+                println!(
+                    "run {run}: {} results at {rate:.0} req/s; POST→result ms p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}; server p50 {:.1} p99 {:.1}; CPU {}",
+                    r.results,
+                    r.latency.p50_ms,
+                    r.latency.p90_ms,
+                    r.latency.p99_ms,
+                    r.latency.p999_ms,
+                    r.latency.max_ms,
+                    r.server.p50_ms,
+                    r.server.p99_ms,
+                    r.cpu.summary()
+                );
+                print_json(json, &r)?;
+                p50.push(r.latency.p50_ms);
+                p99.push(r.latency.p99_ms);
+            }
+            println!(
+                "median: p50 {:.1} ms, p99 {:.1} ms",
+                median(p50),
+                median(p99)
+            );
+        }
+        Command::All {
+            out,
+            notes,
+            results,
+            smoke,
+        } => {
+            let params = if smoke {
+                SuiteParams::smoke()
+            } else {
+                SuiteParams::standard(runs)
+            };
+            let suite = suite::run(&lab, &params).await?;
+            if let Some(dir) = results.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&results, serde_json::to_vec_pretty(&suite)?)
+                .with_context(|| format!("cannot write {}", results.display()))?;
+            let notes = std::fs::read_to_string(&notes).ok();
+            let text = report::render(&suite, &params, &Host::detect(), notes.as_deref());
+            std::fs::write(&out, &text)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            print_summary(&text);
+            eprintln!("wrote {} and {}", out.display(), results.display());
+        }
+    }
+    Ok(())
+}
+
+fn print_json(json: bool, value: &impl Serialize) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    }
+    Ok(())
+}
+
+/// The report's targets table, on the terminal.
+fn print_summary(report: &str) {
+    let mut inside = false;
+    for line in report.lines() {
+        if line.starts_with("## Targets") {
+            inside = true;
+        } else if inside && line.starts_with("## ") {
+            break;
+        }
+        if inside {
+            println!("{line}");
+        }
+    }
+}

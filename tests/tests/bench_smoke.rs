@@ -1,0 +1,140 @@
+//! `make bench`, shrunk to a few seconds, so the benchmark never rots: every
+//! scenario of the suite runs against the real binaries (each in its own
+//! `TestEnv` namespace) and the report renders. It asserts the accounting —
+//! every 202 landed, every job got its result — never a timing.
+
+use hookfleet_common::config::SchemeKind;
+use hookfleet_tests::bench::procs::Lab;
+use hookfleet_tests::bench::report::{self, Host};
+use hookfleet_tests::bench::suite::{self, SuiteParams};
+use hookfleet_tests::env::TestEnv;
+use hookfleet_tests::loadgen::{self, Mode, Scheme, Stop, Target};
+use hookfleet_tests::spawn::{self, IngestHandle};
+use hookfleet_tests::webhook::{self, source};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
+    let ingest = spawn::binary("hookfleet-ingest");
+    spawn::binary("hookfleet-worker");
+    spawn::binary("mock-ai");
+    let bin_dir = ingest.parent().expect("the binaries' directory");
+    let work_dir =
+        std::env::temp_dir().join(format!("hookfleet-bench-smoke-{}", ulid::Ulid::new()));
+    let lab = Lab::new(bin_dir, &work_dir);
+    let params = SuiteParams::smoke();
+
+    let suite = suite::run(&lab, &params).await.expect("the suite runs");
+
+    for run in &suite.publish {
+        assert_eq!(
+            run.messages, params.publish.messages,
+            "every publish landed"
+        );
+    }
+    for run in suite.consume.iter().chain(&suite.relay) {
+        assert!(run.messages > 0 && run.per_second > 0.0);
+    }
+    for run in &suite.ingest {
+        assert!(
+            run.load.accepted > 0,
+            "ingest accepted requests: {:?}",
+            run.load
+        );
+        assert_eq!(
+            run.load.accepted, run.load.sent,
+            "every request answered 202"
+        );
+        assert_eq!(run.landed, run.load.accepted, "each 202 is one message");
+        assert!(run.peak_rss_kib > 0, "peak RSS read");
+    }
+    for (run, expected) in suite
+        .worker_fast
+        .iter()
+        .map(|r| (r, params.worker_fast.jobs))
+        .chain(
+            suite
+                .worker_slow
+                .iter()
+                .map(|r| (r, params.worker_slow.jobs)),
+        )
+    {
+        assert_eq!(run.jobs, expected, "the worker processed every job");
+        assert!(run.peak_rss_kib > 0, "peak RSS read");
+    }
+    assert_eq!(suite.e2e.len(), 1);
+    for run in &suite.e2e {
+        assert!(run.load.accepted > 0);
+        assert_eq!(run.results, run.load.accepted, "one result per 202");
+    }
+
+    let text = report::render(&suite, &params, &Host::detect(), Some("## Notes\n"));
+    for section in [
+        "## Targets",
+        "## a.",
+        "## b.",
+        "## c.",
+        "## d.",
+        "## e.",
+        "## Notes",
+    ] {
+        assert!(text.contains(section), "the report has {section}");
+    }
+    assert!(
+        text.contains("bench publish --messages"),
+        "commands are quoted"
+    );
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_signs_both_schemes_in_both_loops_and_every_202_lands() {
+    let env = TestEnv::new().await;
+    let standard = webhook::standard_secret();
+    let stripe = webhook::plain_secret();
+    let mut settings = env.settings.clone();
+    let sources = &mut settings.ingest.sources;
+    sources.insert("support".into(), source(SchemeKind::Standard, &[&standard]));
+    sources.insert("stripe".into(), source(SchemeKind::Stripe, &[&stripe]));
+    let ingest = IngestHandle::start(settings).await;
+
+    let runs = [
+        (
+            "support",
+            Scheme::Standard,
+            &standard,
+            Mode::Closed { concurrency: 8 },
+        ),
+        (
+            "stripe",
+            Scheme::Stripe,
+            &stripe,
+            Mode::Open {
+                rate: 400.0,
+                max_in_flight: 64,
+            },
+        ),
+    ];
+    let mut accepted = 0;
+    for (name, scheme, secret, mode) in runs {
+        let target = Target {
+            url: ingest.hook_url(name),
+            scheme,
+            secret: secret.clone(),
+            body_bytes: 1024,
+        };
+        let report = loadgen::run(target, mode, Stop::Count(100)).await;
+        assert_eq!(report.sent, 100);
+        assert_eq!(
+            report.accepted, 100,
+            "{name}: every request accepted: {report:?}"
+        );
+        assert!(report.p50_ms > 0.0 && report.p50_ms <= report.p999_ms);
+        accepted += report.accepted;
+    }
+    let landed = loadgen::queue_depth(&env.settings.amqp.url, &env.topology().jobs_queue())
+        .await
+        .expect("passive declare");
+    assert_eq!(u64::from(landed), accepted, "one message per 202");
+    ingest.stop().await.expect("ingest stops");
+    env.cleanup().await;
+}
