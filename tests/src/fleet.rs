@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use hookfleet_common::config::{
-    PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, Secret, Settings, SinkConfig,
-    UndefinedMode,
+    CacheConfig, PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, Secret, Settings,
+    SinkConfig, UndefinedMode,
 };
 use hookfleet_common::message::{EventMeta, now_rfc3339};
 use hookfleet_common::metrics::WorkerMetrics;
@@ -169,6 +169,7 @@ pub fn pipeline(name: &str, provider: &str, user: &str) -> PipelineConfig {
         user: user.into(),
         undefined: UndefinedMode::SemiStrict,
         sinks: vec![SinkConfig::Amqp],
+        cache: CacheConfig::default(),
     }
 }
 

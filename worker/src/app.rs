@@ -13,6 +13,8 @@ use anyhow::Context;
 use hookfleet_common::config::Settings;
 use hookfleet_common::metrics::WorkerMetrics;
 use hookfleet_common::publisher::Publisher;
+use hookfleet_common::redis::cache::Cache;
+use hookfleet_common::redis::limiter::Limiter;
 use hookfleet_common::redis::{self as hredis, markers::Markers};
 use hookfleet_common::telemetry::error_chain;
 use hookfleet_common::topology::Topology;
@@ -67,7 +69,14 @@ impl Application {
         let metrics = WorkerMetrics::new().context("cannot register metrics")?;
         let ctx = Arc::new(JobContext {
             pipelines,
-            markers: Markers::new(redis, topology.clone(), settings.redis.timeout),
+            markers: Markers::new(redis.clone(), topology.clone(), settings.redis.timeout),
+            limiter: Limiter::new(
+                redis.clone(),
+                topology.clone(),
+                &config.limits,
+                settings.redis.timeout,
+            ),
+            cache: Cache::new(redis, topology.clone(), settings.redis.timeout),
             policy: RetryPolicy::new(config.max_attempts, topology.retry_tiers()),
             unmatched: config.unmatched,
             metrics: metrics.clone(),

@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 use hookfleet_common::config::{ResponseFormat, UnmatchedPolicy};
 use hookfleet_common::message::{self, EventMeta};
 use hookfleet_common::metrics::WorkerMetrics;
+use hookfleet_common::redis::cache::Cache;
+use hookfleet_common::redis::limiter::Limiter;
 use hookfleet_common::redis::markers::{Claim, Markers};
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
 
+use crate::completion;
 use crate::outcome::{Failure, Outcome, RetryPolicy, classify};
 use crate::pipeline::{Pipeline, Pipelines};
-use crate::providers::AiResponse;
 use crate::sinks::JobResult;
 
 /// The `pipeline` label of jobs no pipeline was chosen for.
@@ -37,6 +39,10 @@ pub struct JobContext {
     pub pipelines: Pipelines,
     /// Done markers and leases.
     pub markers: Markers,
+    /// The fleet-wide rate limiter.
+    pub limiter: Limiter,
+    /// The AI response cache.
+    pub cache: Cache,
     /// Attempts and backoff.
     pub policy: RetryPolicy,
     /// What to do with unmatched events.
@@ -122,13 +128,21 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
     };
     let mut outcome = Outcome::Ack;
     let mut failed = None;
+    let mut counted = false;
     for pipeline in pipelines {
-        let result = run_pipeline(ctx, &pipeline, &payload, &meta, attempt).await;
+        let (result, deferred) = run_pipeline(ctx, &pipeline, &payload, &meta, attempt).await;
         if failed.is_none() && matches!(result, Outcome::DeadLetter { .. }) {
             failed = Some(pipeline.name.clone());
         }
+        counted |= !matches!(result, Outcome::Ack) && !deferred;
         outcome = outcome.combine(result);
     }
+    // A retry caused only by the limiter (no permit) does not use up an attempt.
+    let attempt = if counted || !matches!(outcome, Outcome::Retry { .. }) {
+        attempt
+    } else {
+        meta.attempt
+    };
     Decision {
         outcome,
         meta: Some(meta),
@@ -165,14 +179,15 @@ enum Lease {
     Unavailable,
 }
 
-/// One pipeline for one event, classified.
+/// One pipeline for one event, classified; and whether a failure was only a
+/// deferral by the limiter.
 async fn run_pipeline(
     ctx: &JobContext,
     pipeline: &Arc<Pipeline>,
     payload: &serde_json::Value,
     meta: &EventMeta,
     attempt: u32,
-) -> Outcome {
+) -> (Outcome, bool) {
     let started = Instant::now();
     let name = pipeline.name.as_str();
     let id = meta.message_id.as_str();
@@ -183,7 +198,7 @@ async fn run_pipeline(
             .with_label_values(&[name, "duplicate"])
             .inc();
         tracing::info!(message_id = %id, pipeline = %name, "Result already published; skipping the redelivered job.");
-        return Outcome::Ack;
+        return (Outcome::Ack, false);
     }
     let result = attempt_pipeline(ctx, pipeline, payload, meta, attempt).await;
     let marked = match (&result, &lease) {
@@ -204,6 +219,7 @@ async fn run_pipeline(
         .job_duration
         .with_label_values(&[name])
         .observe(started.elapsed().as_secs_f64());
+    let deferred = matches!(&result, Err(f) if f.is_deferred());
     let outcome = match result {
         Ok(()) => {
             tracing::info!(message_id = %id, pipeline = %name, attempt, "Result published.");
@@ -228,7 +244,7 @@ async fn run_pipeline(
         .jobs
         .with_label_values(&[name, outcome.label()])
         .inc();
-    outcome
+    (outcome, deferred)
 }
 
 /// Claims the pipeline's run, waiting while another run holds it.
@@ -272,13 +288,8 @@ async fn attempt_pipeline(
         .render(payload, meta, attempt)
         .map_err(Failure::Render)?;
     let request = pipeline.request(prompt);
-    // Issue 4 goes here: the cache lookup (single-flight) keyed by the pipeline's
-    // cache namespace and `request`, then the fleet-wide limiter's tokens.
-    let started = Instant::now();
-    let response = pipeline.provider.complete(&request).await;
-    let latency = started.elapsed();
-    record_ai(ctx, pipeline, &response, latency);
-    let response = response.map_err(Failure::Ai)?;
+    let answer = completion::answer(ctx, pipeline, &request).await?;
+    let response = answer.response;
     let output_json = match pipeline.response_format {
         ResponseFormat::Json => Some(parse_json_output(&response.text).map_err(Failure::Output)?),
         ResponseFormat::Text => None,
@@ -296,7 +307,8 @@ async fn attempt_pipeline(
         output_json,
         usage: response.usage,
         attempts: attempt,
-        latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+        cached: answer.cached,
+        latency_ms: u64::try_from(answer.latency.as_millis()).unwrap_or(u64::MAX),
         received_at: meta.received_at.clone(),
         completed_at: message::now_rfc3339(),
     };
@@ -306,35 +318,6 @@ async fn attempt_pipeline(
             .map_err(Failure::Sink)?;
     }
     Ok(())
-}
-
-fn record_ai(
-    ctx: &JobContext,
-    pipeline: &Pipeline,
-    response: &Result<AiResponse, crate::providers::AiError>,
-    latency: Duration,
-) {
-    let provider = pipeline.provider.name();
-    let model = pipeline.model.as_str();
-    let status = match response {
-        Ok(_) => "200".to_owned(),
-        Err(e) => e.status_label(),
-    };
-    let m = &ctx.metrics;
-    m.ai_requests
-        .with_label_values(&[provider, model, status.as_str()])
-        .inc();
-    m.ai_request_duration
-        .with_label_values(&[provider, model])
-        .observe(latency.as_secs_f64());
-    if let Ok(r) = response {
-        m.ai_tokens
-            .with_label_values(&[provider, model, "input"])
-            .inc_by(r.usage.input_tokens);
-        m.ai_tokens
-            .with_label_values(&[provider, model, "output"])
-            .inc_by(r.usage.output_tokens);
-    }
 }
 
 /// The answer as JSON, also when the model wrapped it in a Markdown code fence

@@ -4,6 +4,7 @@
 //! - [`app`]: `Application` — build, bind the admin port, run until stopped.
 //! - [`consumer`]: the consumer loop, reconnection, shutdown; the only acks.
 //! - [`job`]: one delivery → one decision (`process_one`), redelivery safety.
+//! - [`completion`]: cache (single flight) → limiter → provider.
 //! - [`outcome`]: `classify` — what every failure means.
 //! - [`reroute`]: publishing retry and dead-letter copies.
 //! - [`pipeline`]: config → compiled pipelines (globs, minijinja templates).
@@ -13,7 +14,9 @@
 
 pub mod admin;
 pub mod app;
+pub mod completion;
 pub mod consumer;
+pub mod dlq;
 pub mod job;
 pub mod outcome;
 pub mod pipeline;

@@ -11,11 +11,18 @@
 //!   408/409/425/429/5xx/529, timeouts, connection errors, unreadable answers, an
 //!   answer that should be JSON and is not, any sink failure.
 //!
+//! - **deferred** (retry tier, never exhausted, the attempt not counted): the
+//!   fleet-wide limiter had no capacity within its `max_wait`, or Redis was down
+//!   in fail-closed mode. The provider was never called, so nothing failed; the
+//!   job waits its turn in a retry queue instead of holding a consumer slot.
+//!
 //! A transient failure waits the longer of the provider's `retry-after` and the
 //! backoff for its attempt (the retry tiers, in order). Whether the retry or dead
 //! letter then gets published, and the delivery acked, is `consumer.rs`'s job.
 
 use std::time::Duration;
+
+use hookfleet_common::redis::limiter::AcquireError;
 
 use crate::providers::AiError;
 use crate::sinks::SinkError;
@@ -152,6 +159,18 @@ pub enum Failure {
     /// A sink did not confirm the result.
     #[error("cannot deliver the result")]
     Sink(#[source] SinkError),
+    /// The fleet-wide limiter gave no permit (saturated, or Redis down in
+    /// fail-closed mode): the provider was not called.
+    #[error("no rate-limit permit")]
+    Limiter(#[source] AcquireError),
+}
+
+impl Failure {
+    /// Whether this failure leaves the job's attempt uncounted (see the module
+    /// doc's *deferred*).
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, Self::Limiter(_))
+    }
 }
 
 /// How many attempts a job gets and how long it waits between them.
@@ -191,6 +210,7 @@ enum Kind {
     Poison,
     Permanent,
     Transient { retry_after: Option<Duration> },
+    Deferred { after: Option<Duration> },
 }
 
 /// What to do after `failure` on attempt `attempt` (1-based).
@@ -204,6 +224,11 @@ pub fn classify(failure: &Failure, attempt: u32, policy: &RetryPolicy) -> Outcom
             let backoff = policy.delay(attempt);
             return Outcome::Retry {
                 after: retry_after.map_or(backoff, |hint| hint.max(backoff)),
+            };
+        }
+        Kind::Deferred { after } => {
+            return Outcome::Retry {
+                after: after.unwrap_or_else(|| policy.delay(1)),
             };
         }
     };
@@ -225,6 +250,16 @@ fn describe(failure: &Failure) -> (Kind, String, Stage) {
         Failure::Render(_) => (Kind::Permanent, "template_error".into(), Stage::Render),
         Failure::Output(_) => (transient, "output_not_json".into(), Stage::Output),
         Failure::Sink(SinkError::Amqp(_)) => (transient, "sink_amqp".into(), Stage::Sink),
+        Failure::Limiter(AcquireError::Saturated { wait, .. }) => (
+            Kind::Deferred { after: Some(*wait) },
+            "ratelimit_saturated".into(),
+            Stage::Ai,
+        ),
+        Failure::Limiter(AcquireError::Unavailable(_)) => (
+            Kind::Deferred { after: None },
+            "ratelimit_unavailable".into(),
+            Stage::Ai,
+        ),
         Failure::Ai(error) => {
             let kind = match error {
                 AiError::Status {
@@ -432,6 +467,22 @@ mod tests {
                 Failure::Ai(AiError::Timeout(s1)),
                 3,
                 Err(dead("ai_timeout", Exhausted, Stage::Ai)),
+            ),
+            // Deferred by the limiter: retried whatever the attempt, after its wait.
+            (
+                Failure::Limiter(AcquireError::Saturated {
+                    model: "mock/m".into(),
+                    wait: Duration::from_secs(7),
+                }),
+                9,
+                Ok(Duration::from_secs(7)),
+            ),
+            (
+                Failure::Limiter(AcquireError::Unavailable(
+                    hookfleet_common::redis::RedisError::Timeout,
+                )),
+                9,
+                Ok(s1),
             ),
             (
                 Failure::Output(json_error()),

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use hookfleet_common::config::{PipelineConfig, ResponseFormat, UndefinedMode, WorkerConfig};
+use hookfleet_common::config::{
+    CacheSettings, PipelineConfig, ResponseFormat, UndefinedMode, WorkerConfig,
+};
 use hookfleet_common::message::EventMeta;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
@@ -100,6 +102,8 @@ pub struct Pipeline {
     pub response_format: ResponseFormat,
     /// Where results go, in order.
     pub sinks: Vec<Sink>,
+    /// How answers are cached; `None` when the cache is off.
+    pub cache: Option<CacheSettings>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -164,6 +168,7 @@ impl Pipeline {
             max_tokens: config.max_tokens,
             response_format: config.response_format,
             sinks,
+            cache: config.cache.settings().cloned(),
         })
     }
 
@@ -308,6 +313,7 @@ mod tests {
             user: user.into(),
             undefined: UndefinedMode::SemiStrict,
             sinks: vec![],
+            cache: Default::default(),
         }
     }
 

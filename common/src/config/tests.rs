@@ -151,31 +151,57 @@ fn invalid_configs_fail_naming_the_field() {
 
 #[test]
 fn the_shipped_example_config_is_valid() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../hookfleet.toml");
-    let text = std::fs::read_to_string(path).unwrap();
-    // The example references secrets by env name; point them at files here.
+    let s = load_shipped("hookfleet.toml");
+    assert!(!s.ingest.sources.is_empty());
+    assert!(!s.worker.limits.models.is_empty());
+}
+
+#[test]
+fn the_deploy_configs_are_valid() {
+    for path in [
+        "deploy/docker/hookfleet.toml",
+        "deploy/k8s/base/hookfleet.toml",
+        "deploy/k8s/overlays/dev/hookfleet.toml",
+    ] {
+        let s = load_shipped(path);
+        assert!(!s.worker.pipelines.is_empty(), "{path} has pipelines");
+    }
+}
+
+/// Loads a config file of the repository, its secrets pointed at files.
+fn load_shipped(relative: &str) -> Settings {
+    let path = format!("{}/../{relative}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Secrets are referenced by env name or by a mounted file's path; point
+    // every reference at a file made here.
     let dir = std::env::temp_dir().join(format!("hf-cfg-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut text = text;
-    for var in referenced_env_vars(&text) {
-        let path = dir.join(&var);
-        std::fs::write(&path, "example-secret").unwrap();
-        text = text.replace(
-            &format!("secret_env = \"{var}\""),
-            &format!("secret_file = \"{}\"", path.display()),
-        );
+    for kind in ["secret_env", "secret_file"] {
+        for (i, reference) in references(&text, kind).into_iter().enumerate() {
+            let path = dir.join(format!("{kind}-{i}"));
+            std::fs::write(&path, "example-secret").unwrap();
+            text = text.replace(
+                &format!("{kind} = \"{reference}\""),
+                &format!("secret_file = \"{}\"", path.display()),
+            );
+        }
     }
     let result = load(&text, &[]);
     std::fs::remove_dir_all(&dir).ok();
-    let s = result.unwrap();
-    assert!(!s.ingest.sources.is_empty());
+    result.unwrap_or_else(|e| panic!("{relative}: {e:#}"))
 }
 
-fn referenced_env_vars(text: &str) -> Vec<String> {
-    text.split("secret_env = \"")
+/// The values of `kind = "…"` in `text`, each once.
+fn references(text: &str, kind: &str) -> Vec<String> {
+    let mut found: Vec<String> = text
+        .split(&format!("{kind} = \""))
         .skip(1)
         .filter_map(|rest| rest.split('"').next().map(str::to_owned))
-        .collect()
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 fn tempfile() -> (std::path::PathBuf, std::fs::File) {

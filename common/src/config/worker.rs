@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Secret};
+use super::{CacheConfig, ConfigError, LimitsConfig, Secret};
 
 /// The worker fleet's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +59,8 @@ pub struct WorkerConfig {
     /// Pipelines (`[[worker.pipelines]]`). Every pipeline that matches an event
     /// runs, in order; each one's result is published on its own.
     pub pipelines: Vec<PipelineConfig>,
+    /// The fleet-wide rate limits per provider and model (`[worker.limits]`).
+    pub limits: LimitsConfig,
 }
 
 impl Default for WorkerConfig {
@@ -76,6 +78,7 @@ impl Default for WorkerConfig {
             requeue_delay: Duration::from_secs(1),
             providers: BTreeMap::new(),
             pipelines: Vec::new(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -230,6 +233,10 @@ pub struct PipelineConfig {
     /// Where results go; default the results exchange (`[{ kind = "amqp" }]`).
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkConfig>,
+    /// The response cache: `"on"` (default: temperature-0 requests only, 1h),
+    /// `"off"`, or `{ ttl, namespace, nondeterministic, lease, max_wait }`.
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 fn match_all() -> Vec<String> {
@@ -366,6 +373,23 @@ impl WorkerConfig {
                     "at least one sink is required",
                 ));
             }
+            pipeline.cache.validate(&format!("{field}.cache"))?;
+        }
+        self.limits
+            .validate("worker.limits", |p| self.providers.contains_key(p))?;
+        let slowest = self.providers.values().map(|p| p.timeout).max();
+        if let Some(timeout) = slowest
+            && self.limits.max_wait + timeout >= self.lease_ttl
+        {
+            return Err(ConfigError::invalid(
+                "worker.limits.max_wait",
+                format!(
+                    "max_wait plus the slowest provider timeout ({timeout:?}) must be shorter \
+                     than worker.lease_ttl ({:?}), or a job still waiting when its lease \
+                     expires may run twice",
+                    self.lease_ttl
+                ),
+            ));
         }
         Ok(())
     }
@@ -437,6 +461,28 @@ user = "Ticket: {{ payload.ticket.body }}"
         let toml = SAMPLE.replace("timeout = \"5s\"", "timeout = \"5m\"");
         let err = load(&toml).unwrap_err().to_string();
         assert!(err.contains("worker.providers.mock.timeout"), "{err}");
+    }
+
+    #[test]
+    fn limits_and_caches_are_checked_with_their_field() {
+        let toml = format!("{SAMPLE}\n[worker.limits]\nmax_wait = \"2m\"\n");
+        let err = load(&toml).unwrap_err().to_string();
+        assert!(err.contains("worker.limits.max_wait"), "{err}");
+        let toml = format!(
+            "{SAMPLE}\n[[worker.limits.models]]\nprovider = \"nope\"\nmodel = \"m\"\nrpm = 1\n"
+        );
+        let err = load(&toml).unwrap_err().to_string();
+        assert!(err.contains("worker.limits.models[0].provider"), "{err}");
+        let toml = format!("{SAMPLE}cache = {{ ttl = \"0s\" }}\n");
+        let err = load(&toml).unwrap_err().to_string();
+        assert!(err.contains("worker.pipelines[0].cache.ttl"), "{err}");
+        let toml = format!("{SAMPLE}cache = \"off\"\n");
+        assert!(
+            load(&toml).unwrap().worker.pipelines[0]
+                .cache
+                .settings()
+                .is_none()
+        );
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct JobResult {
     pub usage: Usage,
     /// Attempts this event took, this one included (1 on the first try).
     pub attempts: u32,
+    /// Whether the answer came from the response cache (an identical request's
+    /// stored answer, or one computed meanwhile by another job) — no provider
+    /// call was made for this job.
+    pub cached: bool,
     /// Duration of the AI request, in milliseconds.
     pub latency_ms: u64,
     /// When ingest received the event (RFC 3339).
