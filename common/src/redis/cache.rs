@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{RedisError, redis, run};
+use super::shared::SharedConnection;
+use super::{RedisError, redis};
 use crate::topology::Topology;
 
 pub use flight::{FlightError, FlightGuard, Lookup};
@@ -164,7 +165,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 /// The cache in Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct Cache {
-    pool: Pool,
+    redis: SharedConnection,
     topology: Topology,
     timeout: Duration,
 }
@@ -181,7 +182,7 @@ impl Cache {
     /// Each Redis call gives up after `timeout` (`redis.timeout`). Does no I/O.
     pub fn new(pool: Pool, topology: Topology, timeout: Duration) -> Self {
         Self {
-            pool,
+            redis: SharedConnection::new(pool),
             topology,
             timeout,
         }
@@ -204,7 +205,7 @@ impl Cache {
     pub async fn get(&self, key: &CacheKey) -> Result<Option<CachedCompletion>, CacheError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.value_key(key));
-        let raw: Option<String> = run(&self.pool, self.timeout, &cmd).await?;
+        let raw: Option<String> = self.redis.query(self.timeout, &cmd).await?;
         match raw {
             None => Ok(None),
             Some(raw) => self.decode(key, &raw).await,
@@ -223,7 +224,7 @@ impl Cache {
             .arg(encode(value))
             .arg("PX")
             .arg(millis(ttl));
-        run::<()>(&self.pool, self.timeout, &cmd).await?;
+        self.redis.query::<()>(self.timeout, &cmd).await?;
         Ok(())
     }
 
@@ -241,7 +242,7 @@ impl Cache {
                 tracing::warn!(key = %key, error = %error, "Dropping an unreadable cache entry.");
                 let mut cmd = redis::cmd("DEL");
                 cmd.arg(self.value_key(key));
-                run::<i64>(&self.pool, self.timeout, &cmd).await?;
+                self.redis.query::<i64>(self.timeout, &cmd).await?;
                 Ok(None)
             }
         }

@@ -32,7 +32,8 @@ use deadpool_redis::Pool;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::{RedisError, redis, run};
+use super::shared::SharedConnection;
+use super::{RedisError, redis};
 use crate::config::{FailMode, LimitsConfig};
 use crate::topology::Topology;
 
@@ -112,7 +113,7 @@ impl Default for ModelRates {
 }
 
 struct Inner {
-    pool: Pool,
+    redis: SharedConnection,
     topology: Topology,
     timeout: Duration,
     max_wait: Duration,
@@ -163,7 +164,7 @@ impl Limiter {
             .collect();
         Self {
             inner: Arc::new(Inner {
-                pool,
+                redis: SharedConnection::new(pool),
                 topology,
                 timeout,
                 max_wait: config.max_wait,
@@ -219,7 +220,7 @@ impl Limiter {
             .arg(micros(max_wait))
             .arg(IDLE_EXPIRY_MS);
         let (granted, wait, start_us, now_us, shift_us): (i64, i64, u64, u64, u64) =
-            run(&self.inner.pool, self.inner.timeout, &cmd).await?;
+            self.inner.redis.query(self.inner.timeout, &cmd).await?;
         Ok(Reservation {
             granted: granted == 1,
             wait: Duration::from_micros(u64::try_from(wait).unwrap_or(0)),
@@ -249,7 +250,9 @@ impl Limiter {
             .arg(requests)
             .arg(tokens)
             .arg(IDLE_EXPIRY_MS);
-        run::<i64>(&self.inner.pool, self.inner.timeout, &cmd)
+        self.inner
+            .redis
+            .query::<i64>(self.inner.timeout, &cmd)
             .await
             .map(drop)
     }
@@ -287,7 +290,7 @@ impl Limiter {
             .arg(micros(duration).max(1))
             .arg(IDLE_EXPIRY_MS);
         let (_extended, remaining, _shift): (i64, i64, u64) =
-            run(&self.inner.pool, self.inner.timeout, &cmd).await?;
+            self.inner.redis.query(self.inner.timeout, &cmd).await?;
         Ok(Duration::from_micros(u64::try_from(remaining).unwrap_or(0)))
     }
 
@@ -300,7 +303,7 @@ impl Limiter {
             .arg("last")
             .arg("pause")
             .arg("shift");
-        let f: Vec<Option<u64>> = run(&self.inner.pool, self.inner.timeout, &cmd).await?;
+        let f: Vec<Option<u64>> = self.inner.redis.query(self.inner.timeout, &cmd).await?;
         let at = |i: usize| f.get(i).copied().flatten().unwrap_or(0);
         Ok(State {
             requests_tat: at(0),
@@ -364,7 +367,12 @@ impl Limiter {
         loop {
             let mut cmd = redis::cmd("HGET");
             cmd.arg(&key).arg("shift");
-            let now = match run::<Option<u64>>(&self.inner.pool, self.inner.timeout, &cmd).await {
+            let now = match self
+                .inner
+                .redis
+                .query::<Option<u64>>(self.inner.timeout, &cmd)
+                .await
+            {
                 Ok(now) => now.unwrap_or(0),
                 Err(error) => {
                     tracing::warn!(%provider, %model, error = %error,

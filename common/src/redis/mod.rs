@@ -5,7 +5,7 @@
 //! connection, so a Redis outage turns into a fast error the caller can apply its
 //! fail mode to, never a hung request.
 //!
-//! The hot paths (ingest's dedup claims, the worker's markers) share one
+//! The hot paths (dedup claims, markers, the limiter, the cache) share one
 //! multiplexed connection instead of taking one from the pool per command:
 //! [`shared`] explains why.
 

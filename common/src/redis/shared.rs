@@ -1,5 +1,6 @@
 //! One multiplexed Redis connection shared by every task of a service, for the
-//! commands on the hot path (ingest's dedup claim, the worker's effect markers).
+//! commands on the hot path (ingest's dedup claim, the worker's effect markers,
+//! the limiter's and the cache's scripts).
 //!
 //! A `MultiplexedConnection` is made for concurrent use: commands from many tasks
 //! are written back to back on one socket and the answers are matched in order,

@@ -23,7 +23,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::{Cache, CacheError, CacheKey, CacheOutcome, CachedCompletion, encode, millis};
 use crate::config::CacheSettings;
-use crate::redis::{redis, run};
+use crate::redis::redis;
 
 /// The value, or else the lock for `ARGV[1]`, or else the lock's PTTL.
 const LOOKUP: &str = r"
@@ -104,7 +104,8 @@ impl Cache {
                 .arg(self.lock_key(key))
                 .arg(&token)
                 .arg(millis(lease));
-            let (kind, raw, pttl): (i64, String, i64) = run(&self.pool, self.timeout, &cmd).await?;
+            let (kind, raw, pttl): (i64, String, i64) =
+                self.redis.query(self.timeout, &cmd).await?;
             match kind {
                 1 => {
                     if let Some(value) = self.decode(key, &raw).await? {
@@ -262,14 +263,14 @@ async fn renew(
         .arg(cache.lock_key(key))
         .arg(token)
         .arg(millis(lease));
-    let renewed: i64 = run(&cache.pool, cache.timeout, &cmd).await?;
+    let renewed: i64 = cache.redis.query(cache.timeout, &cmd).await?;
     Ok(renewed == 1)
 }
 
 async fn release(cache: &Cache, key: &CacheKey, token: &str) -> Result<(), CacheError> {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(RELEASE).arg(1).arg(cache.lock_key(key)).arg(token);
-    run::<i64>(&cache.pool, cache.timeout, &cmd).await?;
+    cache.redis.query::<i64>(cache.timeout, &cmd).await?;
     Ok(())
 }
 
@@ -296,7 +297,10 @@ impl FlightGuard {
             .arg(&self.token)
             .arg(encode(value))
             .arg(millis(ttl));
-        run::<i64>(&self.cache.pool, self.cache.timeout, &cmd).await?;
+        self.cache
+            .redis
+            .query::<i64>(self.cache.timeout, &cmd)
+            .await?;
         Ok(())
     }
 
