@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint services build bench
+.PHONY: demo test lint services build bench validate-deploy
 
 ## Start RabbitMQ and Redis (installing them when missing); no-op when they answer.
 services:
@@ -17,12 +17,16 @@ demo: services build
 	bash deploy/local/demo.sh
 
 ## The whole test suite against the real RabbitMQ and Redis.
-test: services lint
+test: services lint validate-deploy
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## Offline checks of deploy/: Kubernetes schemas, kustomize builds, alerts, dashboard.
+validate-deploy:
+	bash deploy/validate.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

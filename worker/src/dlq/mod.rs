@@ -11,7 +11,7 @@
 //! - `inspect` (stats, list, show), `replay`, `purge`: the commands.
 //! - `output`: progress bar, table, JSON.
 //!
-//! Operators' guide: `RUNBOOK.md` next to this file.
+//! Operators' guide: README.md, "Dead letters: runbook and `dlq` reference".
 
 mod filter;
 mod inspect;
