@@ -19,6 +19,10 @@ NS=${NS:-bench-dlq-$(date +%s)}
 AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 BIN=target/release/hookfleet-worker
 
+if [ ! -x /usr/bin/time ]; then   # GNU time, for peak RSS
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get install -y -qq time >/dev/null
+fi
 cargo build --quiet --release -p hookfleet-worker
 echo "Filling ${NS}.dead with ${N} letters…" >&2
 DLQ_BENCH_NAMESPACE=$NS DLQ_BENCH_AMQP_URL=$AMQP_URL DLQ_SCALE_COUNT=$N \

@@ -206,7 +206,7 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
     let _ = writeln!(
         w,
         "Written by `make bench` (`bash bench/run.sh`: release build, then `{bench} all`) on {} \
-         at commit {}. Do not edit by hand: the last section comes from `bench/NOTES.md`.\n",
+         at commit {}. Do not edit by hand: the notes section comes from `bench/NOTES.md`, the DLQ section from `bench/dlq.sh`.\n",
         humantime::format_rfc3339_seconds(SystemTime::now()),
         host.commit
     );
