@@ -15,11 +15,12 @@ use lapin::message::Delivery;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::filter::Filter;
 use super::filter::Matcher;
 use super::letter::{Letter, hex, serialize_time, table_json};
 use super::output::{self, LetterJson, short_age, timestamp};
 use super::pass::{self, Action, DeadQueue, PassOptions, Tally, Visitor};
-use super::{DlqError, ListArgs, ShowArgs, StatsArgs, Summary};
+use super::{DlqError, ListArgs, PassArgs, ShowArgs, StatsArgs, Summary};
 
 /// Distinct values counted per breakdown; the rest are counted as `(other)`.
 const MAX_KEYS: usize = 1000;
@@ -148,7 +149,7 @@ fn bump(counts: &mut BTreeMap<String, u64>, key: String) {
 }
 
 /// Counts matching letters, keeps all.
-pub(crate) struct StatsVisitor {
+struct StatsVisitor {
     pub matcher: Matcher,
     pub now: SystemTime,
     pub stats: Stats,
@@ -171,8 +172,28 @@ pub(crate) async fn stats(
     out: &mut (dyn Write + Send),
 ) -> Result<Summary, DlqError> {
     let progress = output::progress(!args.pass.json && !args.pass.no_progress);
+    let (stats, tally, now) = count(queue, &args.filter, &args.pass, &progress, cancel).await?;
+    if args.pass.json {
+        serde_json::to_writer(&mut *out, &stats).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        stats.write(out, !args.filter.is_empty(), now)?;
+    }
+    Ok(summary("stats", queue, &tally, stats.matched))
+}
+
+/// One pass that only counts the letters `filter` matches, keeping all: what
+/// `stats` shows and what `purge` without `--yes` previews. Returns the counts,
+/// the pass's tally and the moment ages were measured from.
+pub(crate) async fn count(
+    queue: &DeadQueue,
+    filter: &Filter,
+    pass_args: &PassArgs,
+    progress: &ProgressBar,
+    cancel: &CancellationToken,
+) -> Result<(Stats, Tally, SystemTime), DlqError> {
     let mut visitor = StatsVisitor {
-        matcher: args.filter.compile()?,
+        matcher: filter.compile()?,
         now: SystemTime::now(),
         stats: Stats {
             queue: queue.name(),
@@ -180,19 +201,13 @@ pub(crate) async fn stats(
         },
     };
     let (tally, result) =
-        pass::run(queue, &mut visitor, options(&args.pass, &progress), cancel).await;
+        pass::run(queue, &mut visitor, options(pass_args, progress), cancel).await;
     progress.finish_and_clear();
     result?;
     let mut stats = visitor.stats;
     stats.ready = tally.expected;
     stats.scanned = tally.scanned;
-    if args.pass.json {
-        serde_json::to_writer(&mut *out, &stats).map_err(std::io::Error::from)?;
-        writeln!(out)?;
-    } else {
-        stats.write(out, !args.filter.is_empty(), visitor.now)?;
-    }
-    Ok(summary("stats", queue, &tally, stats.matched))
+    Ok((stats, tally, visitor.now))
 }
 
 struct ListVisitor<'o> {

@@ -26,6 +26,8 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde::Serialize;
 
+use crate::providers::truncate;
+
 /// Header a replay adds: the error that sent the letter to the DLQ last time
 /// (`{class}: {hf-error}`), so the history survives the removal of `hf-error`.
 pub const LAST_ERROR: &str = "hf-last-error";
@@ -374,17 +376,6 @@ fn describe_death(death: &Death) -> String {
 
 fn rfc3339_secs(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 
 use super::filter::Matcher;
-use super::inspect::{Stats, StatsVisitor, options, summary};
+use super::inspect::{count, options, summary};
 use super::letter::Letter;
 use super::output;
 use super::pass::{self, Action, DeadQueue, Visitor};
@@ -50,28 +50,14 @@ pub(crate) async fn purge(
     let progress = output::progress(!args.pass.json && !args.pass.no_progress);
     let limit = args.limit.filter(|l| *l > 0);
     if !args.yes {
-        let mut visitor = StatsVisitor {
-            matcher: args.filter.compile()?,
-            now: SystemTime::now(),
-            stats: Stats {
-                queue: queue.name(),
-                ..Stats::default()
-            },
-        };
-        let (tally, result) =
-            pass::run(queue, &mut visitor, options(&args.pass, &progress), cancel).await;
-        progress.finish_and_clear();
-        result?;
-        let mut stats = visitor.stats;
-        stats.ready = tally.expected;
-        stats.scanned = tally.scanned;
+        let (stats, tally, now) = count(queue, &args.filter, &args.pass, &progress, cancel).await?;
         let would = limit.map_or(stats.matched, |l| l.min(stats.matched));
         if args.pass.json {
             let preview = serde_json::json!({ "would_purge": would, "stats": stats });
             serde_json::to_writer(&mut *out, &preview).map_err(std::io::Error::from)?;
             writeln!(out)?;
         } else {
-            stats.write(out, true, visitor.now)?;
+            stats.write(out, true, now)?;
             writeln!(
                 out,
                 "\n{would} dead letters would be purged. Nothing was deleted: pass --yes to purge them."
