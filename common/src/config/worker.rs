@@ -245,7 +245,8 @@ pub struct PipelineConfig {
     pub response_format: ResponseFormat,
     /// The system prompt, a minijinja template (optional). Context: `payload` (the
     /// JSON body), `meta` (`message_id`, `source`, `event_type`, `event_id`,
-    /// `received_at`, `attempt`, `replays`, `headers`), `pipeline` (its name).
+    /// `received_at`, `attempt`, `replays`, `headers`), `pipeline` (its name),
+    /// `enrich` (the enrichment steps' answers by step name).
     #[serde(default)]
     pub system: Option<String>,
     /// The user prompt, a minijinja template with the same context.
