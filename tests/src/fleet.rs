@@ -170,6 +170,7 @@ pub fn pipeline(name: &str, provider: &str, user: &str) -> PipelineConfig {
         undefined: UndefinedMode::SemiStrict,
         sinks: vec![SinkConfig::Amqp],
         cache: CacheConfig::default(),
+        enrich: Vec::new(),
     }
 }
 

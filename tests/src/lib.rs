@@ -6,6 +6,7 @@
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
 //! - [`spawn`]: the real services started in-process on port 0.
+//! - [`stand_in`]: recording HTTP servers standing in for a CRM or chat channel.
 //! - [`webhook`]: signed requests per provider, sources with fresh secrets.
 //! - [`wait`]: awaiting conditions with a deadline.
 //! - [`loadgen`]: closed- and open-loop signed load, and queue accounting.
@@ -18,5 +19,6 @@ pub mod loadgen;
 pub mod mock_ai;
 pub mod proxy;
 pub mod spawn;
+pub mod stand_in;
 pub mod wait;
 pub mod webhook;

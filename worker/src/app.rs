@@ -56,10 +56,14 @@ impl Application {
                 .with_context(|| format!("cannot build provider `worker.providers.{name}`"))?;
             providers.insert(name.clone(), Arc::new(built));
         }
-        let pipelines = Pipelines::build(config, &providers, |p| {
+        let pipelines = Pipelines::build(config, &providers, |i, p| {
             p.sinks
                 .iter()
-                .map(|s| Sink::build(s, &publisher, &topology))
+                .enumerate()
+                .map(|(j, s)| {
+                    let field = format!("worker.pipelines[{i}].sinks[{j}]");
+                    Sink::build(&field, s, p.undefined, &publisher, &topology)
+                })
                 .collect()
         })?;
         if pipelines.is_empty() {

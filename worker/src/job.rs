@@ -28,7 +28,8 @@ use lapin::BasicProperties;
 use crate::completion;
 use crate::outcome::{Failure, Outcome, RetryPolicy, classify};
 use crate::pipeline::{Pipeline, Pipelines};
-use crate::sinks::JobResult;
+use crate::sinks::{self, Delivery, JobResult, SentMarkers};
+use crate::templates;
 
 /// The `pipeline` label of jobs no pipeline was chosen for.
 pub const NO_PIPELINE: &str = "none";
@@ -276,7 +277,7 @@ async fn claim(ctx: &JobContext, pipeline: &str, message_id: &str) -> Lease {
     }
 }
 
-/// Render → call → check → deliver.
+/// Enrich → render → call → check → deliver.
 async fn attempt_pipeline(
     ctx: &JobContext,
     pipeline: &Pipeline,
@@ -284,9 +285,13 @@ async fn attempt_pipeline(
     meta: &EventMeta,
     attempt: u32,
 ) -> Result<(), Failure> {
-    let prompt = pipeline
-        .render(payload, meta, attempt)
-        .map_err(Failure::Render)?;
+    let context = templates::base(payload, meta, attempt, &pipeline.name);
+    let context = pipeline
+        .enrichment
+        .run(&context)
+        .await
+        .map_err(Failure::Enrich)?;
+    let prompt = pipeline.render(&context).map_err(Failure::Render)?;
     let request = pipeline.request(prompt);
     let answer = completion::answer(ctx, pipeline, &request).await?;
     let response = answer.response;
@@ -312,12 +317,19 @@ async fn attempt_pipeline(
         received_at: meta.received_at.clone(),
         completed_at: message::now_rfc3339(),
     };
-    for sink in &pipeline.sinks {
-        sink.deliver(&result, meta.traceparent.as_deref())
-            .await
-            .map_err(Failure::Sink)?;
-    }
-    Ok(())
+    let context = templates::with_output(&context, &result.output, result.output_json.as_ref());
+    let delivery = Delivery {
+        result: &result,
+        context: &context,
+        traceparent: meta.traceparent.as_deref(),
+    };
+    let sent = SentMarkers {
+        markers: &ctx.markers,
+        ttl: ctx.done_ttl,
+        unavailable: &ctx.metrics.markers_unavailable,
+    };
+    let failures = sinks::deliver_all(&pipeline.sinks, &delivery, &sent).await;
+    Failure::from_sinks(failures).map_or(Ok(()), Err)
 }
 
 /// The answer as JSON, also when the model wrapped it in a Markdown code fence

@@ -4,12 +4,16 @@
 //! - [`app`]: `Application` — build, bind the admin port, run until stopped.
 //! - [`consumer`]: the consumer loop, reconnection, shutdown; the only acks.
 //! - [`job`]: one delivery → one decision (`process_one`), redelivery safety.
+//! - [`enrich`]: HTTP requests before the prompt (`enrich.<step>` in templates).
 //! - [`completion`]: cache (single flight) → limiter → provider.
 //! - [`outcome`]: `classify` — what every failure means.
 //! - [`reroute`]: publishing retry and dead-letter copies.
 //! - [`pipeline`]: config → compiled pipelines (globs, minijinja templates).
+//! - [`templates`]: the template context, stage by stage.
+//! - [`request_template`]: templated HTTP requests (enrichment and HTTP sinks).
 //! - [`providers`]: OpenAI-compatible and Anthropic clients.
-//! - [`sinks`]: where results go (the results exchange).
+//! - [`sinks`]: where results go (the results exchange, HTTP endpoints), each
+//!   at most once per event.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 
 pub mod admin;
@@ -17,11 +21,14 @@ pub mod app;
 pub mod completion;
 pub mod consumer;
 pub mod dlq;
+pub mod enrich;
 pub mod job;
 pub mod outcome;
 pub mod pipeline;
 pub mod providers;
+pub mod request_template;
 pub mod reroute;
 pub mod sinks;
+pub mod templates;
 
 pub use app::Application;

@@ -9,7 +9,14 @@
 //!   not pace); an event no pipeline matches when configured to dead-letter.
 //! - **transient** (retry tier, then `exhausted` when attempts run out): AI
 //!   408/409/425/429/5xx/529, timeouts, connection errors, unreadable answers, an
-//!   answer that should be JSON and is not, any sink failure.
+//!   answer that should be JSON and is not, an unconfirmed AMQP result.
+//! - **outbound HTTP** (enrichment steps, stage `enrich`; HTTP sinks, stage
+//!   `sink`): connection errors, timeouts, 408/425/429/5xx and an enrichment
+//!   answer that is not JSON are transient (a `Retry-After` is honoured); any
+//!   other non-2xx status, a template that does not render for the event, or a
+//!   rendered method/URL/header that is invalid are permanent. When several sinks
+//!   fail, the job is retried if any failure is transient (sinks already
+//!   delivered are skipped then), and dead-lettered only when all are permanent.
 //!
 //! - **deferred** (retry tier, never exhausted, the attempt not counted): the
 //!   fleet-wide limiter had no capacity within its `max_wait`, or Redis was down
@@ -24,7 +31,9 @@ use std::time::Duration;
 
 use hookfleet_common::redis::limiter::AcquireError;
 
+use crate::enrich::EnrichError;
 use crate::providers::AiError;
+use crate::request_template::RequestError;
 use crate::sinks::SinkError;
 
 /// Where in the job a failure happened (`hf-stage`).
@@ -36,6 +45,8 @@ pub enum Stage {
     Match,
     /// Rendering the prompt templates.
     Render,
+    /// Fetching enrichment data (HTTP requests before the prompt).
+    Enrich,
     /// Calling the AI provider.
     Ai,
     /// Checking the AI's answer (JSON that does not parse).
@@ -51,6 +62,7 @@ impl Stage {
             Self::Decode => "decode",
             Self::Match => "match",
             Self::Render => "render",
+            Self::Enrich => "enrich",
             Self::Ai => "ai",
             Self::Output => "output",
             Self::Sink => "sink",
@@ -159,13 +171,47 @@ pub enum Failure {
     /// A sink did not confirm the result.
     #[error("cannot deliver the result")]
     Sink(#[source] SinkError),
+    /// Several sinks failed in one attempt (the others were delivered).
+    #[error("{0}")]
+    Sinks(SinkFailures),
+    /// An enrichment request failed.
+    #[error("cannot enrich the event")]
+    Enrich(#[source] EnrichError),
     /// The fleet-wide limiter gave no permit (saturated, or Redis down in
     /// fail-closed mode): the provider was not called.
     #[error("no rate-limit permit")]
     Limiter(#[source] AcquireError),
 }
 
+/// The failures of several sinks in one attempt (two or more).
+#[derive(Debug)]
+pub struct SinkFailures(pub Vec<SinkError>);
+
+impl std::fmt::Display for SinkFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} sinks failed", self.0.len())?;
+        for (i, error) in self.0.iter().enumerate() {
+            let sep = if i == 0 { ": " } else { "; " };
+            write!(
+                f,
+                "{sep}{}",
+                hookfleet_common::telemetry::error_chain(error)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Failure {
+    /// The failure of `errors` (at least one) sinks of one attempt.
+    pub fn from_sinks(mut errors: Vec<SinkError>) -> Option<Self> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop().map(Self::Sink),
+            _ => Some(Self::Sinks(SinkFailures(errors))),
+        }
+    }
+
     /// Whether this failure leaves the job's attempt uncounted (see the module
     /// doc's *deferred*).
     pub fn is_deferred(&self) -> bool {
@@ -249,7 +295,33 @@ fn describe(failure: &Failure) -> (Kind, String, Stage) {
         Failure::Unmatched { .. } => (Kind::Permanent, "unmatched".into(), Stage::Match),
         Failure::Render(_) => (Kind::Permanent, "template_error".into(), Stage::Render),
         Failure::Output(_) => (transient, "output_not_json".into(), Stage::Output),
-        Failure::Sink(SinkError::Amqp(_)) => (transient, "sink_amqp".into(), Stage::Sink),
+        Failure::Sink(error) => {
+            let (kind, reason) = describe_sink(error);
+            (kind, reason, Stage::Sink)
+        }
+        Failure::Sinks(SinkFailures(errors)) => {
+            let described: Vec<_> = errors.iter().map(describe_sink).collect();
+            let hint = described
+                .iter()
+                .filter_map(|(kind, _)| match kind {
+                    Kind::Transient { retry_after } => Some(*retry_after),
+                    _ => None,
+                })
+                .reduce(Option::max);
+            let reason = described
+                .iter()
+                .find(|(kind, _)| hint.is_none() || matches!(kind, Kind::Transient { .. }))
+                .map_or_else(|| "sink".to_owned(), |(_, reason)| reason.clone());
+            let kind = match hint {
+                Some(retry_after) => Kind::Transient { retry_after },
+                None => Kind::Permanent,
+            };
+            (kind, reason, Stage::Sink)
+        }
+        Failure::Enrich(EnrichError { error, .. }) => {
+            let (kind, reason) = describe_request(error, "enrich");
+            (kind, reason, Stage::Enrich)
+        }
         Failure::Limiter(AcquireError::Saturated { wait, .. }) => (
             Kind::Deferred { after: Some(*wait) },
             "ratelimit_saturated".into(),
@@ -289,6 +361,40 @@ fn describe(failure: &Failure) -> (Kind, String, Stage) {
                 AiError::InvalidResponse(_) => "ai_invalid_response".into(),
             };
             (kind, reason, Stage::Ai)
+        }
+    }
+}
+
+fn describe_sink(error: &SinkError) -> (Kind, String) {
+    match error {
+        SinkError::Amqp(_) => (Kind::Transient { retry_after: None }, "sink_amqp".into()),
+        SinkError::Http { error, .. } => describe_request(error, "sink"),
+    }
+}
+
+/// An outbound HTTP request's failure; `prefix` starts the reason
+/// (`enrich_http_503`, `sink_http_timeout`).
+fn describe_request(error: &RequestError, prefix: &str) -> (Kind, String) {
+    let transient = Kind::Transient { retry_after: None };
+    match error {
+        RequestError::Render { .. } => (Kind::Permanent, format!("{prefix}_template_error")),
+        RequestError::Invalid { .. } => (Kind::Permanent, format!("{prefix}_invalid_request")),
+        RequestError::Timeout(_) => (transient, format!("{prefix}_timeout")),
+        RequestError::Connect(_) => (transient, format!("{prefix}_connect")),
+        RequestError::Transport(_) => (transient, format!("{prefix}_transport")),
+        RequestError::NotJson(_) => (transient, format!("{prefix}_not_json")),
+        RequestError::Status {
+            status,
+            retry_after,
+            ..
+        } => {
+            let kind = match status {
+                408 | 425 | 429 | 500..=599 => Kind::Transient {
+                    retry_after: *retry_after,
+                },
+                _ => Kind::Permanent,
+            };
+            (kind, format!("{prefix}_http_{status}"))
         }
     }
 }
@@ -505,6 +611,125 @@ mod tests {
             let got = summary(classify(&failure, attempt, &policy()));
             assert_eq!(got, expected, "{failure:?} on attempt {attempt}");
         }
+    }
+
+    fn http(status: u16, retry_after: Option<Duration>) -> RequestError {
+        RequestError::Status {
+            status,
+            retry_after,
+            body: "b".into(),
+        }
+    }
+
+    fn sink(error: RequestError) -> SinkError {
+        SinkError::Http {
+            sink: "crm".into(),
+            error,
+        }
+    }
+
+    fn enrich(error: RequestError) -> Failure {
+        Failure::Enrich(EnrichError {
+            step: "crm".into(),
+            error,
+        })
+    }
+
+    #[test]
+    fn outbound_http_failures_are_classified_by_status_and_stage() {
+        use ErrorClass::*;
+        let s1 = Duration::from_secs(1);
+        let s30 = Duration::from_secs(30);
+        let render = || RequestError::Render {
+            template: "url".into(),
+            source: template_error(),
+        };
+        let table: Vec<(Failure, u32, Summary)> = vec![
+            // Enrichment: transient…
+            (enrich(http(503, None)), 1, Ok(s1)),
+            (enrich(http(429, Some(s30))), 1, Ok(s30)),
+            (enrich(http(408, None)), 1, Ok(s1)),
+            (enrich(http(425, None)), 1, Ok(s1)),
+            (enrich(RequestError::Timeout(s1)), 1, Ok(s1)),
+            (enrich(RequestError::NotJson(json_error())), 1, Ok(s1)),
+            (
+                enrich(http(502, None)),
+                3,
+                Err(dead("enrich_http_502", Exhausted, Stage::Enrich)),
+            ),
+            (
+                enrich(RequestError::NotJson(json_error())),
+                3,
+                Err(dead("enrich_not_json", Exhausted, Stage::Enrich)),
+            ),
+            // …and permanent.
+            (
+                enrich(http(404, None)),
+                1,
+                Err(dead("enrich_http_404", Permanent, Stage::Enrich)),
+            ),
+            (
+                enrich(http(409, None)),
+                1,
+                Err(dead("enrich_http_409", Permanent, Stage::Enrich)),
+            ),
+            (
+                enrich(render()),
+                1,
+                Err(dead("enrich_template_error", Permanent, Stage::Enrich)),
+            ),
+            // Sinks, alone.
+            (Failure::Sink(sink(http(503, None))), 1, Ok(s1)),
+            (
+                Failure::Sink(sink(RequestError::Timeout(s1))),
+                2,
+                Ok(Duration::from_secs(10)),
+            ),
+            (
+                Failure::Sink(sink(http(400, None))),
+                1,
+                Err(dead("sink_http_400", Permanent, Stage::Sink)),
+            ),
+            (
+                Failure::Sink(sink(render())),
+                1,
+                Err(dead("sink_template_error", Permanent, Stage::Sink)),
+            ),
+            (
+                Failure::Sink(sink(http(500, None))),
+                3,
+                Err(dead("sink_http_500", Exhausted, Stage::Sink)),
+            ),
+            // Several sinks: any transient failure retries (with the longest hint)…
+            (
+                Failure::from_sinks(vec![sink(http(400, None)), sink(http(503, Some(s30)))])
+                    .unwrap(),
+                1,
+                Ok(s30),
+            ),
+            (
+                Failure::from_sinks(vec![sink(http(400, None)), sink(http(503, None))]).unwrap(),
+                3,
+                Err(dead("sink_http_503", Exhausted, Stage::Sink)),
+            ),
+            // …and only permanent ones dead-letter now.
+            (
+                Failure::from_sinks(vec![sink(http(401, None)), sink(http(404, None))]).unwrap(),
+                1,
+                Err(dead("sink_http_401", Permanent, Stage::Sink)),
+            ),
+        ];
+        for (failure, attempt, expected) in table {
+            let got = summary(classify(&failure, attempt, &policy()));
+            assert_eq!(got, expected, "{failure:?} on attempt {attempt}");
+        }
+        let several = Failure::from_sinks(vec![sink(http(401, None)), sink(http(503, None))]);
+        let text = hookfleet_common::telemetry::error_chain(&several.unwrap());
+        assert!(
+            text.starts_with("2 sinks failed: sink `crm` failed: answered HTTP 401"),
+            "{text}"
+        );
+        assert!(Failure::from_sinks(vec![]).is_none());
     }
 
     #[test]

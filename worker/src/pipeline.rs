@@ -10,15 +10,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use hookfleet_common::config::{
-    CacheSettings, PipelineConfig, ResponseFormat, UndefinedMode, WorkerConfig,
-};
-use hookfleet_common::message::EventMeta;
-use minijinja::{Environment, UndefinedBehavior};
-use serde::Serialize;
+use hookfleet_common::config::{CacheSettings, PipelineConfig, ResponseFormat, WorkerConfig};
+use minijinja::Environment;
 
+use crate::enrich::Enrichment;
 use crate::providers::{AiRequest, Provider};
 use crate::sinks::Sink;
+use crate::templates;
 
 /// A pipeline could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +39,23 @@ pub enum PipelineError {
         #[source]
         source: minijinja::Error,
     },
+    /// A template is well-formed but its fixed value is not (a method, a URL).
+    #[error("invalid configuration: `{field}`: {reason}")]
+    Invalid {
+        /// e.g. `worker.pipelines[0].sinks[1].method`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An HTTP client could not be built (TLS initialisation).
+    #[error("cannot build the HTTP client of `{field}`")]
+    Client {
+        /// e.g. `worker.pipelines[0].enrich[0]`.
+        field: String,
+        /// The builder's complaint.
+        #[source]
+        source: reqwest::Error,
+    },
     /// The pipeline names a provider that is not configured.
     #[error("invalid configuration: `{field}`: no provider `{name}`")]
     UnknownProvider {
@@ -58,28 +73,6 @@ pub struct Prompt {
     pub system: Option<String>,
     /// The user prompt.
     pub user: String,
-}
-
-/// What templates see as `meta`.
-#[derive(Debug, Serialize)]
-struct MetaContext<'a> {
-    message_id: &'a str,
-    source: &'a str,
-    event_type: &'a str,
-    event_id: Option<&'a str>,
-    received_at: &'a str,
-    /// This attempt, 1-based.
-    attempt: u32,
-    replays: u32,
-    /// Forwarded provider headers, by lower-case name.
-    headers: HashMap<&'a str, &'a str>,
-}
-
-#[derive(Debug, Serialize)]
-struct Context<'a> {
-    payload: &'a serde_json::Value,
-    meta: MetaContext<'a>,
-    pipeline: &'a str,
 }
 
 /// One compiled pipeline.
@@ -104,6 +97,8 @@ pub struct Pipeline {
     pub sinks: Vec<Sink>,
     /// How answers are cached; `None` when the cache is off.
     pub cache: Option<CacheSettings>,
+    /// The HTTP requests run before the prompt is rendered.
+    pub enrichment: Enrichment,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -131,31 +126,17 @@ impl Pipeline {
                 name: config.provider.clone(),
             }
         })?;
-        let mut templates = Environment::new();
-        templates.set_undefined_behavior(match config.undefined {
-            UndefinedMode::SemiStrict => UndefinedBehavior::SemiStrict,
-            UndefinedMode::Strict => UndefinedBehavior::Strict,
-            UndefinedMode::Lenient => UndefinedBehavior::Lenient,
-            UndefinedMode::Chainable => UndefinedBehavior::Chainable,
-        });
-        // Prompts are not HTML: never escape.
-        templates.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        // Keep a trailing newline the author wrote.
-        templates.set_keep_trailing_newline(true);
+        let mut templates = templates::environment(config.undefined);
         if let Some(system) = &config.system {
-            templates
-                .add_template_owned("system", system.clone())
-                .map_err(|source| PipelineError::Template {
-                    field: format!("{field}.system"),
-                    source,
-                })?;
+            templates::compile(&mut templates, "system", system, &format!("{field}.system"))?;
         }
-        templates
-            .add_template_owned("user", config.user.clone())
-            .map_err(|source| PipelineError::Template {
-                field: format!("{field}.user"),
-                source,
-            })?;
+        templates::compile(
+            &mut templates,
+            "user",
+            &config.user,
+            &format!("{field}.user"),
+        )?;
+        let enrichment = Enrichment::build(&field, &config.enrich, config.undefined)?;
         Ok(Self {
             name: config.name.clone(),
             sources: globs(&config.sources, &format!("{field}.sources"))?,
@@ -169,6 +150,7 @@ impl Pipeline {
             response_format: config.response_format,
             sinks,
             cache: config.cache.settings().cloned(),
+            enrichment,
         })
     }
 
@@ -177,37 +159,15 @@ impl Pipeline {
         self.sources.is_match(source) && self.event_types.is_match(event_type)
     }
 
-    /// Renders the prompts for one event. `attempt` is 1-based.
-    pub fn render(
-        &self,
-        payload: &serde_json::Value,
-        meta: &EventMeta,
-        attempt: u32,
-    ) -> Result<Prompt, minijinja::Error> {
-        let context = Context {
-            payload,
-            meta: MetaContext {
-                message_id: &meta.message_id,
-                source: &meta.source,
-                event_type: &meta.event_type,
-                event_id: meta.event_id.as_deref(),
-                received_at: &meta.received_at,
-                attempt,
-                replays: meta.replays,
-                headers: meta
-                    .forwarded
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect(),
-            },
-            pipeline: &self.name,
-        };
+    /// Renders the prompts for one event from its template context
+    /// (`templates::base`, plus `enrich` when the pipeline has steps).
+    pub fn render(&self, context: &minijinja::Value) -> Result<Prompt, minijinja::Error> {
         let system = if self.has_system {
-            Some(self.templates.get_template("system")?.render(&context)?)
+            Some(self.templates.get_template("system")?.render(context)?)
         } else {
             None
         };
-        let user = self.templates.get_template("user")?.render(&context)?;
+        let user = self.templates.get_template("user")?.render(context)?;
         Ok(Prompt { system, user })
     }
 
@@ -246,17 +206,18 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    /// Compiles every pipeline of `config`; `sinks` builds a pipeline's sinks.
+    /// Compiles every pipeline of `config`; `sinks` builds the sinks of the
+    /// `i`-th pipeline.
     pub fn build(
         config: &WorkerConfig,
         providers: &HashMap<String, Arc<Provider>>,
-        sinks: impl Fn(&PipelineConfig) -> Vec<Sink>,
+        sinks: impl Fn(usize, &PipelineConfig) -> Result<Vec<Sink>, PipelineError>,
     ) -> Result<Self, PipelineError> {
         let pipelines = config
             .pipelines
             .iter()
             .enumerate()
-            .map(|(i, p)| Pipeline::build(i, p, providers, sinks(p)).map(Arc::new))
+            .map(|(i, p)| Pipeline::build(i, p, providers, sinks(i, p)?).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(Self { pipelines })
     }
@@ -284,7 +245,8 @@ impl Pipelines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookfleet_common::config::{ProviderConfig, ProviderKind};
+    use hookfleet_common::config::{ProviderConfig, ProviderKind, UndefinedMode};
+    use hookfleet_common::message::EventMeta;
     use serde_json::json;
 
     fn providers() -> HashMap<String, Arc<Provider>> {
@@ -314,6 +276,7 @@ mod tests {
             undefined: UndefinedMode::SemiStrict,
             sinks: vec![],
             cache: Default::default(),
+            enrich: vec![],
         }
     }
 
@@ -353,7 +316,8 @@ mod tests {
              {{ payload.ticket.body }}{% if payload.vip %} [VIP]{% endif %} {{ payload | tojson }}",
         );
         let payload = json!({ "customer": { "name": "Ada" }, "ticket": { "body": "<b>help</b>" } });
-        let prompt = p.render(&payload, &meta(), 2).unwrap();
+        let context = templates::base(&payload, &meta(), 2, &p.name);
+        let prompt = p.render(&context).unwrap();
         assert_eq!(
             prompt.system.as_deref(),
             Some("You triage tickets for zendesk-eu.")
@@ -373,7 +337,8 @@ mod tests {
     #[test]
     fn a_missing_field_is_a_render_error_in_semi_strict_mode() {
         let p = pipeline("{{ payload.customer.name }}");
-        let err = p.render(&json!({ "ticket": {} }), &meta(), 1).unwrap_err();
+        let context = templates::base(&json!({ "ticket": {} }), &meta(), 1, &p.name);
+        let err = p.render(&context).unwrap_err();
         assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
     }
 

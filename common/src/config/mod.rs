@@ -6,6 +6,7 @@
 //! resolves secrets and validates everything, so an invalid config fails at start
 //! with the offending field named, never halfway through a request.
 
+mod http;
 mod ingest;
 mod limits;
 mod secret;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig};
 pub use ingest::{
     FieldSource, HmacAlgorithm, HmacParams, IngestConfig, RateLimit, SchemeKind, SignatureEncoding,
     SourceConfig,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::http::{self, EnrichStepConfig, HttpSinkConfig};
 use super::{CacheConfig, ConfigError, LimitsConfig, Secret};
 
 /// The worker fleet's settings.
@@ -185,12 +186,34 @@ pub enum UndefinedMode {
 }
 
 /// Where a pipeline's result goes (`sinks = [{ kind = "amqp" }]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkConfig {
     /// The results exchange `{ns}.results`, routing key
     /// `{pipeline}.{source}.{event_type}`, published with confirm.
     Amqp,
+    /// A templated HTTP request (a CRM update, a chat message), signed with the
+    /// Standard Webhooks scheme when a `signing_secret` is set.
+    Http(Box<HttpSinkConfig>),
+}
+
+impl SinkConfig {
+    /// The sink's name: its delivery marker and `webhook-id` part (`amqp` for
+    /// the results exchange).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Amqp => "amqp",
+            Self::Http(http) => &http.name,
+        }
+    }
+
+    /// The longest one delivery may take, when the sink has its own timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            Self::Amqp => None,
+            Self::Http(http) => Some(http.timeout),
+        }
+    }
 }
 
 /// One pipeline (`[[worker.pipelines]]`): which events, which prompt, which model.
@@ -222,7 +245,8 @@ pub struct PipelineConfig {
     pub response_format: ResponseFormat,
     /// The system prompt, a minijinja template (optional). Context: `payload` (the
     /// JSON body), `meta` (`message_id`, `source`, `event_type`, `event_id`,
-    /// `received_at`, `attempt`, `replays`, `headers`), `pipeline` (its name).
+    /// `received_at`, `attempt`, `replays`, `headers`), `pipeline` (its name),
+    /// `enrich` (the enrichment steps' answers by step name).
     #[serde(default)]
     pub system: Option<String>,
     /// The user prompt, a minijinja template with the same context.
@@ -237,6 +261,10 @@ pub struct PipelineConfig {
     /// `"off"`, or `{ ttl, namespace, nondeterministic, lease, max_wait }`.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Enrichment steps, run in order before the prompt is rendered; each one's
+    /// JSON answer is `enrich.<name>` in every later template (none by default).
+    #[serde(default)]
+    pub enrich: Vec<EnrichStepConfig>,
 }
 
 fn match_all() -> Vec<String> {
@@ -247,7 +275,7 @@ fn default_sinks() -> Vec<SinkConfig> {
     vec![SinkConfig::Amqp]
 }
 
-fn is_name(name: &str) -> bool {
+pub(super) fn is_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
         && name
@@ -374,6 +402,7 @@ impl WorkerConfig {
                 ));
             }
             pipeline.cache.validate(&format!("{field}.cache"))?;
+            self.validate_http_steps(&field, pipeline)?;
         }
         self.limits
             .validate("worker.limits", |p| self.providers.contains_key(p))?;
@@ -387,6 +416,59 @@ impl WorkerConfig {
                     "max_wait plus the slowest provider timeout ({timeout:?}) must be shorter \
                      than worker.lease_ttl ({:?}), or a job still waiting when its lease \
                      expires may run twice",
+                    self.lease_ttl
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WorkerConfig {
+    /// Enrichment steps and HTTP sinks: their fields, unique names, and that a
+    /// job's slowest path (every step in turn, the AI call, the slowest sink)
+    /// ends before its lease does.
+    fn validate_http_steps(
+        &self,
+        field: &str,
+        pipeline: &PipelineConfig,
+    ) -> Result<(), ConfigError> {
+        for (i, step) in pipeline.enrich.iter().enumerate() {
+            step.validate(&format!("{field}.enrich[{i}]"))?;
+        }
+        for (i, sink) in pipeline.sinks.iter().enumerate() {
+            if let SinkConfig::Http(http) = sink {
+                http.validate(&format!("{field}.sinks[{i}]"))?;
+            }
+        }
+        http::unique(
+            &format!("{field}.enrich"),
+            pipeline.enrich.iter().map(|s| s.name.as_str()),
+        )?;
+        http::unique(
+            &format!("{field}.sinks"),
+            pipeline.sinks.iter().map(SinkConfig::name),
+        )?;
+        let provider = self
+            .providers
+            .get(&pipeline.provider)
+            .map_or(Duration::ZERO, |p| p.timeout);
+        let enrich: Duration = pipeline.enrich.iter().map(|s| s.timeout).sum();
+        // Sinks are delivered concurrently: the slowest one counts.
+        let sinks = pipeline
+            .sinks
+            .iter()
+            .filter_map(SinkConfig::timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        if enrich + provider + sinks >= self.lease_ttl {
+            return Err(ConfigError::invalid(
+                format!("{field}.enrich"),
+                format!(
+                    "the enrichment timeouts ({enrich:?}), the provider timeout ({provider:?}) \
+                     and the slowest sink timeout ({sinks:?}) together must be shorter than \
+                     worker.lease_ttl ({:?}), or a slow job's redelivered copy would run a \
+                     second time",
                     self.lease_ttl
                 ),
             ));
@@ -445,7 +527,7 @@ user = "Ticket: {{ payload.ticket.body }}"
         assert_eq!(w.providers["claude"].anthropic_version, "2023-06-01");
         let p = &w.pipelines[0];
         assert_eq!(p.response_format, ResponseFormat::Json);
-        assert_eq!(p.sinks, vec![SinkConfig::Amqp]);
+        assert!(matches!(p.sinks[..], [SinkConfig::Amqp]));
         assert_eq!(p.undefined, UndefinedMode::SemiStrict);
     }
 
@@ -483,6 +565,57 @@ user = "Ticket: {{ payload.ticket.body }}"
                 .settings()
                 .is_none()
         );
+    }
+
+    const HTTP_STEPS: &str = r#"
+enrich = [{ name = "crm", url = "http://crm/{{ payload.customer.id }}", auth = { kind = "basic", username = "svc", password = { secret_file = "/dev/null/none" } } }]
+sinks = [
+  { kind = "amqp" },
+  { kind = "http", name = "chat", url = "http://chat/", when = "output_json.sentiment == 'negative'", timeout = "3s" },
+]
+"#;
+
+    #[test]
+    fn enrichment_steps_and_http_sinks_load_and_are_checked_with_their_field() {
+        let toml = format!("{SAMPLE}{}", HTTP_STEPS.replace("auth = { kind = \"basic\", username = \"svc\", password = { secret_file = \"/dev/null/none\" } } ", ""));
+        let s = load(&toml).unwrap();
+        let p = &s.worker.pipelines[0];
+        assert_eq!(p.enrich[0].name, "crm");
+        assert_eq!(p.enrich[0].method, "GET");
+        assert_eq!(p.enrich[0].timeout, Duration::from_secs(10));
+        let SinkConfig::Http(chat) = &p.sinks[1] else {
+            panic!("an http sink")
+        };
+        assert_eq!(
+            (chat.method.as_str(), chat.timeout),
+            ("POST", Duration::from_secs(3))
+        );
+        assert_eq!(p.sinks[1].name(), "chat");
+
+        // A secret that cannot be read names its field's path.
+        let err = load(&format!("{SAMPLE}{HTTP_STEPS}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/dev/null/none"), "{err}");
+
+        let bad_name = toml.replace("name = \"crm\"", "name = \"c-r-m\"");
+        let err = load(&bad_name).unwrap_err().to_string();
+        assert!(err.contains("worker.pipelines[0].enrich[0].name"), "{err}");
+        let twice = toml.replace("name = \"chat\"", "name = \"amqp\"");
+        let err = load(&twice).unwrap_err().to_string();
+        assert!(err.contains("worker.pipelines[0].sinks[1].name"), "{err}");
+        let bad_secret = toml.replace(
+            "timeout = \"3s\"",
+            "signing_secret = { secret_file = \"/proc/self/cmdline\" }",
+        );
+        let err = load(&bad_secret).unwrap_err().to_string();
+        assert!(
+            err.contains("worker.pipelines[0].sinks[1].signing_secret"),
+            "{err}"
+        );
+        let slow = toml.replace("timeout = \"3s\"", "timeout = \"2m\"");
+        let err = load(&slow).unwrap_err().to_string();
+        assert!(err.contains("worker.lease_ttl"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //!   running (its channel died mid-call) sees the claim and waits for the outcome
 //!   instead of making a second AI call.
 //!
+//! - `{ns}:sent:{pipeline}:{message_id}:{sink}` — set (with `worker.done_ttl`)
+//!   once one sink confirmed delivery (an HTTP sink's 2xx). When another sink of
+//!   the pipeline fails and the job is retried, the sinks already delivered are
+//!   skipped, so a CRM outage never posts the chat escalation twice.
+//!
 //! Ordering, not multi-key scripts, keeps this correct (and Redis-Cluster safe):
 //! completion writes `done` before it drops the lease, and a claim checks `done`
 //! after taking the lease, so whoever takes a released lease sees a finished job.
@@ -70,6 +75,44 @@ impl Markers {
     /// `{ns}:lease:{pipeline}:{message_id}`.
     pub fn lease_key(&self, pipeline: &str, message_id: &str) -> String {
         self.topology.redis_key(&["lease", pipeline, message_id])
+    }
+
+    /// `{ns}:sent:{pipeline}:{message_id}:{sink}`.
+    pub fn sent_key(&self, pipeline: &str, message_id: &str, sink: &str) -> String {
+        self.topology
+            .redis_key(&["sent", pipeline, message_id, sink])
+    }
+
+    /// Whether `sink` already delivered this message's result for `pipeline`.
+    pub async fn is_sent(
+        &self,
+        pipeline: &str,
+        message_id: &str,
+        sink: &str,
+    ) -> Result<bool, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS")
+            .arg(self.sent_key(pipeline, message_id, sink));
+        let (exists,): (bool,) = self.query(&pipe).await?;
+        Ok(exists)
+    }
+
+    /// Records that `sink` delivered this message's result, for `ttl`.
+    pub async fn mark_sent(
+        &self,
+        pipeline: &str,
+        message_id: &str,
+        sink: &str,
+        ttl: Duration,
+    ) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.sent_key(pipeline, message_id, sink))
+            .arg(1)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore();
+        self.query::<()>(&pipe).await
     }
 
     /// Tries to claim the pipeline's run for `owner` for `lease_ttl`.

@@ -28,8 +28,8 @@ pub struct Filter {
     /// Only letters whose error (`hf-error`) contains this text, ignoring case.
     #[arg(long, value_name = "TEXT")]
     pub error: Option<String>,
-    /// Only letters that failed at this stage: decode, match, render, ai, output,
-    /// sink (repeatable).
+    /// Only letters that failed at this stage: decode, match, enrich, render, ai,
+    /// output, sink (repeatable).
     #[arg(long = "stage", value_name = "STAGE")]
     pub stages: Vec<String>,
     /// Only the letter with this message id (repeatable).

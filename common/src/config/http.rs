@@ -1,0 +1,222 @@
+//! Outbound HTTP steps of a pipeline: enrichment requests before the AI call
+//! (`enrich = [...]`) and HTTP sinks after it (`sinks = [{ kind = "http", ... }]`).
+//!
+//! Both are templated requests: method, URL, header values and body are minijinja
+//! templates, compiled by the worker at start (`hookfleet_worker::request_template`),
+//! which names a bad one's field. Here live the shapes and the checks types can
+//! make: names, timeouts, and that credentials are secrets, never inline strings.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Secret};
+
+/// Credentials for an outbound request, from secrets (redacted in `Debug`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HttpAuth {
+    /// `Authorization: Bearer {token}`.
+    Bearer {
+        /// The token.
+        token: Secret,
+    },
+    /// `Authorization: Basic base64({username}:{password})`.
+    Basic {
+        /// The user name (not secret).
+        username: String,
+        /// The password.
+        password: Secret,
+    },
+    /// A custom header carrying the secret as is (`X-Api-Key: {value}`).
+    Header {
+        /// The header's name.
+        name: String,
+        /// Its value.
+        value: Secret,
+    },
+}
+
+/// One enrichment step (`enrich = [{ name = "crm", url = "…" }]`): an HTTP request
+/// made before the prompt is rendered, whose JSON answer templates read as
+/// `enrich.<name>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichStepConfig {
+    /// The step's name, `[A-Za-z0-9_]` so templates can write `enrich.crm`.
+    pub name: String,
+    /// The HTTP method, a template (`GET`).
+    #[serde(default = "default_get")]
+    pub method: String,
+    /// The URL, a template (`https://crm.example.com/customers/{{ payload.customer.id }}`).
+    pub url: String,
+    /// Header values by name; the values are templates.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The request body, a template; none by default.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Credentials (`{ kind = "bearer", token = { secret_env = "CRM_TOKEN" } }`).
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
+    /// Timeout of the request, connection to last byte (`10s`). A timeout is
+    /// transient: the job is retried.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// An HTTP sink (`{ kind = "http", name = "crm", url = "…" }`): a request made
+/// once the AI answered, at most once per event (see the worker's `sinks`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// The sink's name, `[A-Za-z0-9_-]`, unique in its pipeline: part of the
+    /// delivery marker and of the `webhook-id`, so renaming a sink re-delivers.
+    pub name: String,
+    /// The HTTP method, a template (`POST`).
+    #[serde(default = "default_post")]
+    pub method: String,
+    /// The URL, a template.
+    pub url: String,
+    /// Header values by name; the values are templates.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The body, a template; by default the result JSON the results exchange gets.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// A minijinja expression; the sink is skipped for events where it is false
+    /// (`output_json.sentiment == "negative"`). Always delivered when unset.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Credentials, as for enrichment steps.
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
+    /// A Standard Webhooks secret (`whsec_…`): requests are signed with
+    /// `webhook-signature` when set. `webhook-id` and `webhook-timestamp` are sent
+    /// either way.
+    #[serde(default)]
+    pub signing_secret: Option<Secret>,
+    /// Timeout of the request (`10s`). A timeout is transient: the job is retried.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_get() -> String {
+    "GET".to_owned()
+}
+
+fn default_post() -> String {
+    "POST".to_owned()
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn check_request(
+    field: &str,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    auth: Option<&HttpAuth>,
+    timeout: Duration,
+) -> Result<(), ConfigError> {
+    if url.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{field}.url"),
+            "must not be empty",
+        ));
+    }
+    if timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            format!("{field}.timeout"),
+            "must be greater than 0",
+        ));
+    }
+    for name in headers.keys() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(
+                format!("{field}.headers.{name}"),
+                "not a valid header name",
+            ));
+        }
+    }
+    if let Some(HttpAuth::Header { name, .. }) = auth
+        && http::HeaderName::from_bytes(name.as_bytes()).is_err()
+    {
+        return Err(ConfigError::invalid(
+            format!("{field}.auth.name"),
+            "not a valid header name",
+        ));
+    }
+    Ok(())
+}
+
+impl EnrichStepConfig {
+    /// Checks the `i`-th step of the pipeline at `pipeline` (its field path).
+    pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if !is_identifier(&self.name) {
+            return Err(ConfigError::invalid(
+                format!("{field}.name"),
+                "must be 1-100 characters of [A-Za-z0-9_], not starting with a digit",
+            ));
+        }
+        check_request(
+            field,
+            &self.url,
+            &self.headers,
+            self.auth.as_ref(),
+            self.timeout,
+        )
+    }
+}
+
+impl HttpSinkConfig {
+    pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if !super::worker::is_name(&self.name) {
+            return Err(ConfigError::invalid(
+                format!("{field}.name"),
+                "must be 1-100 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        if let Some(secret) = &self.signing_secret
+            && crate::signature::standard::sign(secret.expose(), "check", 0, b"").is_err()
+        {
+            return Err(ConfigError::invalid(
+                format!("{field}.signing_secret"),
+                "must be a Standard Webhooks secret: whsec_ followed by base64",
+            ));
+        }
+        check_request(
+            field,
+            &self.url,
+            &self.headers,
+            self.auth.as_ref(),
+            self.timeout,
+        )
+    }
+}
+
+/// Checks that names are unique within one list (`enrich` or `sinks`).
+pub(super) fn unique<'a>(
+    field: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for (i, name) in names.enumerate() {
+        if !seen.insert(name) {
+            return Err(ConfigError::invalid(
+                format!("{field}[{i}].name"),
+                format!("`{name}` is used twice"),
+            ));
+        }
+    }
+    Ok(())
+}

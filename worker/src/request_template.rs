@@ -1,0 +1,402 @@
+//! A templated HTTP request: what enrichment steps and HTTP sinks have in common.
+//!
+//! [`RequestTemplate::compile`] parses the method, URL, header-value and body
+//! templates at start (naming a bad one's field); a method or URL without template
+//! syntax is checked there too. Per event, [`render`](RequestTemplate::render)
+//! fills them in and [`send`](RequestTemplate::send) makes the request with the
+//! step's timeout and credentials, returning the body of a 2xx answer.
+//!
+//! This module reports *what* happened ([`RequestError`]); what it means (retry or
+//! dead letter) is decided in `outcome::classify`, like every other failure.
+//! Credentials come from secrets and are marked sensitive, so they are never
+//! printed; error messages carry the status and the start of the answer's body,
+//! never the request's headers.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hookfleet_common::config::{HttpAuth, UndefinedMode};
+use minijinja::{Environment, Value};
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+
+use crate::pipeline::PipelineError;
+use crate::providers::{retry_after, truncate};
+use crate::templates;
+
+/// How much of an error answer's body an error keeps.
+const MAX_ERROR_BODY: usize = 200;
+
+/// The configured parts of a request, as written in the config.
+pub struct RequestParts<'a> {
+    /// The method template.
+    pub method: &'a str,
+    /// The URL template.
+    pub url: &'a str,
+    /// Header-value templates by name.
+    pub headers: &'a std::collections::BTreeMap<String, String>,
+    /// The body template.
+    pub body: Option<&'a str>,
+    /// Credentials.
+    pub auth: Option<&'a HttpAuth>,
+    /// The request's timeout.
+    pub timeout: Duration,
+}
+
+/// Why an outbound request did not give a usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A template failed for this event (a missing value).
+    #[error("cannot render `{template}`")]
+    Render {
+        /// `method`, `url`, `body`, `when` or `headers.NAME`.
+        template: String,
+        /// minijinja's complaint.
+        #[source]
+        source: minijinja::Error,
+    },
+    /// A template rendered into something that is not a method, URL or header.
+    #[error("the rendered {what} is invalid: {reason}")]
+    Invalid {
+        /// `method`, `url` or `headers.NAME`.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No answer within the timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made.
+    #[error("cannot connect")]
+    Connect(#[source] reqwest::Error),
+    /// The connection broke, or the answer could not be read.
+    #[error("the request failed")]
+    Transport(#[source] reqwest::Error),
+    /// The endpoint answered with a status other than 2xx.
+    #[error("answered HTTP {status}: {body}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The `Retry-After` it asked for, if any.
+        retry_after: Option<Duration>,
+        /// The start of the answer's body.
+        body: String,
+    },
+    /// A 2xx answer that should be JSON (an enrichment step's) is not.
+    #[error("the answer is not JSON")]
+    NotJson(#[source] serde_json::Error),
+}
+
+/// A request rendered for one event, ready to send.
+#[derive(Debug)]
+pub struct RenderedRequest {
+    /// The method.
+    pub method: Method,
+    /// The URL.
+    pub url: reqwest::Url,
+    /// The configured headers, rendered (credentials are added when sending).
+    pub headers: HeaderMap,
+    /// The body, when the template has one.
+    pub body: Option<String>,
+}
+
+/// A compiled request template with its client.
+pub struct RequestTemplate {
+    templates: Environment<'static>,
+    headers: Vec<HeaderName>,
+    has_body: bool,
+    auth: Option<HttpAuth>,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+impl RequestTemplate {
+    /// Compiles the request configured at `field` (its templates are
+    /// `{field}.method`, `{field}.url`, `{field}.headers.NAME`, `{field}.body`).
+    pub fn compile(
+        field: &str,
+        parts: RequestParts<'_>,
+        undefined: UndefinedMode,
+    ) -> Result<Self, PipelineError> {
+        let mut env = templates::environment(undefined);
+        templates::compile(&mut env, "method", parts.method, &format!("{field}.method"))?;
+        templates::compile(&mut env, "url", parts.url, &format!("{field}.url"))?;
+        if !is_template(parts.method) && Method::from_bytes(parts.method.as_bytes()).is_err() {
+            return Err(PipelineError::Invalid {
+                field: format!("{field}.method"),
+                reason: format!("`{}` is not an HTTP method", parts.method),
+            });
+        }
+        if !is_template(parts.url)
+            && let Err(e) = reqwest::Url::parse(parts.url)
+        {
+            return Err(PipelineError::Invalid {
+                field: format!("{field}.url"),
+                reason: format!("not a URL: {e}"),
+            });
+        }
+        let mut headers = Vec::new();
+        for (name, value) in parts.headers {
+            let header =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| PipelineError::Invalid {
+                    field: format!("{field}.headers.{name}"),
+                    reason: e.to_string(),
+                })?;
+            templates::compile(
+                &mut env,
+                &format!("headers.{header}"),
+                value,
+                &format!("{field}.headers.{name}"),
+            )?;
+            headers.push(header);
+        }
+        if let Some(body) = parts.body {
+            templates::compile(&mut env, "body", body, &format!("{field}.body"))?;
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("hookfleet/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| PipelineError::Client {
+                field: field.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            templates: env,
+            headers,
+            has_body: parts.body.is_some(),
+            auth: parts.auth.cloned(),
+            timeout: parts.timeout,
+            client,
+        })
+    }
+
+    /// Renders the request for one event's template context.
+    pub fn render(&self, context: &Value) -> Result<RenderedRequest, RequestError> {
+        let method = self.render_one("method", context)?;
+        let method =
+            Method::from_bytes(method.trim().as_bytes()).map_err(|_| RequestError::Invalid {
+                what: "method".into(),
+                reason: format!("`{}` is not an HTTP method", truncate(&method, 40)),
+            })?;
+        let url = self.render_one("url", context)?;
+        let url = reqwest::Url::parse(url.trim()).map_err(|e| RequestError::Invalid {
+            what: "url".into(),
+            reason: e.to_string(),
+        })?;
+        let mut headers = HeaderMap::new();
+        for name in &self.headers {
+            let template = format!("headers.{name}");
+            let value = self.render_one(&template, context)?;
+            let value = HeaderValue::from_str(value.trim()).map_err(|e| RequestError::Invalid {
+                what: template,
+                reason: e.to_string(),
+            })?;
+            headers.insert(name.clone(), value);
+        }
+        let body = if self.has_body {
+            Some(self.render_one("body", context)?)
+        } else {
+            None
+        };
+        Ok(RenderedRequest {
+            method,
+            url,
+            headers,
+            body,
+        })
+    }
+
+    fn render_one(&self, name: &str, context: &Value) -> Result<String, RequestError> {
+        self.templates
+            .get_template(name)
+            .and_then(|t| t.render(context))
+            .map_err(|source| RequestError::Render {
+                template: name.to_owned(),
+                source,
+            })
+    }
+
+    /// Sends `request` with the step's credentials and timeout; the body of a 2xx
+    /// answer, or what went wrong.
+    pub async fn send(&self, request: RenderedRequest) -> Result<Bytes, RequestError> {
+        let mut headers = request.headers;
+        if let Some(auth) = &self.auth {
+            let (name, value) = credentials(auth)?;
+            headers.insert(name, value);
+        }
+        let mut builder = self
+            .client
+            .request(request.method, request.url)
+            .headers(headers)
+            .timeout(self.timeout);
+        if let Some(body) = request.body {
+            builder = builder.body(body);
+        }
+        let response = builder.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        let answer_headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(RequestError::Status {
+            status: status.as_u16(),
+            retry_after: retry_after(&answer_headers, SystemTime::now()),
+            body: truncate(&String::from_utf8_lossy(&body), MAX_ERROR_BODY),
+        })
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> RequestError {
+        if e.is_timeout() {
+            RequestError::Timeout(self.timeout)
+        } else if e.is_connect() {
+            RequestError::Connect(e)
+        } else {
+            RequestError::Transport(e)
+        }
+    }
+}
+
+/// The header a secret goes in, marked sensitive so it is never printed.
+fn credentials(auth: &HttpAuth) -> Result<(HeaderName, HeaderValue), RequestError> {
+    use base64::Engine as _;
+    let (name, value) = match auth {
+        HttpAuth::Bearer { token } => (AUTHORIZATION, format!("Bearer {}", token.expose())),
+        HttpAuth::Basic { username, password } => {
+            let pair = format!("{username}:{}", password.expose());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            (AUTHORIZATION, format!("Basic {encoded}"))
+        }
+        HttpAuth::Header { name, value } => {
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| RequestError::Invalid {
+                    what: "auth.name".into(),
+                    reason: e.to_string(),
+                })?;
+            (name, value.expose().to_owned())
+        }
+    };
+    let mut value = HeaderValue::from_str(&value).map_err(|_| RequestError::Invalid {
+        what: "auth".into(),
+        // Never the value: it is a secret.
+        reason: "the secret is not a valid header value".into(),
+    })?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// Whether `text` has template syntax (else it is checked as is at start).
+fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookfleet_common::config::Secret;
+    use minijinja::context;
+    use std::collections::BTreeMap;
+
+    fn parts<'a>(
+        method: &'a str,
+        url: &'a str,
+        headers: &'a BTreeMap<String, String>,
+        body: Option<&'a str>,
+    ) -> RequestParts<'a> {
+        RequestParts {
+            method,
+            url,
+            headers,
+            body,
+            auth: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn a_request_renders_method_url_headers_and_body() {
+        let headers = BTreeMap::from([("X-Ticket".to_owned(), "{{ payload.id }}".to_owned())]);
+        let template = RequestTemplate::compile(
+            "f",
+            parts(
+                "{{ 'patch' | upper }}",
+                "http://crm.test/t/{{ payload.id }}",
+                &headers,
+                Some("{{ payload | tojson }}"),
+            ),
+            UndefinedMode::SemiStrict,
+        )
+        .unwrap();
+        let context = context! { payload => context! { id => "t-1" } };
+        let request = template.render(&context).unwrap();
+        assert_eq!(request.method, Method::PATCH);
+        assert_eq!(request.url.as_str(), "http://crm.test/t/t-1");
+        assert_eq!(request.headers["x-ticket"], "t-1");
+        assert_eq!(request.body.as_deref(), Some(r#"{"id":"t-1"}"#));
+    }
+
+    #[test]
+    fn bad_templates_and_fixed_values_fail_at_compile_with_their_field() {
+        let none = BTreeMap::new();
+        let compile = |method, url, headers: &BTreeMap<String, String>, body| {
+            RequestTemplate::compile(
+                "worker.pipelines[0].sinks[1]",
+                parts(method, url, headers, body),
+                UndefinedMode::SemiStrict,
+            )
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+        };
+        let err = compile("POST", "http://x/{{ payload.id ", &none, None);
+        assert!(err.contains("worker.pipelines[0].sinks[1].url"), "{err}");
+        let err = compile("PO ST", "http://x/", &none, None);
+        assert!(err.contains("worker.pipelines[0].sinks[1].method"), "{err}");
+        let err = compile("POST", "not a url", &none, None);
+        assert!(err.contains("worker.pipelines[0].sinks[1].url"), "{err}");
+        let err = compile("POST", "http://x/", &none, Some("{% if %}"));
+        assert!(err.contains("worker.pipelines[0].sinks[1].body"), "{err}");
+        let headers = BTreeMap::from([("X-A".to_owned(), "{{ }".to_owned())]);
+        let err = compile("POST", "http://x/", &headers, None);
+        assert!(
+            err.contains("worker.pipelines[0].sinks[1].headers.X-A"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_value_is_a_render_error_naming_the_template() {
+        let none = BTreeMap::new();
+        let template = RequestTemplate::compile(
+            "f",
+            parts("GET", "http://x/{{ payload.missing }}", &none, None),
+            UndefinedMode::SemiStrict,
+        )
+        .unwrap();
+        let err = template
+            .render(&context! { payload => context! {} })
+            .unwrap_err();
+        assert!(matches!(&err, RequestError::Render { template, .. } if template == "url"));
+    }
+
+    #[test]
+    fn credentials_are_sensitive_and_never_printed() {
+        let auth = HttpAuth::Bearer {
+            token: Secret::new("tok-123"),
+        };
+        let (name, value) = credentials(&auth).unwrap();
+        assert_eq!(name, AUTHORIZATION);
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("tok-123"));
+        assert!(!format!("{auth:?}").contains("tok-123"));
+        let basic = HttpAuth::Basic {
+            username: "svc".into(),
+            password: Secret::new("pw"),
+        };
+        let (_, value) = credentials(&basic).unwrap();
+        assert_eq!(value.to_str().unwrap(), "Basic c3ZjOnB3");
+    }
+}
