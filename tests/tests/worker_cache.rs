@@ -500,5 +500,6 @@ cache = {{ lease = "1s" }}
     follower.stop().await.unwrap();
     jobs.close().await;
     drop(mock);
+    std::fs::remove_dir_all(&dir).unwrap();
     env.cleanup().await;
 }
