@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`: release build, every measurement against the local RabbitMQ and
 # Redis, then BENCHMARKS.md (medians of RUNS runs, default 3; about three minutes
-# of measuring after the build). One figure on its own: `target/release/bench
-# --help`; each section of BENCHMARKS.md quotes the command that reproduces it.
+# of measuring after the build, then one run of the limiter's accuracy, three and
+# a half minutes paced by its 600 requests a minute). One figure on its own:
+# `target/release/bench --help` (e.g. `bench limiter`); each section of
+# BENCHMARKS.md quotes the command that reproduces it.
 #
 # The numbers are only as quiet as the machine: run it with nothing else busy.
 # HOOKFLEET__… variables pass through to the services (they are listed in the

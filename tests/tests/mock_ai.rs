@@ -552,6 +552,33 @@ async fn the_first_attempt_of_every_distinct_prompt_fails_and_the_retry_succeeds
 }
 
 #[tokio::test]
+async fn the_rate_limit_marker_answers_one_429_per_prompt_with_the_configured_retry_time() {
+    let mock = MockAi::start(MockConfig {
+        rate_limit_marker: Some("SLOW DOWN".into()),
+        rate_limit_retry_after: Duration::from_millis(2500),
+        ..MockConfig::default()
+    })
+    .await;
+    let first = openai(&mock, chat("please SLOW DOWN")).await;
+    assert_eq!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&first, "retry-after-ms"), "2500");
+    assert_eq!(header(&first, "retry-after"), "3");
+    assert_eq!(
+        openai(&mock, chat("please SLOW DOWN")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        openai(&mock, chat("no marker")).await.status(),
+        StatusCode::OK
+    );
+    let counters = mock.counters();
+    assert_eq!(counters.injected("rate_limit_marker"), 1);
+    assert_eq!(counters.throttled_at_us.len(), 1);
+    assert_eq!(counters.admitted_at_us.len(), 2);
+    assert!(counters.throttled_at_us[0] <= counters.admitted_at_us[0]);
+}
+
+#[tokio::test]
 async fn malformed_answers_are_200s_that_do_not_parse() {
     let mock = MockAi::start(MockConfig {
         malformed_rate: 1.0,

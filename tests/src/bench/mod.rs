@@ -14,6 +14,7 @@
 //! - [`cpu`]: each process's and the machine's CPU time over a run.
 //! - [`ingest`], [`worker`], [`e2e`]: one run of each scenario, in a fresh
 //!   namespace (`TestEnv`), cleaned up afterwards.
+//! - [`limiter`]: the fleet-wide rate limiter's accuracy, judged by mock-ai.
 //! - [`suite`]: `bench all`: rounds of every measurement, then end to end.
 //! - [`report`]: the Markdown.
 
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod cpu;
 pub mod e2e;
 pub mod ingest;
+pub mod limiter;
 pub mod procs;
 pub mod report;
 pub mod suite;

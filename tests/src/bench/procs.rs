@@ -341,7 +341,7 @@ pub async fn start_worker(
 }
 
 /// Both services load the whole file, so both need every secret it names.
-fn secrets(support: &str) -> [(&'static str, String); 2] {
+pub fn secrets(support: &str) -> [(&'static str, String); 2] {
     [
         (SECRET_ENV, support.to_owned()),
         (MOCK_KEY_ENV, "sk-bench".to_owned()),

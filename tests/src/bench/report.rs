@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use super::broker::Throughput;
 use super::cpu::CpuSplit;
+use super::limiter::{LimiterParams, LimiterRun};
 use super::suite::{Suite, SuiteParams, median};
 
 /// Facts about the machine and the build, for the report's header.
@@ -84,6 +85,8 @@ pub struct Commands {
     pub worker_slow: String,
     /// End to end.
     pub e2e: String,
+    /// The limiter's accuracy.
+    pub limiter: String,
 }
 
 impl Commands {
@@ -128,8 +131,17 @@ impl Commands {
                 params.e2e_latency_ms,
                 params.worker_fast.concurrency
             ),
+            limiter: limiter_command(bench, &params.limiter),
         }
     }
+}
+
+/// The command reproducing the limiter's accuracy on its own.
+pub fn limiter_command(bench: &str, p: &LimiterParams) -> String {
+    format!(
+        "{bench} limiter --jobs {} --workers {} --concurrency {} --rpm {} --latency-ms {} --runs 1",
+        p.jobs, p.workers, p.concurrency, p.rpm, p.latency_ms
+    )
 }
 
 /// The ratios the targets are about, per round.
@@ -297,6 +309,20 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
             w,
             "| d: end to end at {:.0} req/s (half of the path's {:.0}): POST → result | p50 {:.1} ms, p99 {:.1} ms | | reported | |",
             e2e.0, suite.capacity, e2e.1, e2e.2
+        );
+    }
+    if let Some(run) = suite.limiter.first() {
+        let ok = run.rate_limited == 0 && run.share_of_rpm.min(run.share_of_tpm) >= 0.95;
+        let _ = writeln!(
+            w,
+            "| f: {} workers under mock-ai's {} req/min and {} tokens/min: 429s, steady throughput | {} 429s, {:.0} req/min | {:.3} | 0 and ≥ 0.95 | {} |",
+            run.workers,
+            run.rpm_limit,
+            run.tpm_limit,
+            run.rate_limited,
+            run.requests_per_minute,
+            run.share_of_rpm.min(run.share_of_tpm),
+            verdict(ok)
         );
     }
     let _ = writeln!(w);
@@ -568,10 +594,73 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
         mib(e2e_worker)
     );
 
+    if !suite.limiter.is_empty() {
+        limiter_section(w, &suite.limiter, &commands.limiter);
+    }
+
     if let Some(notes) = notes {
         let _ = writeln!(w, "{}", notes.trim_end());
     }
     out
+}
+
+/// Section f: the fleet-wide limiter's accuracy.
+pub fn limiter_section(w: &mut String, runs: &[LimiterRun], command: &str) {
+    let Some(first) = runs.first() else {
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "## f. Fleet rate limit: accuracy against the provider's limit
+"
+    );
+    let _ = writeln!(
+        w,
+        "```sh
+{command}
+```
+"
+    );
+    let _ = writeln!(
+        w,
+        "{} `hookfleet-worker run` processes drain a backlog of {} jobs against one `mock-ai` \
+         enforcing {} requests and {} tokens per sliding 60 s window per model (a request costs \
+         its prompt estimate plus `max_tokens`, {} tokens here, counted at admission as OpenAI \
+         does); above either limit it answers 429. Each job has its own prompt of the same length, \
+         so the cache absorbs nothing. The workers share one limiter in Redis, configured as the \
+         README's sizing section advises: {} rpm and {} tpm (the key's limits less 3%), bursts of \
+         two requests, `refund_unused = false`. Figures are the mock's own counts; the steady \
+         window runs from a second after its first admission (the burst) to its last.\n",
+        first.workers,
+        first.jobs,
+        first.rpm_limit,
+        first.tpm_limit,
+        first.tokens_per_request,
+        first.configured_rpm,
+        first.configured_tpm,
+    );
+    let _ = writeln!(
+        w,
+        "| run | 429s | admitted | seconds | steady req/min | % of rpm | steady tokens/min | % of tpm | busiest 60 s |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|");
+    for (i, r) in runs.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1}% | {:.0} | {:.1}% | {} of {} |",
+            i + 1,
+            r.rate_limited,
+            r.admitted,
+            r.seconds,
+            r.requests_per_minute,
+            r.share_of_rpm * 100.0,
+            r.tokens_per_minute,
+            r.share_of_tpm * 100.0,
+            r.busiest_minute,
+            r.rpm_limit
+        );
+    }
+    let _ = writeln!(w);
 }
 
 /// The run whose `rate` is closest to the median rate.

@@ -6,7 +6,7 @@
 //! latency. The ratios are computed per round and their median is quoted (the
 //! noise of a shared machine hits a ceiling and its service alike when they run
 //! back to back). The end-to-end runs come last, at half the capacity the rounds
-//! measured.
+//! measured. The limiter's accuracy runs once, last: the limit paces it.
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::broker::{self, PublishParams, Throughput};
 use super::e2e::{self, E2eParams, E2eRun};
 use super::ingest::{self, IngestParams, IngestRun};
+use super::limiter::{self, LimiterParams, LimiterRun};
 use super::procs::Lab;
 use super::worker::{self, WorkerParams, WorkerRun};
 use crate::env::TestEnv;
@@ -44,6 +45,8 @@ pub struct SuiteParams {
     pub e2e_latency_ms: u64,
     /// Fraction of the measured capacity the end-to-end runs send at.
     pub e2e_load: f64,
+    /// The limiter's accuracy (one run: it is paced by the limit, minutes long).
+    pub limiter: LimiterParams,
 }
 
 impl SuiteParams {
@@ -82,6 +85,14 @@ impl SuiteParams {
             e2e_duration: Duration::from_secs(8),
             e2e_latency_ms: 0,
             e2e_load: 0.5,
+            // 2,000 jobs at 600 a minute: about three and a half minutes.
+            limiter: LimiterParams {
+                jobs: 2_000,
+                workers: 4,
+                concurrency: 16,
+                rpm: 600,
+                latency_ms: 20,
+            },
         }
     }
 
@@ -97,6 +108,9 @@ impl SuiteParams {
         params.worker_slow.jobs = 64;
         params.worker_slow.latency_ms = 50;
         params.e2e_duration = Duration::from_millis(700);
+        params.limiter.jobs = 40;
+        params.limiter.workers = 2;
+        params.limiter.rpm = 60_000;
         params
     }
 }
@@ -121,6 +135,8 @@ pub struct Suite {
     pub capacity: f64,
     /// End-to-end runs.
     pub e2e: Vec<E2eRun>,
+    /// The limiter's accuracy.
+    pub limiter: Vec<LimiterRun>,
 }
 
 /// Runs the suite, reporting progress on stderr.
@@ -135,6 +151,7 @@ pub async fn run(lab: &Lab, params: &SuiteParams) -> anyhow::Result<Suite> {
         worker_slow: Vec::new(),
         capacity: 0.0,
         e2e: Vec::new(),
+        limiter: Vec::new(),
     };
     let runs = params.runs.max(1);
     for round in 1..=runs {
@@ -194,6 +211,17 @@ pub async fn run(lab: &Lab, params: &SuiteParams) -> anyhow::Result<Suite> {
         );
         suite.e2e.push(result);
     }
+    let run = limiter::run(lab, &params.limiter).await?;
+    eprintln!(
+        "[limiter] {} workers, {} jobs: {:.0} req/min = {:.1}% of {}, {} 429s",
+        run.workers,
+        run.jobs,
+        run.requests_per_minute,
+        run.share_of_rpm * 100.0,
+        run.rpm_limit,
+        run.rate_limited
+    );
+    suite.limiter.push(run);
     Ok(suite)
 }
 

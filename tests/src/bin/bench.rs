@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use hookfleet_tests::bench::broker::PublishParams;
 use hookfleet_tests::bench::e2e::E2eParams;
 use hookfleet_tests::bench::ingest::IngestParams;
+use hookfleet_tests::bench::limiter::{self, LimiterParams};
 use hookfleet_tests::bench::procs::Lab;
 use hookfleet_tests::bench::report::{self, Host};
 use hookfleet_tests::bench::suite::{self, SuiteParams, median};
@@ -115,6 +116,25 @@ enum Command {
         /// Webhook body size.
         #[arg(long, default_value_t = 1024)]
         body_bytes: usize,
+    },
+    /// (f) The fleet-wide limiter: worker processes against mock-ai's enforced
+    /// limits; 429s and the share of the limit used. Prints the report's section.
+    Limiter {
+        /// Jobs in the pre-filled backlog.
+        #[arg(long, default_value_t = 2_000)]
+        jobs: u64,
+        /// Worker processes.
+        #[arg(long, default_value_t = 4)]
+        workers: u16,
+        /// `worker.concurrency` of each.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u16,
+        /// mock-ai's requests per minute (and as many requests' worth of tokens).
+        #[arg(long, default_value_t = 600)]
+        rpm: u32,
+        /// mock-ai's answer latency (plus up to as much jitter).
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
     },
     /// Everything, in rounds; writes the report.
     All {
@@ -295,6 +315,43 @@ async fn main() -> anyhow::Result<()> {
                 median(p50),
                 median(p99)
             );
+        }
+        Command::Limiter {
+            jobs,
+            workers,
+            concurrency,
+            rpm,
+            latency_ms,
+        } => {
+            lab.check()?;
+            let params = LimiterParams {
+                jobs,
+                workers,
+                concurrency,
+                rpm,
+                latency_ms,
+            };
+            let mut all = Vec::new();
+            for run in 1..=runs {
+                let r = limiter::run(&lab, &params).await?;
+                println!(
+                    "run {run}: {} 429s; steady {:.1} req/min = {:.1}% of {}, {:.0} tokens/min = {:.1}% of {}; busiest 60 s {}",
+                    r.rate_limited,
+                    r.requests_per_minute,
+                    r.share_of_rpm * 100.0,
+                    r.rpm_limit,
+                    r.tokens_per_minute,
+                    r.share_of_tpm * 100.0,
+                    r.tpm_limit,
+                    r.busiest_minute
+                );
+                print_json(json, &r)?;
+                all.push(r);
+            }
+            let mut section = String::new();
+            let command = report::limiter_command("target/release/bench", &params);
+            report::limiter_section(&mut section, &all, &command);
+            println!("\n{section}");
         }
         Command::All {
             out,

@@ -147,7 +147,7 @@ pub(crate) fn failure_body(failure: &Failure, model: &str) -> (u16, Value) {
                 "invalid_request_error",
                 "mock-ai: the prompt carries the bad-request marker.".to_owned(),
             ),
-            Fault::RateLimit | Fault::InsufficientQuota => (
+            Fault::RateLimit | Fault::RateLimitMarker | Fault::InsufficientQuota => (
                 429,
                 "rate_limit_error",
                 format!(

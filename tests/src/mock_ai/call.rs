@@ -205,7 +205,9 @@ fn refuse(
             add_limit_headers(provider, &limited.usage, headers);
             limited.retry_after
         }
-        Failure::Fault(Fault::RateLimit) => Some(Duration::from_secs(1)),
+        Failure::Fault(Fault::RateLimit | Fault::RateLimitMarker) => {
+            Some(shared.config().rate_limit_retry_after)
+        }
         _ => None,
     };
     if let Some(after) = retry_after {

@@ -26,7 +26,7 @@ pub struct MockConfig {
     /// Chance (0..1) of a 500, 502 or 503 with the provider's error body.
     pub fail_5xx_rate: f64,
     /// Chance (0..1) of a random 429 `rate_limit_exceeded` / `rate_limit_error`
-    /// with `retry-after: 1` and `retry-after-ms: 1000`.
+    /// with `retry-after` of [`rate_limit_retry_after`](Self::rate_limit_retry_after).
     pub rate_429: f64,
     /// Chance (0..1) of an OpenAI 429 with code `insufficient_quota` (billing:
     /// must not be retried). Ignored on the Anthropic endpoint.
@@ -41,6 +41,15 @@ pub struct MockConfig {
     /// A request whose prompt contains this string always gets a 400
     /// `invalid_request_error`.
     pub bad_request_marker: Option<String>,
+    /// The first request carrying each distinct prompt that contains this string
+    /// gets a 429 rate-limit error (with `retry-after` of
+    /// [`rate_limit_retry_after`](Self::rate_limit_retry_after)); later ones are
+    /// served. One 429 exactly where a test wants it, e.g. to see the fleet pause.
+    pub rate_limit_marker: Option<String>,
+    /// The `retry-after` of injected 429 rate-limit errors (`rate_429`,
+    /// `rate_limit_marker`): 1 s by default. JSON: milliseconds.
+    #[serde(with = "millis")]
+    pub rate_limit_retry_after: Duration,
     /// The first this-many requests carrying each distinct prompt get a 500; later
     /// ones are served normally. 0 turns this off. Counted per prompt hash since
     /// the last counters reset.
@@ -78,6 +87,8 @@ impl Default for MockConfig {
             malformed_rate: 0.0,
             fail_marker: None,
             bad_request_marker: None,
+            rate_limit_marker: None,
+            rate_limit_retry_after: Duration::from_secs(1),
             fail_first_attempts: 0,
             rpm_limit: None,
             tpm_limit: None,
@@ -112,6 +123,7 @@ impl MockConfig {
             malformed_rate: 0.0,
             fail_marker: None,
             bad_request_marker: None,
+            rate_limit_marker: None,
             fail_first_attempts: 0,
             ..self
         }

@@ -54,6 +54,7 @@ pub(crate) struct Counters {
     /// Hash → prompt text, for the first [`MAX_PROMPT_TEXTS`] distinct prompts.
     prompt_texts: HashMap<String, String>,
     admitted_at_us: Vec<u64>,
+    throttled_at_us: Vec<u64>,
 }
 
 impl Counters {
@@ -72,6 +73,7 @@ impl Counters {
             prompt_calls: HashMap::new(),
             prompt_texts: HashMap::new(),
             admitted_at_us: Vec::new(),
+            throttled_at_us: Vec::new(),
         }
     }
 
@@ -103,6 +105,10 @@ impl Counters {
     ) {
         self.requests += 1;
         *self.by_status.entry(status).or_default() += 1;
+        if status == 429 {
+            self.throttled_at_us
+                .push(micros(Instant::now().saturating_duration_since(self.epoch)));
+        }
         *self.by_provider.entry(provider.to_owned()).or_default() += 1;
         if let Some(model) = model {
             *self.by_model.entry(model.to_owned()).or_default() += 1;
@@ -157,6 +163,11 @@ impl Counters {
                 times.sort_unstable();
                 times
             },
+            throttled_at_us: {
+                let mut times = self.throttled_at_us.clone();
+                times.sort_unstable();
+                times
+            },
             elapsed_us: micros(self.elapsed(now)),
         }
     }
@@ -192,6 +203,11 @@ pub struct CountersSnapshot {
     /// Admission times of the requests the window let through (every 200 except
     /// `malformed`), in µs since the start or last reset, ascending.
     pub admitted_at_us: Vec<u64>,
+    /// When each 429 (window or injected) was answered, in µs since the start or
+    /// last reset, ascending: with `admitted_at_us`, what reached the provider
+    /// after it said "slow down".
+    #[serde(default)]
+    pub throttled_at_us: Vec<u64>,
     /// µs from the start or last reset to this snapshot.
     pub elapsed_us: u64,
 }

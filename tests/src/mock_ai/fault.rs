@@ -1,7 +1,8 @@
 //! Which failure, if any, a request gets before it reaches the rate window.
 //!
 //! Deterministic faults come first, in this order: `bad_request_marker` (400),
-//! `fail_marker` (500), `fail_first_attempts` (500). Then one uniform draw picks
+//! `fail_marker` (500), `rate_limit_marker` on a prompt's first request (429),
+//! `fail_first_attempts` (500). Then one uniform draw picks
 //! at most one random fault from consecutive bands of width `fail_5xx_rate`,
 //! `rate_429`, `insufficient_quota_rate` (OpenAI only), `overloaded_rate`
 //! (Anthropic only), `malformed_rate`. A faulted request is not admitted to the
@@ -25,6 +26,9 @@ pub enum Fault {
     ServerError(u16),
     /// A random 429 rate-limit error.
     RateLimit,
+    /// A 429 rate-limit error: the prompt's first request carries
+    /// `rate_limit_marker`.
+    RateLimitMarker,
     /// A random OpenAI 429 `insufficient_quota`.
     InsufficientQuota,
     /// A random Anthropic 529 `overloaded_error`.
@@ -42,6 +46,7 @@ impl Fault {
             Self::FirstAttempt => "first_attempt",
             Self::ServerError(_) => "server_error",
             Self::RateLimit => "rate_limit",
+            Self::RateLimitMarker => "rate_limit_marker",
             Self::InsufficientQuota => "insufficient_quota",
             Self::Overloaded => "overloaded",
             Self::Malformed => "malformed",
@@ -68,6 +73,9 @@ pub fn choose(
     }
     if carries(&config.fail_marker) {
         return Some(Fault::FailMarker);
+    }
+    if attempt == 1 && carries(&config.rate_limit_marker) {
+        return Some(Fault::RateLimitMarker);
     }
     if attempt <= u64::from(config.fail_first_attempts) {
         return Some(Fault::FirstAttempt);

@@ -163,7 +163,7 @@ pub(crate) fn failure_body(failure: &Failure, model: &str) -> (u16, Value) {
                 None,
                 "mock-ai: the prompt carries the bad-request marker.".to_owned(),
             ),
-            Fault::RateLimit => (
+            Fault::RateLimit | Fault::RateLimitMarker => (
                 429,
                 "requests",
                 Some("rate_limit_exceeded"),
