@@ -145,6 +145,10 @@ pub struct WorkerMetrics {
     pub cache_requests: IntCounterVec,
     /// `ratelimit_wait_seconds{provider,model}`: time spent waiting for the limiter.
     pub ratelimit_wait: HistogramVec,
+    /// `ai_fallbacks_total{provider,model,reason}`: a pipeline moved on from this
+    /// provider/model to its next fallback; reason is `error` (a transient
+    /// failure) or `limiter` (paused or saturated).
+    pub ai_fallbacks: IntCounterVec,
     /// `inflight_jobs`: deliveries being processed right now.
     pub inflight: IntGauge,
     /// `dead_letters_total{reason}`: dead letters confirmed into `{ns}.dead`;
@@ -206,6 +210,12 @@ impl WorkerMetrics {
                 "Time spent waiting for the fleet-wide rate limiter.",
                 &["provider", "model"],
                 latency_buckets(),
+            )?,
+            ai_fallbacks: counter(
+                &registry,
+                "ai_fallbacks_total",
+                "AI candidates given up for the pipeline's next fallback, by reason.",
+                &["provider", "model", "reason"],
             )?,
             inflight: gauge(&registry, "inflight_jobs", "Deliveries being processed.")?,
             dead_letters: counter(

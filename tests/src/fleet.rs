@@ -170,6 +170,8 @@ pub fn pipeline(name: &str, provider: &str, user: &str) -> PipelineConfig {
         undefined: UndefinedMode::SemiStrict,
         sinks: vec![SinkConfig::Amqp],
         cache: CacheConfig::default(),
+        fallbacks: Vec::new(),
+        fallback_wait: Duration::from_millis(250),
     }
 }
 

@@ -24,8 +24,8 @@ pub use ingest::{
 pub use limits::{CacheConfig, CacheSettings, LimitsConfig, ModelLimits};
 pub use secret::Secret;
 pub use worker::{
-    PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, SinkConfig, UndefinedMode,
-    UnmatchedPolicy, WorkerConfig,
+    FallbackConfig, PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, SinkConfig,
+    UndefinedMode, UnmatchedPolicy, WorkerConfig,
 };
 
 /// Why a configuration could not be loaded.
