@@ -75,6 +75,9 @@ pub struct IngestMetrics {
     /// `ingest_dedup_unavailable_total`: events accepted without a dedup check
     /// because Redis did not answer (fail-open).
     pub dedup_unavailable: IntCounterVec,
+    /// `ingest_status_write_failures_total`: accepted events whose `accepted`
+    /// status could not be recorded (the 202 was answered anyway).
+    pub status_write_failures: IntCounter,
 }
 
 impl IngestMetrics {
@@ -111,6 +114,11 @@ impl IngestMetrics {
                 "ingest_dedup_unavailable_total",
                 "Events accepted without a duplicate check because Redis was unavailable.",
                 &["source"],
+            )?,
+            status_write_failures: plain_counter(
+                &registry,
+                "ingest_status_write_failures_total",
+                "Accepted events whose status could not be recorded in Redis.",
             )?,
             registry,
         })
@@ -159,6 +167,9 @@ pub struct WorkerMetrics {
     pub markers_unavailable: IntCounter,
     /// `worker_broker_reconnects_total`: consumer connections re-established.
     pub broker_reconnects: IntCounter,
+    /// `worker_status_write_failures_total`: event status updates that could
+    /// not be recorded in Redis (the job went on regardless).
+    pub status_write_failures: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -233,6 +244,11 @@ impl WorkerMetrics {
                 &registry,
                 "worker_broker_reconnects_total",
                 "Consumer connections to RabbitMQ re-established after a loss.",
+            )?,
+            status_write_failures: plain_counter(
+                &registry,
+                "worker_status_write_failures_total",
+                "Event status updates that could not be recorded in Redis.",
             )?,
             registry,
         })

@@ -22,6 +22,7 @@ use hookfleet_common::metrics::WorkerMetrics;
 use hookfleet_common::redis::cache::Cache;
 use hookfleet_common::redis::limiter::Limiter;
 use hookfleet_common::redis::markers::{Claim, Markers};
+use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
 
@@ -55,6 +56,8 @@ pub struct JobContext {
     pub lease_ttl: Duration,
     /// How long a done marker lasts.
     pub done_ttl: Duration,
+    /// Event status, written by `consumer.rs` (see `crate::status`).
+    pub statuses: Statuses,
 }
 
 /// What processing decided, with what settling it needs.
@@ -68,6 +71,8 @@ pub struct Decision {
     pub attempt: u32,
     /// The pipeline a dead letter belongs to, if one failed.
     pub pipeline: Option<String>,
+    /// The results this run published (for the event's status).
+    pub results: Vec<JobResult>,
 }
 
 impl Decision {
@@ -88,6 +93,7 @@ impl Decision {
             meta,
             attempt,
             pipeline: None,
+            results: Vec::new(),
         }
     }
 }
@@ -114,6 +120,7 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
                 meta: Some(meta),
                 attempt,
                 pipeline: None,
+                results: Vec::new(),
             };
         }
         let failure = Failure::Unmatched {
@@ -129,8 +136,11 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
     let mut outcome = Outcome::Ack;
     let mut failed = None;
     let mut counted = false;
+    let mut results = Vec::new();
     for pipeline in pipelines {
-        let (result, deferred) = run_pipeline(ctx, &pipeline, &payload, &meta, attempt).await;
+        let (result, deferred, published) =
+            run_pipeline(ctx, &pipeline, &payload, &meta, attempt).await;
+        results.extend(published);
         if failed.is_none() && matches!(result, Outcome::DeadLetter { .. }) {
             failed = Some(pipeline.name.clone());
         }
@@ -148,6 +158,7 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
         meta: Some(meta),
         attempt,
         pipeline: failed,
+        results,
     }
 }
 
@@ -179,15 +190,15 @@ enum Lease {
     Unavailable,
 }
 
-/// One pipeline for one event, classified; and whether a failure was only a
-/// deferral by the limiter.
+/// One pipeline for one event, classified; whether a failure was only a
+/// deferral by the limiter; the result it published, if it did.
 async fn run_pipeline(
     ctx: &JobContext,
     pipeline: &Arc<Pipeline>,
     payload: &serde_json::Value,
     meta: &EventMeta,
     attempt: u32,
-) -> (Outcome, bool) {
+) -> (Outcome, bool, Option<JobResult>) {
     let started = Instant::now();
     let name = pipeline.name.as_str();
     let id = meta.message_id.as_str();
@@ -198,11 +209,11 @@ async fn run_pipeline(
             .with_label_values(&[name, "duplicate"])
             .inc();
         tracing::info!(message_id = %id, pipeline = %name, "Result already published; skipping the redelivered job.");
-        return (Outcome::Ack, false);
+        return (Outcome::Ack, false, None);
     }
     let result = attempt_pipeline(ctx, pipeline, payload, meta, attempt).await;
     let marked = match (&result, &lease) {
-        (Ok(()), _) => {
+        (Ok(_), _) => {
             ctx.markers
                 .complete(name, id, &ctx.owner, ctx.done_ttl)
                 .await
@@ -220,10 +231,10 @@ async fn run_pipeline(
         .with_label_values(&[name])
         .observe(started.elapsed().as_secs_f64());
     let deferred = matches!(&result, Err(f) if f.is_deferred());
-    let outcome = match result {
-        Ok(()) => {
+    let (outcome, published) = match result {
+        Ok(published) => {
             tracing::info!(message_id = %id, pipeline = %name, attempt, "Result published.");
-            Outcome::Ack
+            (Outcome::Ack, Some(published))
         }
         Err(failure) => {
             let outcome = classify(&failure, attempt, &ctx.policy);
@@ -237,14 +248,14 @@ async fn run_pipeline(
                     error = %error_chain(&failure), "Job failed for good."
                 ),
             }
-            outcome
+            (outcome, None)
         }
     };
     ctx.metrics
         .jobs
         .with_label_values(&[name, outcome.label()])
         .inc();
-    (outcome, deferred)
+    (outcome, deferred, published)
 }
 
 /// Claims the pipeline's run, waiting while another run holds it.
@@ -276,14 +287,14 @@ async fn claim(ctx: &JobContext, pipeline: &str, message_id: &str) -> Lease {
     }
 }
 
-/// Render → call → check → deliver.
+/// Render → call → check → deliver; the result delivered.
 async fn attempt_pipeline(
     ctx: &JobContext,
     pipeline: &Pipeline,
     payload: &serde_json::Value,
     meta: &EventMeta,
     attempt: u32,
-) -> Result<(), Failure> {
+) -> Result<JobResult, Failure> {
     let prompt = pipeline
         .render(payload, meta, attempt)
         .map_err(Failure::Render)?;
@@ -318,7 +329,7 @@ async fn attempt_pipeline(
             .await
             .map_err(Failure::Sink)?;
     }
-    Ok(())
+    Ok(result)
 }
 
 /// The answer as JSON, also when the model wrapped it in a Markdown code fence

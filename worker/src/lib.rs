@@ -10,6 +10,7 @@
 //! - [`pipeline`]: config → compiled pipelines (globs, minijinja templates).
 //! - [`providers`]: OpenAI-compatible and Anthropic clients.
 //! - [`sinks`]: where results go (the results exchange).
+//! - [`status`]: what the worker records of each event's progress.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 
 pub mod admin;
@@ -23,5 +24,6 @@ pub mod pipeline;
 pub mod providers;
 pub mod reroute;
 pub mod sinks;
+pub mod status;
 
 pub use app::Application;
