@@ -75,6 +75,9 @@ pub struct IngestMetrics {
     /// `ingest_dedup_unavailable_total`: events accepted without a dedup check
     /// because Redis did not answer (fail-open).
     pub dedup_unavailable: IntCounterVec,
+    /// `ingest_status_write_failures_total`: accepted events whose `accepted`
+    /// status could not be recorded (the 202 was answered anyway).
+    pub status_write_failures: IntCounter,
 }
 
 impl IngestMetrics {
@@ -112,6 +115,11 @@ impl IngestMetrics {
                 "Events accepted without a duplicate check because Redis was unavailable.",
                 &["source"],
             )?,
+            status_write_failures: plain_counter(
+                &registry,
+                "ingest_status_write_failures_total",
+                "Accepted events whose status could not be recorded in Redis.",
+            )?,
             registry,
         })
     }
@@ -145,6 +153,10 @@ pub struct WorkerMetrics {
     pub cache_requests: IntCounterVec,
     /// `ratelimit_wait_seconds{provider,model}`: time spent waiting for the limiter.
     pub ratelimit_wait: HistogramVec,
+    /// `ai_fallbacks_total{provider,model,reason}`: a pipeline moved on from this
+    /// provider/model to its next fallback; reason is `error` (a transient
+    /// failure) or `limiter` (paused or saturated).
+    pub ai_fallbacks: IntCounterVec,
     /// `inflight_jobs`: deliveries being processed right now.
     pub inflight: IntGauge,
     /// `dead_letters_total{reason}`: dead letters confirmed into `{ns}.dead`;
@@ -155,6 +167,9 @@ pub struct WorkerMetrics {
     pub markers_unavailable: IntCounter,
     /// `worker_broker_reconnects_total`: consumer connections re-established.
     pub broker_reconnects: IntCounter,
+    /// `worker_status_write_failures_total`: event status updates that could
+    /// not be recorded in Redis (the job went on regardless).
+    pub status_write_failures: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -207,6 +222,12 @@ impl WorkerMetrics {
                 &["provider", "model"],
                 latency_buckets(),
             )?,
+            ai_fallbacks: counter(
+                &registry,
+                "ai_fallbacks_total",
+                "AI candidates given up for the pipeline's next fallback, by reason.",
+                &["provider", "model", "reason"],
+            )?,
             inflight: gauge(&registry, "inflight_jobs", "Deliveries being processed.")?,
             dead_letters: counter(
                 &registry,
@@ -223,6 +244,11 @@ impl WorkerMetrics {
                 &registry,
                 "worker_broker_reconnects_total",
                 "Consumer connections to RabbitMQ re-established after a loss.",
+            )?,
+            status_write_failures: plain_counter(
+                &registry,
+                "worker_status_write_failures_total",
+                "Event status updates that could not be recorded in Redis.",
             )?,
             registry,
         })

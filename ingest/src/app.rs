@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use hookfleet_common::config::{IngestConfig, Settings};
 use hookfleet_common::metrics::IngestMetrics;
 use hookfleet_common::publisher::Publisher;
+use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::redis::{self as hredis, Pool, dedupe::Dedupe};
 use hookfleet_common::topology::Topology;
 use tokio::net::TcpListener;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub publisher: Publisher,
     /// Event-id claims in Redis.
     pub dedupe: Dedupe,
+    /// Event status in Redis (`GET /events/{id}`).
+    pub statuses: Statuses,
     /// The Redis pool (readiness).
     pub redis: Pool,
     /// Timeout of one Redis call.
@@ -86,6 +89,12 @@ impl Application {
             settings.ingest.dedup_ttl,
             settings.redis.timeout,
         );
+        let statuses = Statuses::new(
+            redis.clone(),
+            topology.clone(),
+            settings.status.clone(),
+            settings.redis.timeout,
+        );
         let listener = TcpListener::bind(settings.ingest.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.ingest.listen))?;
@@ -93,6 +102,7 @@ impl Application {
             sources,
             publisher,
             dedupe,
+            statuses,
             redis,
             redis_timeout: settings.redis.timeout,
             topology,
@@ -118,6 +128,11 @@ impl Application {
     fn router(state: Arc<AppState>) -> Router {
         Router::new()
             .route("/hooks/{source}", post(routes::hooks::receive))
+            .route("/events/{id}", get(routes::events::by_id))
+            .route(
+                "/events/{source}/{event_id}",
+                get(routes::events::by_event_id),
+            )
             .route("/healthz", get(routes::health::healthz))
             .route("/readyz", get(routes::health::readyz))
             .route("/metrics", get(routes::health::metrics))

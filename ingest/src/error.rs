@@ -46,6 +46,9 @@ pub enum IngestError {
     /// The event id the source's config points at is missing.
     #[error("event id not found ({0})")]
     MissingEventId(String),
+    /// `GET /events/…`: no status for that id (never accepted, or expired).
+    #[error("unknown event (never accepted, or its status expired)")]
+    UnknownEvent,
     /// The broker did not confirm the message (down, nack, return, timeout) or,
     /// with `redis_failure = "closed"`, Redis could not be asked.
     #[error("temporarily unable to accept events")]
@@ -71,13 +74,14 @@ impl IngestError {
             Self::Signature(_) => "bad_signature",
             Self::NotJson(_) => "not_json",
             Self::MissingEventId(_) => "missing_event_id",
+            Self::UnknownEvent => "unknown_event",
             Self::Unavailable { .. } => "unavailable",
         }
     }
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::UnknownSource => StatusCode::NOT_FOUND,
+            Self::UnknownSource | Self::UnknownEvent => StatusCode::NOT_FOUND,
             Self::IpNotAllowed => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -2,7 +2,8 @@
 //! durably to RabbitMQ, answering 2xx only once the broker confirmed the message.
 //!
 //! - [`app`]: `Application` — build, bind, run until stopped.
-//! - [`routes`]: `POST /hooks/{source}`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`routes`]: `POST /hooks/{source}`, `GET /events/{id}`, `/healthz`, `/readyz`,
+//!   `/metrics`.
 //! - [`source`]: a configured source compiled for the request path.
 //! - [`error`]: the request path's one error type and its responses.
 

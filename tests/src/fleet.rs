@@ -171,6 +171,8 @@ pub fn pipeline(name: &str, provider: &str, user: &str) -> PipelineConfig {
         sinks: vec![SinkConfig::Amqp],
         cache: CacheConfig::default(),
         enrich: Vec::new(),
+        fallbacks: Vec::new(),
+        fallback_wait: Duration::from_millis(250),
     }
 }
 

@@ -125,6 +125,15 @@ async fn without_redis_ingest_fails_open_by_default_and_closed_when_configured()
                     .get(),
                 1
             );
+            // The status cannot be recorded either: counted, and the 202 stands.
+            assert_eq!(ingest.metrics.status_write_failures.get(), 1);
+            let accepted: Value = response.json().await.unwrap();
+            let status = client
+                .get(ingest.url(&format!("/events/{}", accepted["id"].as_str().unwrap())))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(status.status(), 503, "status unknowable without Redis");
         }
         ingest.stop().await.unwrap();
     }

@@ -15,6 +15,7 @@ use hookfleet_common::metrics::WorkerMetrics;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::cache::Cache;
 use hookfleet_common::redis::limiter::Limiter;
+use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::redis::{self as hredis, markers::Markers};
 use hookfleet_common::telemetry::error_chain;
 use hookfleet_common::topology::Topology;
@@ -80,13 +81,19 @@ impl Application {
                 &config.limits,
                 settings.redis.timeout,
             ),
-            cache: Cache::new(redis, topology.clone(), settings.redis.timeout),
+            cache: Cache::new(redis.clone(), topology.clone(), settings.redis.timeout),
             policy: RetryPolicy::new(config.max_attempts, topology.retry_tiers()),
             unmatched: config.unmatched,
             metrics: metrics.clone(),
             owner: owner.clone(),
             lease_ttl: config.lease_ttl,
             done_ttl: config.done_ttl,
+            statuses: Statuses::new(
+                redis,
+                topology.clone(),
+                settings.status.clone(),
+                settings.redis.timeout,
+            ),
         });
         let consumer = Consumer::new(
             ctx,

@@ -1,9 +1,22 @@
 //! A pipeline's answer to one request: the response cache first (single flight
-//! across the fleet), then the fleet-wide limiter, then the provider.
+//! across the fleet), then the fleet-wide limiter, then the provider — for the
+//! pipeline's primary provider/model, then for each of its `fallbacks` in turn.
 //!
 //! The order is the point. A cache hit costs nothing, so it skips the limiter;
 //! only a flight's leader books capacity, so N identical concurrent jobs spend
 //! one request of the provider's budget, not N.
+//!
+//! **Fallbacks.** Every candidate goes the same way (its own cache key, since
+//! the key includes provider and model; its own limiter bucket; its own metric
+//! labels). The next one is tried exactly when `classify` would retry the
+//! failure — transient AI errors and limiter refusals
+//! ([`Failure::falls_through`]); a permanent one (a 4xx, a billing 429) ends the
+//! chain, since the request itself is refused. A candidate with a fallback after
+//! it waits at most `fallback_wait` for the limiter, so a model paused by a 429
+//! falls through at once; the last one waits the full `max_wait`. When all fail,
+//! the job fails with the most informative failure: the last provider error if
+//! any candidate was called (so the attempt counts), else the limiter refusal
+//! that frees up first (a deferral).
 //!
 //! Redis trouble never fails a job here by itself: the cache is bypassed
 //! (`cache_requests_total{result="bypassed"}`) and the provider called directly,
@@ -22,11 +35,12 @@ use std::time::{Duration, Instant};
 use hookfleet_common::redis::cache::{
     CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError,
 };
+use hookfleet_common::redis::limiter::AcquireError;
 use hookfleet_common::telemetry::error_chain;
 
 use crate::job::JobContext;
 use crate::outcome::Failure;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Candidate, Pipeline};
 use crate::providers::anthropic::DEFAULT_MAX_TOKENS;
 use crate::providers::{AiError, AiRequest, AiResponse, Usage};
 
@@ -42,35 +56,110 @@ pub struct Answer {
     pub cached: bool,
     /// How long the provider call took (zero when cached).
     pub latency: Duration,
+    /// The configured name of the provider that answered.
+    pub provider: String,
+    /// The model asked of it.
+    pub model: String,
+    /// `None` when the primary answered, else the index of the fallback that did.
+    pub fallback: Option<usize>,
 }
 
-/// The answer to `request` for `pipeline`, through the cache and the limiter.
+/// The answer to `request` for `pipeline`: each candidate in turn (module docs),
+/// through the cache and the limiter.
 pub async fn answer(
     ctx: &JobContext,
     pipeline: &Pipeline,
     request: &AiRequest,
+) -> Result<Answer, Failure> {
+    let count = pipeline.fallbacks.len() + 1;
+    let mut failed: Option<Failure> = None;
+    for (i, candidate) in pipeline.candidates().enumerate() {
+        let last = i + 1 == count;
+        let max_wait = if last {
+            ctx.limiter.max_wait()
+        } else {
+            pipeline.fallback_wait.min(ctx.limiter.max_wait())
+        };
+        let mut request = request.clone();
+        request.model = candidate.model.to_owned();
+        let failure = match ask(ctx, pipeline, candidate, &request, max_wait).await {
+            Ok(answer) => return Ok(answer),
+            Err(failure) if !failure.falls_through() => return Err(failure),
+            Err(failure) => failure,
+        };
+        let provider = candidate.provider.name();
+        if !last {
+            let reason = if failure.is_deferred() {
+                "limiter"
+            } else {
+                "error"
+            };
+            ctx.metrics
+                .ai_fallbacks
+                .with_label_values(&[provider, candidate.model, reason])
+                .inc();
+            tracing::warn!(pipeline = %pipeline.name, %provider, model = candidate.model,
+                error = %error_chain(&failure), "AI candidate failed; trying the next fallback.");
+        }
+        failed = Some(match failed {
+            Some(earlier) => most_informative(earlier, failure),
+            None => failure,
+        });
+    }
+    // `candidates()` is never empty; this is only reached after a failure.
+    Err(failed.unwrap_or(Failure::Limiter(AcquireError::Saturated {
+        model: pipeline.model.clone(),
+        wait: Duration::ZERO,
+    })))
+}
+
+/// Which of two candidates' failures the job fails with: a provider error over
+/// a limiter refusal (a call was made: the attempt counts), the later of two
+/// provider errors, the refusal that frees up first of two refusals.
+fn most_informative(earlier: Failure, later: Failure) -> Failure {
+    match (&earlier, &later) {
+        (Failure::Limiter(a), Failure::Limiter(b)) => match (a, b) {
+            (
+                AcquireError::Saturated { wait: wa, .. },
+                AcquireError::Saturated { wait: wb, .. },
+            ) if wa <= wb => earlier,
+            (AcquireError::Saturated { .. }, AcquireError::Unavailable(_)) => earlier,
+            _ => later,
+        },
+        (_, Failure::Limiter(_)) => earlier,
+        _ => later,
+    }
+}
+
+/// One candidate's answer, through the cache and the limiter.
+async fn ask(
+    ctx: &JobContext,
+    pipeline: &Pipeline,
+    candidate: Candidate<'_>,
+    request: &AiRequest,
+    max_wait: Duration,
 ) -> Result<Answer, Failure> {
     let Some(settings) = pipeline
         .cache
         .as_ref()
         .filter(|s| s.caches(request.temperature))
     else {
-        return call(ctx, pipeline, request).await;
+        return call(ctx, candidate, request, max_wait).await;
     };
     let key = match CacheKey::new(
         settings.namespace_for(&pipeline.name),
-        pipeline.provider.name(),
+        candidate.provider.name(),
         &request.model,
         request,
     ) {
         Ok(key) => key,
-        Err(e) => return bypass(ctx, pipeline, request, &e).await,
+        Err(e) => return bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
     };
     let mut latency = Duration::ZERO;
     let computed = ctx
         .cache
         .get_or_compute(&key, settings, || async {
-            let answer = call(ctx, pipeline, request).await?;
+            let answer = call(ctx, candidate, request, max_wait).await?;
             latency = answer.latency;
             Ok::<_, Failure>(to_cached(&answer.response))
         })
@@ -82,26 +171,45 @@ pub async fn answer(
                 response: from_cached(value),
                 cached: outcome != CacheOutcome::Miss,
                 latency,
+                ..answered_by(candidate)
             })
         }
         Err(FlightError::Compute(failure)) => {
             count(ctx, CacheOutcome::Miss.as_str());
             Err(failure)
         }
-        Err(FlightError::Cache(e)) => bypass(ctx, pipeline, request, &e).await,
+        Err(FlightError::Cache(e)) => bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
+    }
+}
+
+/// An empty answer naming `candidate`, to fill in.
+fn answered_by(candidate: Candidate<'_>) -> Answer {
+    Answer {
+        response: AiResponse {
+            text: String::new(),
+            usage: Usage::default(),
+            model: None,
+        },
+        cached: false,
+        latency: Duration::ZERO,
+        provider: candidate.provider.name().to_owned(),
+        model: candidate.model.to_owned(),
+        fallback: candidate.fallback,
     }
 }
 
 async fn bypass(
     ctx: &JobContext,
     pipeline: &Pipeline,
+    candidate: Candidate<'_>,
     request: &AiRequest,
+    max_wait: Duration,
     error: &CacheError,
 ) -> Result<Answer, Failure> {
     count(ctx, "bypassed");
     tracing::warn!(pipeline = %pipeline.name, error = %error_chain(error),
         "Response cache unavailable; calling the provider without it.");
-    call(ctx, pipeline, request).await
+    call(ctx, candidate, request, max_wait).await
 }
 
 fn count(ctx: &JobContext, result: &str) {
@@ -114,14 +222,15 @@ fn count(ctx: &JobContext, result: &str) {
 /// The provider call, inside a limiter permit.
 async fn call(
     ctx: &JobContext,
-    pipeline: &Pipeline,
+    candidate: Candidate<'_>,
     request: &AiRequest,
+    max_wait: Duration,
 ) -> Result<Answer, Failure> {
-    let provider = pipeline.provider.name();
+    let provider = candidate.provider.name();
     let model = request.model.as_str();
     let permit = ctx
         .limiter
-        .acquire_with_policy(provider, model, reserved_tokens(request))
+        .acquire_with_policy_within(provider, model, reserved_tokens(request), max_wait)
         .await
         .map_err(Failure::Limiter)?;
     ctx.metrics
@@ -129,7 +238,7 @@ async fn call(
         .with_label_values(&[provider, model])
         .observe(permit.waited().as_secs_f64());
     let started = Instant::now();
-    let response = pipeline.provider.complete(request).await;
+    let response = candidate.provider.complete(request).await;
     let latency = started.elapsed();
     record(ctx, provider, model, &response, latency);
     let settled = match &response {
@@ -165,8 +274,8 @@ async fn call(
     }
     Ok(Answer {
         response: response.map_err(Failure::Ai)?,
-        cached: false,
         latency,
+        ..answered_by(candidate)
     })
 }
 
@@ -231,6 +340,54 @@ fn from_cached(value: CachedCompletion) -> AiResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn saturated(secs: u64) -> Failure {
+        Failure::Limiter(AcquireError::Saturated {
+            model: "p/m".into(),
+            wait: Duration::from_secs(secs),
+        })
+    }
+
+    fn server_error(status: u16) -> Failure {
+        Failure::Ai(AiError::Status {
+            status,
+            code: None,
+            message: "m".into(),
+            retry_after: None,
+        })
+    }
+
+    fn status_of(failure: &Failure) -> Option<u16> {
+        match failure {
+            Failure::Ai(AiError::Status { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn wait_of(failure: &Failure) -> Option<Duration> {
+        match failure {
+            Failure::Limiter(AcquireError::Saturated { wait, .. }) => Some(*wait),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_provider_error_outweighs_a_limiter_refusal_whatever_the_order() {
+        let f = most_informative(server_error(503), saturated(5));
+        assert_eq!(status_of(&f), Some(503));
+        let f = most_informative(saturated(5), server_error(502));
+        assert_eq!(status_of(&f), Some(502));
+        let f = most_informative(server_error(500), server_error(529));
+        assert_eq!(status_of(&f), Some(529), "the later provider error");
+        let f = most_informative(saturated(5), saturated(2));
+        assert_eq!(
+            wait_of(&f),
+            Some(Duration::from_secs(2)),
+            "the sooner refusal"
+        );
+        let f = most_informative(saturated(1), saturated(2));
+        assert_eq!(wait_of(&f), Some(Duration::from_secs(1)));
+    }
 
     #[test]
     fn the_reservation_is_the_prompt_estimate_plus_the_answer_limit() {

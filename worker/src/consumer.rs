@@ -49,6 +49,7 @@ use tracing::Instrument;
 use crate::job::{self, JobContext};
 use crate::outcome::Outcome;
 use crate::reroute::{self, DeadLetter};
+use crate::status;
 
 /// Why a consuming session could not start.
 #[derive(Debug, thiserror::Error)]
@@ -358,6 +359,7 @@ async fn run_job(
     let _inflight = InFlight::new(&settler.ctx.metrics.inflight);
     let acker = delivery.acker.clone();
     let work = AssertUnwindSafe(async {
+        status::started(&settler.ctx, &delivery.properties).await;
         let decision = job::process_one(&settler.ctx, &delivery.properties, &delivery.data).await;
         settler.settle(&delivery, decision).await;
     })
@@ -375,6 +377,7 @@ async fn run_job(
 
 impl Settler {
     /// Carries out a decision: publish the copy it needs, then ack — or requeue.
+    /// Once acked, the event's status records the outcome.
     async fn settle(&self, delivery: &Delivery, decision: job::Decision) {
         let durable = match &decision.outcome {
             Outcome::Ack => true,
@@ -441,6 +444,11 @@ impl Settler {
         };
         if durable {
             self.ack(delivery).await;
+            let next_in = match &decision.outcome {
+                Outcome::Retry { after } => Some(self.topology.retry_queue_for(*after).1),
+                _ => None,
+            };
+            status::settled(&self.ctx, &decision, next_in).await;
         } else {
             self.requeue(delivery).await;
         }

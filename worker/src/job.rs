@@ -22,6 +22,7 @@ use hookfleet_common::metrics::WorkerMetrics;
 use hookfleet_common::redis::cache::Cache;
 use hookfleet_common::redis::limiter::Limiter;
 use hookfleet_common::redis::markers::{Claim, Markers};
+use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
 
@@ -56,6 +57,8 @@ pub struct JobContext {
     pub lease_ttl: Duration,
     /// How long a done marker lasts.
     pub done_ttl: Duration,
+    /// Event status, written by `consumer.rs` (see `crate::status`).
+    pub statuses: Statuses,
 }
 
 /// What processing decided, with what settling it needs.
@@ -69,6 +72,8 @@ pub struct Decision {
     pub attempt: u32,
     /// The pipeline a dead letter belongs to, if one failed.
     pub pipeline: Option<String>,
+    /// The results this run published (for the event's status).
+    pub results: Vec<JobResult>,
 }
 
 impl Decision {
@@ -89,6 +94,7 @@ impl Decision {
             meta,
             attempt,
             pipeline: None,
+            results: Vec::new(),
         }
     }
 }
@@ -115,6 +121,7 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
                 meta: Some(meta),
                 attempt,
                 pipeline: None,
+                results: Vec::new(),
             };
         }
         let failure = Failure::Unmatched {
@@ -130,8 +137,11 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
     let mut outcome = Outcome::Ack;
     let mut failed = None;
     let mut counted = false;
+    let mut results = Vec::new();
     for pipeline in pipelines {
-        let (result, deferred) = run_pipeline(ctx, &pipeline, &payload, &meta, attempt).await;
+        let (result, deferred, published) =
+            run_pipeline(ctx, &pipeline, &payload, &meta, attempt).await;
+        results.extend(published);
         if failed.is_none() && matches!(result, Outcome::DeadLetter { .. }) {
             failed = Some(pipeline.name.clone());
         }
@@ -149,6 +159,7 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
         meta: Some(meta),
         attempt,
         pipeline: failed,
+        results,
     }
 }
 
@@ -180,15 +191,15 @@ enum Lease {
     Unavailable,
 }
 
-/// One pipeline for one event, classified; and whether a failure was only a
-/// deferral by the limiter.
+/// One pipeline for one event, classified; whether a failure was only a
+/// deferral by the limiter; the result it published, if it did.
 async fn run_pipeline(
     ctx: &JobContext,
     pipeline: &Arc<Pipeline>,
     payload: &serde_json::Value,
     meta: &EventMeta,
     attempt: u32,
-) -> (Outcome, bool) {
+) -> (Outcome, bool, Option<JobResult>) {
     let started = Instant::now();
     let name = pipeline.name.as_str();
     let id = meta.message_id.as_str();
@@ -199,11 +210,11 @@ async fn run_pipeline(
             .with_label_values(&[name, "duplicate"])
             .inc();
         tracing::info!(message_id = %id, pipeline = %name, "Result already published; skipping the redelivered job.");
-        return (Outcome::Ack, false);
+        return (Outcome::Ack, false, None);
     }
     let result = attempt_pipeline(ctx, pipeline, payload, meta, attempt).await;
     let marked = match (&result, &lease) {
-        (Ok(()), _) => {
+        (Ok(_), _) => {
             ctx.markers
                 .complete(name, id, &ctx.owner, ctx.done_ttl)
                 .await
@@ -221,10 +232,10 @@ async fn run_pipeline(
         .with_label_values(&[name])
         .observe(started.elapsed().as_secs_f64());
     let deferred = matches!(&result, Err(f) if f.is_deferred());
-    let outcome = match result {
-        Ok(()) => {
+    let (outcome, published) = match result {
+        Ok(published) => {
             tracing::info!(message_id = %id, pipeline = %name, attempt, "Result published.");
-            Outcome::Ack
+            (Outcome::Ack, Some(published))
         }
         Err(failure) => {
             let outcome = classify(&failure, attempt, &ctx.policy);
@@ -238,14 +249,14 @@ async fn run_pipeline(
                     error = %error_chain(&failure), "Job failed for good."
                 ),
             }
-            outcome
+            (outcome, None)
         }
     };
     ctx.metrics
         .jobs
         .with_label_values(&[name, outcome.label()])
         .inc();
-    (outcome, deferred)
+    (outcome, deferred, published)
 }
 
 /// Claims the pipeline's run, waiting while another run holds it.
@@ -277,14 +288,14 @@ async fn claim(ctx: &JobContext, pipeline: &str, message_id: &str) -> Lease {
     }
 }
 
-/// Enrich → render → call → check → deliver.
+/// Enrich → render → call → check → deliver; the result delivered.
 async fn attempt_pipeline(
     ctx: &JobContext,
     pipeline: &Pipeline,
     payload: &serde_json::Value,
     meta: &EventMeta,
     attempt: u32,
-) -> Result<(), Failure> {
+) -> Result<JobResult, Failure> {
     let context = templates::base(payload, meta, attempt, &pipeline.name);
     let context = pipeline
         .enrichment
@@ -305,8 +316,9 @@ async fn attempt_pipeline(
         event_id: meta.event_id.clone(),
         event_type: meta.event_type.clone(),
         pipeline: pipeline.name.clone(),
-        provider: pipeline.provider.name().to_owned(),
-        model: pipeline.model.clone(),
+        provider: answer.provider,
+        model: answer.model,
+        fallback: answer.fallback,
         model_reported: response.model,
         output: response.text,
         output_json,
@@ -329,7 +341,7 @@ async fn attempt_pipeline(
         unavailable: &ctx.metrics.markers_unavailable,
     };
     let failures = sinks::deliver_all(&pipeline.sinks, &delivery, &sent).await;
-    Failure::from_sinks(failures).map_or(Ok(()), Err)
+    Failure::from_sinks(failures).map_or(Ok(result), Err)
 }
 
 /// The answer as JSON, also when the model wrapped it in a Markdown code fence

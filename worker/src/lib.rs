@@ -14,6 +14,7 @@
 //! - [`providers`]: OpenAI-compatible and Anthropic clients.
 //! - [`sinks`]: where results go (the results exchange, HTTP endpoints), each
 //!   at most once per event.
+//! - [`status`]: what the worker records of each event's progress.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod providers;
 pub mod request_template;
 pub mod reroute;
 pub mod sinks;
+pub mod status;
 pub mod templates;
 
 pub use app::Application;

@@ -217,6 +217,16 @@ impl Failure {
     pub fn is_deferred(&self) -> bool {
         matches!(self, Self::Limiter(_))
     }
+
+    /// Whether a pipeline's next fallback may answer instead: exactly the
+    /// failures `classify` would retry (transient or deferred), so a request
+    /// a provider refused as such (a 4xx, a billing 429) never falls through.
+    pub fn falls_through(&self) -> bool {
+        matches!(
+            describe(self).0,
+            Kind::Transient { .. } | Kind::Deferred { .. }
+        )
+    }
 }
 
 /// How many attempts a job gets and how long it waits between them.
@@ -730,6 +740,27 @@ mod tests {
             "{text}"
         );
         assert!(Failure::from_sinks(vec![]).is_none());
+    }
+
+    #[test]
+    fn only_what_would_be_retried_falls_through_to_a_fallback() {
+        assert!(status(500, None, None).falls_through());
+        assert!(status(529, None, None).falls_through());
+        assert!(status(429, None, None).falls_through());
+        assert!(status(408, None, None).falls_through());
+        assert!(Failure::Ai(AiError::Timeout(Duration::from_secs(1))).falls_through());
+        assert!(Failure::Ai(AiError::InvalidResponse("x".into())).falls_through());
+        assert!(
+            Failure::Limiter(AcquireError::Saturated {
+                model: "m".into(),
+                wait: Duration::from_secs(1)
+            })
+            .falls_through()
+        );
+        assert!(!status(400, None, None).falls_through());
+        assert!(!status(401, None, None).falls_through());
+        assert!(!status(429, Some("insufficient_quota"), None).falls_through());
+        assert!(!Failure::Render(template_error()).falls_through());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use hookfleet_common::config::{CacheSettings, PipelineConfig, ResponseFormat, WorkerConfig};
@@ -99,6 +100,31 @@ pub struct Pipeline {
     pub cache: Option<CacheSettings>,
     /// The HTTP requests run before the prompt is rendered.
     pub enrichment: Enrichment,
+    /// Who to ask, in order, when the one before fails transiently or is held
+    /// by the limiter (`completion::answer`).
+    pub fallbacks: Vec<Fallback>,
+    /// The limiter wait of a candidate that has a fallback after it.
+    pub fallback_wait: Duration,
+}
+
+/// One fallback: another provider and model.
+#[derive(Clone)]
+pub struct Fallback {
+    /// The provider it calls.
+    pub provider: Arc<Provider>,
+    /// The model it asks for.
+    pub model: String,
+}
+
+/// One provider/model a pipeline may ask: the primary or a fallback.
+#[derive(Clone, Copy)]
+pub struct Candidate<'a> {
+    /// `None` for the primary, else the index in the pipeline's `fallbacks`.
+    pub fallback: Option<usize>,
+    /// The provider.
+    pub provider: &'a Arc<Provider>,
+    /// The model.
+    pub model: &'a str,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -151,7 +177,23 @@ impl Pipeline {
             sinks,
             cache: config.cache.settings().cloned(),
             enrichment,
+            fallbacks: fallbacks(config, providers, &field)?,
+            fallback_wait: config.fallback_wait,
         })
+    }
+
+    /// The primary, then every fallback, in order.
+    pub fn candidates(&self) -> impl Iterator<Item = Candidate<'_>> {
+        let primary = Candidate {
+            fallback: None,
+            provider: &self.provider,
+            model: &self.model,
+        };
+        std::iter::once(primary).chain(self.fallbacks.iter().enumerate().map(|(i, f)| Candidate {
+            fallback: Some(i),
+            provider: &f.provider,
+            model: &f.model,
+        }))
     }
 
     /// Whether this pipeline takes events of `source` and `event_type`.
@@ -182,6 +224,30 @@ impl Pipeline {
             json: self.response_format == ResponseFormat::Json,
         }
     }
+}
+
+fn fallbacks(
+    config: &PipelineConfig,
+    providers: &HashMap<String, Arc<Provider>>,
+    field: &str,
+) -> Result<Vec<Fallback>, PipelineError> {
+    config
+        .fallbacks
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let provider = providers.get(&f.provider).cloned().ok_or_else(|| {
+                PipelineError::UnknownProvider {
+                    field: format!("{field}.fallbacks[{i}].provider"),
+                    name: f.provider.clone(),
+                }
+            })?;
+            Ok(Fallback {
+                provider,
+                model: f.model.clone(),
+            })
+        })
+        .collect()
 }
 
 fn globs(patterns: &[String], field: &str) -> Result<GlobSet, PipelineError> {
@@ -277,6 +343,8 @@ mod tests {
             sinks: vec![],
             cache: Default::default(),
             enrich: vec![],
+            fallbacks: vec![],
+            fallback_wait: Duration::from_millis(250),
         }
     }
 

@@ -110,6 +110,7 @@ async fn the_support_escalation_example_loads_compiles_and_renders() {
             pipeline: pipeline.name.clone(),
             provider: "openai".into(),
             model: "gpt-4o-mini".into(),
+            fallback: None,
             model_reported: None,
             output: output.to_string(),
             output_json: Some(output.clone()),

@@ -26,8 +26,8 @@ pub use ingest::{
 pub use limits::{CacheConfig, CacheSettings, LimitsConfig, ModelLimits};
 pub use secret::Secret;
 pub use worker::{
-    PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, SinkConfig, UndefinedMode,
-    UnmatchedPolicy, WorkerConfig,
+    FallbackConfig, PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, SinkConfig,
+    UndefinedMode, UnmatchedPolicy, WorkerConfig,
 };
 
 /// Why a configuration could not be loaded.
@@ -74,8 +74,10 @@ pub struct Settings {
     pub namespace: String,
     /// The RabbitMQ connection and topology.
     pub amqp: AmqpConfig,
-    /// The Redis connection (dedup, limiter, cache, markers).
+    /// The Redis connection (dedup, limiter, cache, markers, event status).
     pub redis: RedisConfig,
+    /// Event status kept for `GET /events/{id}`, written by both services.
+    pub status: StatusConfig,
     /// Logging.
     pub telemetry: TelemetryConfig,
     /// The ingest service.
@@ -90,6 +92,7 @@ impl Default for Settings {
             namespace: "hookfleet".into(),
             amqp: AmqpConfig::default(),
             redis: RedisConfig::default(),
+            status: StatusConfig::default(),
             telemetry: TelemetryConfig::default(),
             ingest: IngestConfig::default(),
             worker: WorkerConfig::default(),
@@ -188,6 +191,34 @@ impl std::fmt::Debug for RedisConfig {
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+/// Event status (`[status]`): what became of each accepted event, kept in Redis
+/// (`{ns}:status:{message_id}`) and served by ingest at `GET /events/{id}`.
+/// Read by both services, so they agree on it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Whether ingest and workers record status and ingest serves it (`true`).
+    /// Off saves three Redis writes per event.
+    pub enabled: bool,
+    /// How long a status is kept after its last change (`7d`); then
+    /// `GET /events/{id}` answers 404.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// The most of each pipeline's output a `done` status keeps, in bytes
+    /// (2048): the parsed JSON if it fits, else the text cut to this length.
+    pub max_output_bytes: usize,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            max_output_bytes: 2048,
+        }
     }
 }
 
@@ -311,6 +342,9 @@ impl Settings {
                 "redis.url",
                 "must start with redis:// or rediss://",
             ));
+        }
+        if self.status.ttl.as_millis() == 0 {
+            return Err(ConfigError::invalid("status.ttl", "must be at least 1ms"));
         }
         if self.redis.pool_size == 0 {
             return Err(ConfigError::invalid(

@@ -265,6 +265,34 @@ pub struct PipelineConfig {
     /// JSON answer is `enrich.<name>` in every later template (none by default).
     #[serde(default)]
     pub enrich: Vec<EnrichStepConfig>,
+    /// Provider/model pairs tried in order when the one before fails transiently
+    /// (5xx, 408/409/425/429, timeout, connection error, unreadable answer) or is
+    /// paused or saturated by the limiter (`fallbacks = [{ provider = "claude",
+    /// model = "claude-3-5-haiku" }]`); default none. A permanent error (other
+    /// 4xx) never falls through. Each candidate has its own cache entries and
+    /// rate limits; the result names the one that answered.
+    #[serde(default)]
+    pub fallbacks: Vec<FallbackConfig>,
+    /// How long a candidate that has a fallback after it waits for the limiter
+    /// before the next candidate is tried (`250ms`); the last candidate waits up
+    /// to `worker.limits.max_wait`. Short, so a model paused by a 429 falls
+    /// through at once instead of holding the job for the pause.
+    #[serde(default = "default_fallback_wait", with = "humantime_serde")]
+    pub fallback_wait: Duration,
+}
+
+/// One fallback of a pipeline: another provider and model to ask.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// The provider's name in `[worker.providers]`.
+    pub provider: String,
+    /// The model, as that provider names it (`claude-3-5-haiku-latest`).
+    pub model: String,
+}
+
+fn default_fallback_wait() -> Duration {
+    Duration::from_millis(250)
 }
 
 fn match_all() -> Vec<String> {
@@ -403,6 +431,7 @@ impl WorkerConfig {
             }
             pipeline.cache.validate(&format!("{field}.cache"))?;
             self.validate_http_steps(&field, pipeline)?;
+            self.validate_fallbacks(pipeline, &field)?;
         }
         self.limits
             .validate("worker.limits", |p| self.providers.contains_key(p))?;
@@ -472,6 +501,39 @@ impl WorkerConfig {
                     self.lease_ttl
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_fallbacks(
+        &self,
+        pipeline: &PipelineConfig,
+        field: &str,
+    ) -> Result<(), ConfigError> {
+        let mut seen = HashSet::from([(pipeline.provider.as_str(), pipeline.model.as_str())]);
+        for (j, fallback) in pipeline.fallbacks.iter().enumerate() {
+            let field = format!("{field}.fallbacks[{j}]");
+            if !self.providers.contains_key(&fallback.provider) {
+                return Err(ConfigError::invalid(
+                    format!("{field}.provider"),
+                    format!("no provider `{}` in [worker.providers]", fallback.provider),
+                ));
+            }
+            if fallback.model.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{field}.model"),
+                    "must not be empty",
+                ));
+            }
+            if !seen.insert((fallback.provider.as_str(), fallback.model.as_str())) {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!(
+                        "`{}`/`{}` is already tried before it",
+                        fallback.provider, fallback.model
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -616,6 +678,35 @@ sinks = [
         let slow = toml.replace("timeout = \"3s\"", "timeout = \"2m\"");
         let err = load(&slow).unwrap_err().to_string();
         assert!(err.contains("worker.lease_ttl"), "{err}");
+    }
+
+    #[test]
+    fn fallbacks_are_checked_with_their_field() {
+        let ok = format!(
+            "{SAMPLE}fallbacks = [{{ provider = \"claude\", model = \"claude-3-5-haiku\" }}]\n"
+        );
+        let p = &load(&ok).unwrap().worker.pipelines[0];
+        assert_eq!(p.fallbacks[0].provider, "claude");
+        assert_eq!(p.fallback_wait, Duration::from_millis(250));
+        let toml = format!(
+            "{SAMPLE}fallbacks = [{{ provider = \"claude\", model = \"c\" }}, \
+             {{ provider = \"nope\", model = \"m\" }}]\n"
+        );
+        let err = load(&toml).unwrap_err().to_string();
+        assert!(
+            err.contains("worker.pipelines[0].fallbacks[1].provider"),
+            "{err}"
+        );
+        let toml = format!("{SAMPLE}fallbacks = [{{ provider = \"claude\", model = \" \" }}]\n");
+        let err = load(&toml).unwrap_err().to_string();
+        assert!(
+            err.contains("worker.pipelines[0].fallbacks[0].model"),
+            "{err}"
+        );
+        let toml =
+            format!("{SAMPLE}fallbacks = [{{ provider = \"mock\", model = \"gpt-4o-mini\" }}]\n");
+        let err = load(&toml).unwrap_err().to_string();
+        assert!(err.contains("worker.pipelines[0].fallbacks[0]"), "{err}");
     }
 
     #[test]

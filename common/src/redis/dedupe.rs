@@ -81,6 +81,14 @@ impl Dedupe {
         })
     }
 
+    /// The message id `event_id` of `source` was accepted under, while its
+    /// claim lasts (`ingest.dedup_ttl`).
+    pub async fn lookup(&self, source: &str, event_id: &str) -> Result<Option<String>, RedisError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key(source, event_id));
+        self.redis.query(self.timeout, &cmd).await
+    }
+
     /// Releases a claim made by `message_id` (its publish failed).
     pub async fn release(
         &self,

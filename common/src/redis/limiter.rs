@@ -314,6 +314,11 @@ impl Limiter {
         })
     }
 
+    /// The configured `max_wait` (`worker.limits.max_wait`).
+    pub fn max_wait(&self) -> Duration {
+        self.inner.max_wait
+    }
+
     /// Waits for capacity for one request of `tokens` (prompt estimate +
     /// `max_tokens`): books it, sleeps until its start, and follows any pause
     /// set meanwhile. Redis errors are returned as they are
@@ -327,9 +332,23 @@ impl Limiter {
         model: &str,
         tokens: u64,
     ) -> Result<Permit, AcquireError> {
+        self.acquire_within(provider, model, tokens, self.inner.max_wait)
+            .await
+    }
+
+    /// [`acquire`](Self::acquire), giving up after `max_wait` instead of the
+    /// configured one: a pipeline with fallbacks asks its primary model with a
+    /// short wait, so a paused or saturated model falls through quickly.
+    pub async fn acquire_within(
+        &self,
+        provider: &str,
+        model: &str,
+        tokens: u64,
+        max_wait: Duration,
+    ) -> Result<Permit, AcquireError> {
         let began = Instant::now();
         let booked = self
-            .reserve(provider, model, tokens, self.inner.max_wait, Clock::Redis)
+            .reserve(provider, model, tokens, max_wait, Clock::Redis)
             .await
             .map_err(AcquireError::Unavailable)?;
         if !booked.granted {
@@ -398,6 +417,19 @@ impl Limiter {
         model: &str,
         tokens: u64,
     ) -> Result<Permit, AcquireError> {
+        self.acquire_with_policy_within(provider, model, tokens, self.inner.max_wait)
+            .await
+    }
+
+    /// [`acquire_with_policy`](Self::acquire_with_policy) with its own
+    /// `max_wait` (see [`acquire_within`](Self::acquire_within)).
+    pub async fn acquire_with_policy_within(
+        &self,
+        provider: &str,
+        model: &str,
+        tokens: u64,
+        max_wait: Duration,
+    ) -> Result<Permit, AcquireError> {
         let began = Instant::now();
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -406,7 +438,7 @@ impl Limiter {
             .without_max_times()
             .build();
         loop {
-            let error = match self.acquire(provider, model, tokens).await {
+            let error = match self.acquire_within(provider, model, tokens, max_wait).await {
                 Err(AcquireError::Unavailable(error)) => error,
                 other => return other,
             };
@@ -416,7 +448,7 @@ impl Limiter {
                 return Ok(Permit::bypassed(provider, model, tokens, began.elapsed()));
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(5));
-            if began.elapsed() + delay > self.inner.max_wait {
+            if began.elapsed() + delay > max_wait {
                 return Err(AcquireError::Unavailable(error));
             }
             tracing::warn!(%provider, %model, error = %error, retry_in = ?delay,

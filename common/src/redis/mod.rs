@@ -1,5 +1,5 @@
 //! Redis: the connection pool and the primitives built on it (deduplication; the
-//! limiter, cache and effect markers live beside it).
+//! limiter, cache, effect markers and event status live beside it).
 //!
 //! Every operation is bounded by `redis.timeout`, including waiting for a pooled
 //! connection, so a Redis outage turns into a fast error the caller can apply its
@@ -14,6 +14,7 @@ pub mod dedupe;
 pub mod limiter;
 pub mod markers;
 pub mod shared;
+pub mod status;
 
 use deadpool_redis::{Config as PoolConfig, PoolConfig as PoolSize, Runtime, Timeouts};
 

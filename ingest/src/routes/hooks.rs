@@ -1,4 +1,5 @@
-//! `POST /hooks/{source}`: verify, deduplicate, publish, answer.
+//! `POST /hooks/{source}`: verify, deduplicate, publish, record the `accepted`
+//! status, answer.
 //!
 //! The order is the cheapest rejection first: unknown source, IP, rate limit, body
 //! size, signature, JSON — so bad input costs nothing and touches neither Redis nor
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use hookfleet_common::config::{FailMode, SchemeKind};
 use hookfleet_common::message::{EventMeta, now_rfc3339};
 use hookfleet_common::redis::dedupe::Claim;
+use hookfleet_common::redis::status::{EventState, Update};
 use hookfleet_common::telemetry::error_chain;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value, json};
@@ -215,6 +217,7 @@ async fn claim_and_publish(
     match published {
         Ok(()) => {
             tracing::debug!(message_id = %meta.message_id, source = %meta.source, event_type = %meta.event_type, "Event accepted.");
+            record_accepted(state, &meta).await;
             Ok(Accepted::New(meta.message_id))
         }
         Err(e) => {
@@ -233,6 +236,24 @@ async fn claim_and_publish(
                 source: Box::new(e),
             })
         }
+    }
+}
+
+/// Records the `accepted` status. The event is durable already: a failure is
+/// logged and counted, never turned into an error for the sender. A worker that
+/// got there first keeps its later state (the status never goes backwards).
+async fn record_accepted(state: &AppState, meta: &EventMeta) {
+    let update = Update {
+        event: meta,
+        attempt: 0,
+        state: EventState::Accepted {
+            accepted_at: now_rfc3339(),
+        },
+        pipelines: Vec::new(),
+    };
+    if let Err(e) = state.statuses.record(&update).await {
+        state.metrics.status_write_failures.inc();
+        tracing::warn!(message_id = %meta.message_id, error = %error_chain(&e), "Cannot record the accepted event's status.");
     }
 }
 

@@ -1,4 +1,5 @@
 //! The HTTP routes.
 
+pub mod events;
 pub mod health;
 pub mod hooks;

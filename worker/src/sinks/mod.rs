@@ -46,10 +46,14 @@ pub struct JobResult {
     pub event_type: String,
     /// The pipeline that produced it.
     pub pipeline: String,
-    /// The provider's configured name.
+    /// The configured name of the provider that answered (the pipeline's
+    /// `provider`, or a fallback's).
     pub provider: String,
-    /// The model asked (the pipeline's `model`).
+    /// The model asked of that provider.
     pub model: String,
+    /// `None` when the pipeline's primary provider/model answered, else the
+    /// index of the fallback that did (in the pipeline's `fallbacks`).
+    pub fallback: Option<usize>,
     /// The model that answered, as the provider reported it.
     pub model_reported: Option<String>,
     /// The model's answer, verbatim.

@@ -1,0 +1,422 @@
+//! Event status: what became of an accepted event, read by ingest's
+//! `GET /events/{id}` and written by ingest (accepted) and the workers
+//! (processing, retrying, done, dead).
+//!
+//! One hash per message id, `{ns}:status:{message_id}`, expiring `status.ttl`
+//! after its last write:
+//!
+//! - `replays`, `attempt`, `phase` — the rank of the state in `state`;
+//! - `state` — the current [`EventState`] as JSON;
+//! - `event` — the event's [`EventInfo`] (set once);
+//! - `pipeline:{name}` — each pipeline's [`PipelineSummary`] once it published.
+//!
+//! **Never backwards.** Writers race: ingest writes `accepted` after the broker's
+//! confirm, by which time a worker may already be processing; a retry copy may
+//! start on another worker before the first one recorded `retrying`; a late
+//! redelivered copy may start after `done`. So every write carries a rank —
+//! (replays, attempt, phase) compared in that order, phase being 0 accepted,
+//! 1 processing or retrying, 2 done or dead — and one Lua script applies it only
+//! if it is not lower than the stored one. Equal ranks replace each other
+//! (processing ↔ retrying within one attempt, which a limiter deferral repeats),
+//! except a final state, which is written once per attempt. A DLQ replay raises
+//! `replays`, so a replayed event can leave `dead` again.
+//!
+//! What it never holds: payloads, headers or secrets — only the event's names
+//! and ids, error codes with a short detail, and each pipeline's output cut to
+//! `status.max_output_bytes`.
+//!
+//! Status is a convenience, not a guarantee: writers log and count a failed
+//! write and carry on (ingest's 202 and the worker's ack never wait on it
+//! beyond `redis.timeout`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use serde::{Deserialize, Serialize};
+
+use super::shared::SharedConnection;
+use super::{RedisError, redis};
+use crate::config::StatusConfig;
+use crate::message::EventMeta;
+use crate::topology::Topology;
+
+/// Writes the state if its rank is not lower than the stored one (module docs).
+/// KEYS[1] the hash; ARGV: replays, attempt, phase, state JSON, event JSON,
+/// ttl (ms), then pairs of pipeline name and summary JSON. Returns 1 if the
+/// state was written.
+const RECORD: &str = r"
+local key = KEYS[1]
+local r, a, p = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cur = redis.call('HMGET', key, 'replays', 'attempt', 'phase')
+local newer = true
+if cur[1] and cur[2] and cur[3] then
+  local cr, ca, cp = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
+  if r ~= cr then newer = r > cr
+  elseif a ~= ca then newer = a > ca
+  elseif p ~= cp then newer = p > cp
+  else newer = p < 2 end
+end
+if newer then
+  redis.call('HSET', key, 'replays', r, 'attempt', a, 'phase', p, 'state', ARGV[4])
+end
+redis.call('HSETNX', key, 'event', ARGV[5])
+for i = 7, #ARGV, 2 do
+  redis.call('HSET', key, 'pipeline:' .. ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', key, ARGV[6])
+if newer then return 1 end
+return 0
+";
+
+/// The event an id stands for: names and ids, never the payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    /// The source it came in on.
+    pub source: String,
+    /// Its event type.
+    pub event_type: String,
+    /// The provider's event id, when the source has one.
+    pub event_id: Option<String>,
+    /// When ingest received it (RFC 3339).
+    pub received_at: String,
+}
+
+impl From<&EventMeta> for EventInfo {
+    fn from(meta: &EventMeta) -> Self {
+        Self {
+            source: meta.source.clone(),
+            event_type: meta.event_type.clone(),
+            event_id: meta.event_id.clone(),
+            received_at: meta.received_at.clone(),
+        }
+    }
+}
+
+/// Where an event is. Serialized with its `state` name as a tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum EventState {
+    /// Confirmed into the broker by ingest; no worker has started it yet.
+    Accepted {
+        /// When the broker confirmed it (RFC 3339).
+        accepted_at: String,
+    },
+    /// A worker is running it.
+    Processing {
+        /// The attempt running, 1-based.
+        attempt: u32,
+        /// When it started (RFC 3339).
+        started_at: String,
+    },
+    /// An attempt failed transiently (or the limiter deferred it); a copy waits
+    /// in a retry queue.
+    Retrying {
+        /// Attempts used so far (a limiter deferral does not use one).
+        attempt: u32,
+        /// About when the next attempt starts: the retry tier's delay from now
+        /// (RFC 3339).
+        next_attempt_at: String,
+    },
+    /// Every matching pipeline published its result.
+    Done {
+        /// Attempts it took.
+        attempts: u32,
+        /// When the last result was confirmed (RFC 3339).
+        completed_at: String,
+    },
+    /// Dead-lettered.
+    Dead {
+        /// `permanent`, `exhausted` or `poison` (`hf-error-class`).
+        class: String,
+        /// The bounded reason code (`ai_http_400`).
+        reason: String,
+        /// Where it failed (`hf-stage`).
+        stage: String,
+        /// The pipeline that failed, if one did.
+        pipeline: Option<String>,
+        /// The error chain, cut short.
+        error: String,
+        /// Attempts used.
+        attempts: u32,
+        /// When it was dead-lettered (RFC 3339).
+        failed_at: String,
+    },
+}
+
+impl EventState {
+    /// The phase part of the rank (module docs).
+    fn phase(&self) -> u8 {
+        match self {
+            Self::Accepted { .. } => 0,
+            Self::Processing { .. } | Self::Retrying { .. } => 1,
+            Self::Done { .. } | Self::Dead { .. } => 2,
+        }
+    }
+}
+
+/// One pipeline's published result, summarized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineSummary {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The provider that answered (configured name).
+    pub provider: String,
+    /// The model asked of it.
+    pub model: String,
+    /// `None` when the primary answered, else the fallback's index.
+    pub fallback: Option<usize>,
+    /// Whether the answer came from the response cache.
+    pub cached: bool,
+    /// The parsed JSON answer of a `json` pipeline, when it fits the limit.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output_json: Option<serde_json::Value>,
+    /// The answer's text, cut to the limit; absent when `output_json` holds it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output: Option<String>,
+    /// Whether `output` was cut.
+    pub truncated: bool,
+    /// When the result was produced (RFC 3339).
+    pub completed_at: String,
+}
+
+impl PipelineSummary {
+    /// Keeps `output_json` if its JSON fits in `limit` bytes, else `output` cut
+    /// to `limit` bytes (on a character boundary).
+    pub fn with_output(
+        mut self,
+        output: &str,
+        output_json: Option<&serde_json::Value>,
+        limit: usize,
+    ) -> Self {
+        if let Some(json) = output_json
+            && serde_json::to_string(json).is_ok_and(|s| s.len() <= limit)
+        {
+            self.output_json = Some(json.clone());
+            self.output = None;
+            self.truncated = false;
+            return self;
+        }
+        let cut = truncate(output, limit);
+        self.truncated = cut.len() < output.len();
+        self.output = Some(cut.to_owned());
+        self.output_json = None;
+        self
+    }
+}
+
+/// `text` cut to at most `limit` bytes, on a character boundary.
+pub fn truncate(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// One status write.
+#[derive(Debug, Clone)]
+pub struct Update<'a> {
+    /// The event.
+    pub event: &'a EventMeta,
+    /// The attempt the writer ran (1-based; 0 for `accepted`): the rank, not
+    /// necessarily what the state shows.
+    pub attempt: u32,
+    /// The new state.
+    pub state: EventState,
+    /// Pipelines that published during this run.
+    pub pipelines: Vec<PipelineSummary>,
+}
+
+/// What `GET /events/{id}` answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventStatus {
+    /// The message id.
+    pub id: String,
+    /// The event, when recorded.
+    #[serde(flatten)]
+    pub event: Option<EventInfo>,
+    /// Where it is.
+    #[serde(flatten)]
+    pub state: EventState,
+    /// DLQ replays so far.
+    pub replays: u32,
+    /// Results published so far, by pipeline name.
+    pub pipelines: Vec<PipelineSummary>,
+}
+
+/// The status hashes in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct Statuses {
+    /// One multiplexed connection for every request (`shared` module docs).
+    redis: SharedConnection,
+    topology: Topology,
+    config: StatusConfig,
+    timeout: Duration,
+}
+
+impl Statuses {
+    /// Each call gives up after `timeout`. Does no I/O.
+    pub fn new(pool: Pool, topology: Topology, config: StatusConfig, timeout: Duration) -> Self {
+        Self {
+            redis: SharedConnection::new(pool),
+            topology,
+            config,
+            timeout,
+        }
+    }
+
+    /// Whether statuses are recorded and served (`status.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    /// The longest output kept per pipeline (`status.max_output_bytes`).
+    pub fn max_output_bytes(&self) -> usize {
+        self.config.max_output_bytes
+    }
+
+    /// `{ns}:status:{message_id}`.
+    pub fn key(&self, message_id: &str) -> String {
+        self.topology.redis_key(&["status", message_id])
+    }
+
+    /// Records `update` unless a later state is already stored; returns whether
+    /// the state was written (pipeline summaries are kept either way). A no-op
+    /// returning `false` when disabled.
+    pub async fn record(&self, update: &Update<'_>) -> Result<bool, RedisError> {
+        if !self.config.enabled {
+            return Ok(false);
+        }
+        let state = to_json(&update.state);
+        let event = to_json(&EventInfo::from(update.event));
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RECORD)
+            .arg(1)
+            .arg(self.key(&update.event.message_id))
+            .arg(update.event.replays)
+            .arg(update.attempt)
+            .arg(update.state.phase())
+            .arg(state)
+            .arg(event)
+            .arg(
+                u64::try_from(self.config.ttl.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+        for summary in &update.pipelines {
+            cmd.arg(&summary.pipeline).arg(to_json(summary));
+        }
+        let written: i64 = self.redis.query(self.timeout, &cmd).await?;
+        Ok(written == 1)
+    }
+
+    /// The status of `message_id`; `None` if unknown, expired or disabled.
+    pub async fn get(&self, message_id: &str) -> Result<Option<EventStatus>, RedisError> {
+        if !self.config.enabled {
+            return Ok(None);
+        }
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.key(message_id));
+        let fields: HashMap<String, String> = self.redis.query(self.timeout, &cmd).await?;
+        let Some(state) = fields
+            .get("state")
+            .and_then(|s| serde_json::from_str::<EventState>(s).ok())
+        else {
+            return Ok(None);
+        };
+        let mut pipelines: Vec<PipelineSummary> = fields
+            .iter()
+            .filter(|(k, _)| k.starts_with("pipeline:"))
+            .filter_map(|(_, v)| serde_json::from_str(v).ok())
+            .collect();
+        pipelines.sort_by(|a, b| a.pipeline.cmp(&b.pipeline));
+        Ok(Some(EventStatus {
+            id: message_id.to_owned(),
+            event: fields
+                .get("event")
+                .and_then(|e| serde_json::from_str(e).ok()),
+            state,
+            replays: fields
+                .get("replays")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0),
+            pipelines,
+        }))
+    }
+}
+
+/// Our state types always serialize (strings, numbers, JSON values); an
+/// empty string would read back as "unknown", never as a wrong state.
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn summary() -> PipelineSummary {
+        PipelineSummary {
+            pipeline: "triage".into(),
+            provider: "mock".into(),
+            model: "m".into(),
+            fallback: None,
+            cached: false,
+            output_json: None,
+            output: None,
+            truncated: false,
+            completed_at: "t".into(),
+        }
+    }
+
+    #[test]
+    fn outputs_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(truncate("abc", 10), "abc");
+        let s = summary().with_output("ééé", None, 3);
+        assert_eq!(s.output.as_deref(), Some("é"));
+        assert!(s.truncated);
+    }
+
+    #[test]
+    fn json_output_is_kept_parsed_when_it_fits() {
+        let value = json!({ "sentiment": "negative" });
+        let s = summary().with_output(&value.to_string(), Some(&value), 100);
+        assert_eq!(s.output_json, Some(value.clone()));
+        assert_eq!(s.output, None);
+        let s = summary().with_output(&value.to_string(), Some(&value), 10);
+        assert_eq!(s.output_json, None);
+        assert_eq!(s.output.as_deref(), Some("{\"sentimen"));
+        assert!(s.truncated);
+    }
+
+    #[test]
+    fn a_status_reads_as_one_flat_object() {
+        let status = EventStatus {
+            id: "01J".into(),
+            event: Some(EventInfo {
+                source: "s".into(),
+                event_type: "t".into(),
+                event_id: None,
+                received_at: "r".into(),
+            }),
+            state: EventState::Retrying {
+                attempt: 2,
+                next_attempt_at: "n".into(),
+            },
+            replays: 0,
+            pipelines: vec![],
+        };
+        let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(v["state"], "retrying");
+        assert_eq!(v["attempt"], 2);
+        assert_eq!(v["source"], "s");
+        assert_eq!(v["id"], "01J");
+    }
+}

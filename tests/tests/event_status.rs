@@ -1,0 +1,261 @@
+//! `GET /events/{id}`: an accepted event's state, recorded by ingest and the
+//! workers in Redis — accepted → processing → retrying → done or dead — never
+//! going backwards, and gone after `status.ttl`.
+
+use std::time::Duration;
+
+use hookfleet_common::config::{SchemeKind, Settings};
+use hookfleet_common::message::now_rfc3339;
+use hookfleet_common::redis::status::{EventState, Statuses, Update};
+use hookfleet_tests::env::TestEnv;
+use hookfleet_tests::fleet::{WorkerHandle, event, mock_openai, pipeline, worker_settings};
+use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::spawn::IngestHandle;
+use hookfleet_tests::wait::wait_until;
+use hookfleet_tests::webhook::{self, source};
+use serde_json::Value;
+
+const USER: &str = "Ticket from {{ payload.customer.name }}: {{ payload.ticket.body }}";
+
+/// Settings with a Standard Webhooks source `support` and pipeline `triage` on
+/// `mock`; returns them with the source's secret.
+fn settings(env: &TestEnv, mock: &MockAi, max_attempts: u32) -> (Settings, String) {
+    let secret = webhook::standard_secret();
+    let mut settings = worker_settings(env, max_attempts);
+    settings
+        .ingest
+        .sources
+        .insert("support".into(), source(SchemeKind::Standard, &[&secret]));
+    settings
+        .worker
+        .providers
+        .insert("mock".into(), mock_openai(mock));
+    settings.worker.pipelines = vec![pipeline("triage", "mock", USER)];
+    (settings, secret)
+}
+
+/// Sends a signed ticket; returns the message id of the 202.
+async fn send(ingest: &IngestHandle, secret: &str, event_id: &str, text: &str) -> String {
+    let body = webhook::ticket(event_id, text);
+    let response = webhook::standard_request(
+        &reqwest::Client::new(),
+        &ingest.hook_url("support"),
+        secret,
+        event_id,
+        &body,
+    )
+    .send()
+    .await
+    .expect("ingest answers");
+    assert_eq!(response.status(), 202);
+    let json: Value = response.json().await.expect("a JSON body");
+    json["id"].as_str().expect("an id").to_owned()
+}
+
+/// `GET path` → (status code, JSON body).
+async fn get(ingest: &IngestHandle, path: &str) -> (u16, Value) {
+    let response = reqwest::get(ingest.url(path))
+        .await
+        .expect("ingest answers");
+    let code = response.status().as_u16();
+    (code, response.json().await.expect("a JSON body"))
+}
+
+/// Polls `GET /events/{id}` every 20 ms until its state is `state`; returns
+/// the body. Panics with the last body seen after `deadline`.
+async fn wait_for_state(ingest: &IngestHandle, id: &str, state: &str, deadline: Duration) -> Value {
+    let path = format!("/events/{id}");
+    let start = tokio::time::Instant::now();
+    loop {
+        let (code, body) = get(ingest, &path).await;
+        if code == 200 && body["state"] == state {
+            return body;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "not {state} within {deadline:?}: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_event_moves_to_done_with_its_summary() {
+    let env = TestEnv::new().await;
+    let mock = MockAi::start(MockConfig::default()).await;
+    let (settings, secret) = settings(&env, &mock, 3);
+    let ingest = IngestHandle::start(settings.clone()).await;
+
+    let id = send(&ingest, &secret, "tkt-1", "my order arrived broken").await;
+    let (code, accepted) = get(&ingest, &format!("/events/{id}")).await;
+    assert_eq!(code, 200, "{accepted}");
+    assert_eq!(accepted["state"], "accepted", "no worker yet: {accepted}");
+    assert_eq!(accepted["id"], id.as_str());
+    assert_eq!(accepted["source"], "support");
+    assert_eq!(accepted["event_id"], "tkt-1");
+    assert!(accepted["accepted_at"].is_string());
+    let (code, by_event) = get(&ingest, "/events/support/tkt-1").await;
+    assert_eq!(code, 200);
+    assert_eq!(by_event["id"], id.as_str(), "found by source and event id");
+
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let done = wait_for_state(&ingest, &id, "done", Duration::from_secs(15)).await;
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert!(done["completed_at"].is_string());
+    let pipelines = done["pipelines"].as_array().expect("pipelines");
+    assert_eq!(pipelines.len(), 1, "{done}");
+    let triage = &pipelines[0];
+    assert_eq!(triage["pipeline"], "triage");
+    assert_eq!(triage["provider"], "mock");
+    assert_eq!(triage["model"], "gpt-4o-mini");
+    assert_eq!(triage["output_json"]["sentiment"], "negative", "{triage}");
+    assert!(triage["completed_at"].is_string());
+    let text = done.to_string();
+    assert!(
+        !text.contains("ada@example.com") && !text.contains(&secret),
+        "no payload or secret in the status: {text}"
+    );
+    worker.stop().await.expect("the worker stops cleanly");
+    ingest.stop().await.expect("ingest stops cleanly");
+    mock.stop().await.ok();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_event_shows_retrying_with_its_attempt_then_dead_with_its_reason() {
+    let env = TestEnv::new().await;
+    let mock = MockAi::start(MockConfig {
+        fail_marker: Some("FAIL-ALWAYS".into()),
+        ..MockConfig::default()
+    })
+    .await;
+    let (settings, secret) = settings(&env, &mock, 3);
+    let ingest = IngestHandle::start(settings.clone()).await;
+    let worker = WorkerHandle::start_consuming(settings).await;
+
+    let id = send(&ingest, &secret, "tkt-doomed", "FAIL-ALWAYS please").await;
+    // Attempt 2 waits in the 1 s retry tier: plenty of time to see it.
+    let retrying = wait_for_state(&ingest, &id, "retrying", Duration::from_secs(10)).await;
+    let attempt = retrying["attempt"].as_u64().expect("attempt");
+    assert!((1..=2).contains(&attempt), "{retrying}");
+    let next = retrying["next_attempt_at"]
+        .as_str()
+        .expect("next_attempt_at");
+    humantime::parse_rfc3339(next).expect("an RFC 3339 time");
+
+    let dead = wait_for_state(&ingest, &id, "dead", Duration::from_secs(15)).await;
+    assert_eq!(dead["class"], "exhausted", "{dead}");
+    assert_eq!(dead["reason"], "ai_http_500");
+    assert_eq!(dead["stage"], "ai");
+    assert_eq!(dead["pipeline"], "triage");
+    assert_eq!(dead["attempts"], 3);
+    assert!(dead["error"].as_str().unwrap().contains("500"), "{dead}");
+    assert!(dead["pipelines"].as_array().unwrap().is_empty());
+    worker.stop().await.expect("the worker stops cleanly");
+    ingest.stop().await.expect("ingest stops cleanly");
+    mock.stop().await.ok();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_are_404_with_a_json_error() {
+    let env = TestEnv::new().await;
+    let mock = MockAi::start(MockConfig::default()).await;
+    let (settings, _secret) = settings(&env, &mock, 3);
+    let ingest = IngestHandle::start(settings).await;
+    for path in [
+        format!("/events/{}", ulid::Ulid::new()),
+        "/events/not-an-id".to_owned(),
+        "/events/support/never-sent".to_owned(),
+        "/events/nosuchsource/x".to_owned(),
+    ] {
+        let (code, body) = get(&ingest, &path).await;
+        assert_eq!(code, 404, "{path}");
+        assert!(
+            body["error"].as_str().unwrap().contains("unknown event"),
+            "{body}"
+        );
+    }
+    ingest.stop().await.expect("ingest stops cleanly");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_status_is_404() {
+    let env = TestEnv::new().await;
+    let mock = MockAi::start(MockConfig::default()).await;
+    let (mut settings, secret) = settings(&env, &mock, 3);
+    settings.status.ttl = Duration::from_secs(1);
+    let ingest = IngestHandle::start(settings).await;
+    let id = send(&ingest, &secret, "tkt-short", "hello").await;
+    let (code, body) = get(&ingest, &format!("/events/{id}")).await;
+    assert_eq!((code, &body["state"]), (200, &Value::from("accepted")));
+    wait_until(Duration::from_secs(5), || async {
+        get(&ingest, &format!("/events/{id}")).await.0 == 404
+    })
+    .await;
+    ingest.stop().await.expect("ingest stops cleanly");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_never_goes_backwards() {
+    let env = TestEnv::new().await;
+    let statuses = Statuses::new(
+        env.redis(),
+        env.topology(),
+        env.settings.status.clone(),
+        Duration::from_secs(2),
+    );
+    let mut meta = event("support", "ticket.created");
+    let write = |attempt: u32, state: EventState| Update {
+        event: &meta,
+        attempt,
+        state,
+        pipelines: Vec::new(),
+    };
+    let processing = |attempt| EventState::Processing {
+        attempt,
+        started_at: now_rfc3339(),
+    };
+    let retrying = |attempt| EventState::Retrying {
+        attempt,
+        next_attempt_at: now_rfc3339(),
+    };
+    let done = EventState::Done {
+        attempts: 2,
+        completed_at: now_rfc3339(),
+    };
+    let accepted = EventState::Accepted {
+        accepted_at: now_rfc3339(),
+    };
+    // A worker got there before ingest's `accepted`.
+    assert!(statuses.record(&write(1, processing(1))).await.unwrap());
+    assert!(!statuses.record(&write(0, accepted)).await.unwrap());
+    // A limiter deferral: retrying and processing again within one attempt.
+    assert!(statuses.record(&write(1, retrying(0))).await.unwrap());
+    assert!(statuses.record(&write(1, processing(1))).await.unwrap());
+    assert!(statuses.record(&write(1, retrying(1))).await.unwrap());
+    // The retry copy started on another worker before... then a late write.
+    assert!(statuses.record(&write(2, processing(2))).await.unwrap());
+    assert!(!statuses.record(&write(1, retrying(1))).await.unwrap());
+    assert!(statuses.record(&write(2, done.clone())).await.unwrap());
+    // A late redelivered copy of the same attempt, and a second final write.
+    assert!(!statuses.record(&write(2, processing(2))).await.unwrap());
+    assert!(!statuses.record(&write(2, done.clone())).await.unwrap());
+    let status = statuses.get(&meta.message_id).await.unwrap().unwrap();
+    assert_eq!(status.state, done);
+    // A DLQ replay starts over, and may leave a final state.
+    meta.replays = 1;
+    let replayed = Update {
+        event: &meta,
+        attempt: 1,
+        state: processing(1),
+        pipelines: Vec::new(),
+    };
+    assert!(statuses.record(&replayed).await.unwrap());
+    let status = statuses.get(&meta.message_id).await.unwrap().unwrap();
+    assert_eq!(status.replays, 1);
+    assert!(matches!(status.state, EventState::Processing { .. }));
+    env.cleanup().await;
+}

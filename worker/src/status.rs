@@ -1,0 +1,122 @@
+//! What the worker records of an event's progress for `GET /events/{id}`
+//! (`hookfleet_common::redis::status`): `processing` when a job starts, then
+//! `retrying`, `dead` or `done` once `consumer.rs` has settled the delivery.
+//!
+//! Only settled outcomes are recorded: a delivery returned to the queue (its
+//! retry or dead letter could not be published) stays `processing` until its
+//! copy runs. A failed write is logged and counted
+//! (`worker_status_write_failures_total`) and never changes what happens to the
+//! job. Messages without our headers have no status: ingest never gave out
+//! their id.
+
+use std::time::{Duration, SystemTime};
+
+use hookfleet_common::message::{EventMeta, now_rfc3339};
+use hookfleet_common::redis::status::{EventState, PipelineSummary, Update, truncate};
+use hookfleet_common::telemetry::error_chain;
+use lapin::BasicProperties;
+
+use crate::job::{Decision, JobContext};
+use crate::outcome::Outcome;
+use crate::sinks::JobResult;
+
+/// Longest error detail kept in a `dead` status.
+const MAX_ERROR_BYTES: usize = 500;
+
+/// Records that a job for this delivery starts.
+pub async fn started(ctx: &JobContext, properties: &BasicProperties) {
+    if !ctx.statuses.enabled() {
+        return;
+    }
+    let Some(meta) = EventMeta::from_properties(properties) else {
+        return;
+    };
+    let attempt = meta.attempt.saturating_add(1);
+    let state = EventState::Processing {
+        attempt,
+        started_at: now_rfc3339(),
+    };
+    record(ctx, &meta, attempt, state, Vec::new()).await;
+}
+
+/// Records a settled decision. `next_in` is the retry tier's delay, for a retry.
+pub async fn settled(ctx: &JobContext, decision: &Decision, next_in: Option<Duration>) {
+    if !ctx.statuses.enabled() {
+        return;
+    }
+    let Some(meta) = &decision.meta else {
+        return;
+    };
+    let limit = ctx.statuses.max_output_bytes();
+    let pipelines = decision.results.iter().map(|r| summary(r, limit)).collect();
+    let state = match &decision.outcome {
+        Outcome::Ack => EventState::Done {
+            attempts: decision.attempt,
+            completed_at: now_rfc3339(),
+        },
+        Outcome::Retry { after } => EventState::Retrying {
+            attempt: decision.attempt,
+            next_attempt_at: humantime::format_rfc3339_millis(
+                SystemTime::now() + next_in.unwrap_or(*after),
+            )
+            .to_string(),
+        },
+        Outcome::DeadLetter {
+            reason,
+            detail,
+            class,
+            stage,
+        } => EventState::Dead {
+            class: class.as_str().to_owned(),
+            reason: reason.clone(),
+            stage: stage.as_str().to_owned(),
+            pipeline: decision.pipeline.clone(),
+            error: truncate(detail, MAX_ERROR_BYTES).to_owned(),
+            attempts: decision.attempt,
+            failed_at: now_rfc3339(),
+        },
+    };
+    // The rank is the attempt this run made, whether or not it was counted.
+    let attempt = meta.attempt.saturating_add(1);
+    record(ctx, meta, attempt, state, pipelines).await;
+}
+
+fn summary(result: &JobResult, limit: usize) -> PipelineSummary {
+    PipelineSummary {
+        pipeline: result.pipeline.clone(),
+        provider: result.provider.clone(),
+        model: result.model.clone(),
+        fallback: result.fallback,
+        cached: result.cached,
+        output_json: None,
+        output: None,
+        truncated: false,
+        completed_at: result.completed_at.clone(),
+    }
+    .with_output(&result.output, result.output_json.as_ref(), limit)
+}
+
+async fn record(
+    ctx: &JobContext,
+    meta: &EventMeta,
+    attempt: u32,
+    state: EventState,
+    pipelines: Vec<PipelineSummary>,
+) {
+    let update = Update {
+        event: meta,
+        attempt,
+        state,
+        pipelines,
+    };
+    match ctx.statuses.record(&update).await {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!(message_id = %meta.message_id,
+            "A later status is already recorded; this one is dropped."),
+        Err(e) => {
+            ctx.metrics.status_write_failures.inc();
+            tracing::warn!(message_id = %meta.message_id, error = %error_chain(&e),
+                "Cannot record the event's status.");
+        }
+    }
+}
