@@ -1,6 +1,7 @@
 //! Broker faults: a worker whose RabbitMQ connection is cut and restored carries
-//! on — reconnects, consumes again — and every job still ends as exactly one
-//! result, including the ones in flight at the cut.
+//! on — reconnects, consumes again — and every job still ends with its result,
+//! including the ones in flight at the cut; a second result only where the cut
+//! swallowed the confirm of a result the broker had stored.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -25,7 +26,8 @@ async fn a_worker_survives_its_broker_connection_being_cut_and_handles_every_job
     let proxy = Proxy::start("127.0.0.1:5672".parse().expect("address")).await;
     let mut settings = worker_settings(&env, 5);
     settings.amqp.url = proxy.amqp_url();
-    settings.worker.concurrency = 4;
+    let concurrency = 4u16;
+    settings.worker.concurrency = concurrency;
     settings
         .worker
         .providers
@@ -90,8 +92,21 @@ async fn a_worker_survives_its_broker_connection_being_cut_and_handles_every_job
                 .to_owned()
         })
         .collect();
-    assert_eq!(result_ids.len() as u64, n, "exactly one result per job");
-    assert_eq!(result_ids.into_iter().collect::<BTreeSet<_>>(), ids);
+    // Every job has its result. A second result is possible for one job only:
+    // one whose result the broker stored just as the cut lost its confirm — the
+    // worker cannot know it was stored, so the redelivered copy publishes again
+    // (results carry the message id for consumers to dedupe). Such a job was in
+    // flight at the cut, so at most `concurrency` of them.
+    let distinct: BTreeSet<String> = result_ids.iter().cloned().collect();
+    assert_eq!(distinct, ids, "every job has a result");
+    let extra = result_ids.len() as u64 - n;
+    assert!(
+        extra <= u64::from(concurrency),
+        "{extra} duplicate results; only jobs in flight at the cut may repeat"
+    );
+    if extra > 0 {
+        eprintln!("{extra} result(s) repeated: their confirms were lost in the cut");
+    }
     assert!(env.drain(&topology.dead_queue()).await.is_empty());
     assert!(metrics.broker_reconnects.get() >= 1);
     jobs.close().await;

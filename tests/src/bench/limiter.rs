@@ -94,8 +94,9 @@ fn ticket(i: u64) -> String {
 
 /// Tokens of one request as the mock and the limiter count them.
 fn tokens_per_request() -> u32 {
-    // The bench pipeline's user template, rendered for `ticket(_)` and "Ada".
-    let user = format!("Ticket from Ada: {}", ticket(0));
+    // The bench pipeline's user template, rendered for `ticket(_)`, "Ada" and a
+    // message id (a ULID: always 26 characters).
+    let user = format!("Ticket {} from Ada: {}", "0".repeat(26), ticket(0));
     estimate_tokens(SYSTEM.chars().count() + user.chars().count()) + MAX_TOKENS
 }
 

@@ -145,7 +145,7 @@ temperature = 0.0
 max_tokens = 128
 response_format = "json"
 system = "You triage support tickets. Answer in JSON."
-user = "Ticket from {{{{ payload.customer.name }}}}: {{{{ payload.ticket.body }}}}"
+user = "Ticket {{{{ meta.message_id }}}} from {{{{ payload.customer.name }}}}: {{{{ payload.ticket.body }}}}"
 "#,
         ns = env.namespace,
         url = amqp.url,
