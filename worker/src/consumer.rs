@@ -132,6 +132,9 @@ struct Settler {
     topology: Topology,
     requeue_delay: Duration,
     stopping: CancellationToken,
+    /// The jobs' tracker: status writes left running after a job's ack are
+    /// waited for at shutdown too.
+    tracker: TaskTracker,
 }
 
 impl Consumer {
@@ -168,6 +171,7 @@ impl Consumer {
             topology: self.topology.clone(),
             requeue_delay: self.config.requeue_delay,
             stopping: token.clone(),
+            tracker: tracker.clone(),
         };
         let mut backoff = self.backoff();
         let mut connected_before = false;
@@ -448,7 +452,10 @@ impl Settler {
                 Outcome::Retry { after } => Some(self.topology.retry_queue_for(*after).1),
                 _ => None,
             };
-            status::settled(&self.ctx, &decision, next_in).await;
+            // Off the job's slot: the status is for people, the ack is done.
+            let ctx = Arc::clone(&self.ctx);
+            self.tracker
+                .spawn(async move { status::settled(&ctx, &decision, next_in).await });
         } else {
             self.requeue(delivery).await;
         }

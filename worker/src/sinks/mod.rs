@@ -14,7 +14,9 @@
 //! duplicates the chat escalation. What remains is at-least-once: a crash between
 //! a sink's 2xx and its marker repeats that sink, which its stable `webhook-id`
 //! lets the receiver recognise. With Redis unavailable the marker check is
-//! skipped (fail-open, counted in `worker_markers_unavailable_total`).
+//! skipped (fail-open, counted in `worker_markers_unavailable_total`). A
+//! pipeline with a single sink keeps no sink marker: the pipeline's done marker
+//! (`job.rs`) already records that delivery.
 
 pub mod amqp;
 pub mod http;
@@ -179,10 +181,28 @@ pub async fn deliver_all(
     delivery: &Delivery<'_>,
     sent: &SentMarkers<'_>,
 ) -> Vec<SinkError> {
+    if let [only] = sinks {
+        // One sink: the pipeline's done marker already stands for its delivery
+        // (a retry only follows its failure), so two Redis round trips per job
+        // are saved.
+        return match deliver_unmarked(only, delivery).await {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![e],
+        };
+    }
     let results =
         futures::future::join_all(sinks.iter().map(|sink| deliver_once(sink, delivery, sent)))
             .await;
     results.into_iter().filter_map(Result::err).collect()
+}
+
+/// One sink, when it wants the result, without a delivery marker.
+async fn deliver_unmarked(sink: &Sink, delivery: &Delivery<'_>) -> Result<(), SinkError> {
+    if !sink.wanted(delivery)? {
+        tracing::debug!(message_id = %delivery.result.message_id, sink = sink.name(), "Sink condition is false; skipped.");
+        return Ok(());
+    }
+    sink.deliver(delivery).await
 }
 
 /// One sink, at most once per message (module docs).
