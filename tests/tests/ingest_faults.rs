@@ -295,19 +295,22 @@ async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm()
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let dir = std::env::temp_dir().join(format!("hf-{}", env.namespace));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when dropped, also when the test panics.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("hf-{}-", env.namespace))
+        .tempdir()
+        .unwrap();
     let secret = webhook::standard_secret();
-    std::fs::write(dir.join("secret"), &secret).unwrap();
+    std::fs::write(dir.path().join("secret"), &secret).unwrap();
     let config = format!(
         "namespace = \"{ns}\"\n[amqp]\nqueue_expires = \"10m\"\nretry_tiers = [\"200ms\", \"1s\"]\n[ingest]\nlisten = \"127.0.0.1:{port}\"\ndrain_delay = \"100ms\"\n[ingest.sources.std]\nscheme = \"standard\"\nsecrets = [{{ secret_file = \"{secret}\" }}]\n",
         ns = env.namespace,
-        secret = dir.join("secret").display(),
+        secret = dir.path().join("secret").display(),
     );
-    std::fs::write(dir.join("hookfleet.toml"), config).unwrap();
+    std::fs::write(dir.path().join("hookfleet.toml"), config).unwrap();
     let child = tokio::process::Command::new(binary)
         .arg("--config")
-        .arg(dir.join("hookfleet.toml"))
+        .arg(dir.path().join("hookfleet.toml"))
         .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -357,7 +360,6 @@ async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm()
     }
     let key_part = secret.trim_start_matches("whsec_");
     assert!(!logs.contains(key_part), "logs contain the secret");
-    std::fs::remove_dir_all(&dir).ok();
     env.cleanup().await;
 }
 

@@ -362,9 +362,12 @@ async fn a_killed_flight_leader_is_taken_over_when_its_lock_expires() {
         .local_addr()
         .unwrap()
         .port();
-    let dir = std::env::temp_dir().join(format!("hf-{}", env.namespace));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("api-key"), "sk-test").unwrap();
+    // Removed when dropped, also when the test panics.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("hf-{}-", env.namespace))
+        .tempdir()
+        .unwrap();
+    std::fs::write(dir.path().join("api-key"), "sk-test").unwrap();
     // The same pipeline as `pipeline("triage", "mock", USER)` below, so both
     // workers compute the same cache key.
     let config = format!(
@@ -402,17 +405,17 @@ cache = {{ lease = "1s" }}
 "#,
         ns = env.namespace,
         base = mock.base_url(),
-        key = dir.join("api-key").display(),
+        key = dir.path().join("api-key").display(),
     );
-    let path = dir.join("hookfleet.toml");
+    let path = dir.path().join("hookfleet.toml");
     std::fs::write(&path, config).unwrap();
     let mut leader =
         tokio::process::Command::new(hookfleet_tests::spawn::binary("hookfleet-worker"))
             .arg("--config")
             .arg(&path)
             .arg("run")
-            .stdout(std::fs::File::create(dir.join("worker.log")).unwrap())
-            .stderr(std::fs::File::create(dir.join("worker.err")).unwrap())
+            .stdout(std::fs::File::create(dir.path().join("worker.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("worker.err")).unwrap())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -500,6 +503,5 @@ cache = {{ lease = "1s" }}
     follower.stop().await.unwrap();
     jobs.close().await;
     drop(mock);
-    std::fs::remove_dir_all(&dir).unwrap();
     env.cleanup().await;
 }

@@ -142,8 +142,11 @@ async fn the_worker_binary_finishes_a_slow_call_and_exits_zero_on_sigterm() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let dir = std::env::temp_dir().join(format!("hf-{}", env.namespace));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when dropped, also when the test panics.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("hf-{}-", env.namespace))
+        .tempdir()
+        .unwrap();
     let config = format!(
         r#"namespace = "{ns}"
 [amqp]
@@ -167,10 +170,10 @@ user = "Ticket: {{{{ payload.ticket.body }}}}"
         ns = env.namespace,
         base = mock.base_url(),
     );
-    std::fs::write(dir.join("hookfleet.toml"), config).unwrap();
+    std::fs::write(dir.path().join("hookfleet.toml"), config).unwrap();
     let child = tokio::process::Command::new(hookfleet_tests::spawn::binary("hookfleet-worker"))
         .args(["run", "--config"])
-        .arg(dir.join("hookfleet.toml"))
+        .arg(dir.path().join("hookfleet.toml"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -226,6 +229,5 @@ user = "Ticket: {{{{ payload.ticket.body }}}}"
     );
     assert_eq!(env.ready_count(&env.topology().jobs_queue()).await, 0);
     jobs.close().await;
-    std::fs::remove_dir_all(&dir).ok();
     env.cleanup().await;
 }
