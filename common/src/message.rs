@@ -135,15 +135,20 @@ impl EventMeta {
 /// `{source}.{event_type}`.
 pub fn routing_key(source: &str, event_type: &str) -> String {
     // AMQP short strings hold 255 bytes; cut on a char boundary rather than fail.
-    let mut key = format!("{source}.{event_type}");
-    if key.len() > 255 {
-        let mut end = 255;
-        while !key.is_char_boundary(end) {
-            end -= 1;
-        }
-        key.truncate(end);
+    truncate(&format!("{source}.{event_type}"), 255).to_owned()
+}
+
+/// `text` cut to at most `limit` bytes, on a character boundary: for header
+/// values, error details and stored summaries that must stay bounded.
+pub fn truncate(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
     }
-    key
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Sets a string header.

@@ -11,8 +11,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use hookfleet_common::message::truncate;
 use hookfleet_common::message::{EventMeta, now_rfc3339};
-use hookfleet_common::redis::status::{EventState, PipelineSummary, Update, truncate};
+use hookfleet_common::redis::status::{EventState, PipelineSummary, Update};
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
 

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::shared::SharedConnection;
 use super::{RedisError, redis};
 use crate::config::StatusConfig;
-use crate::message::EventMeta;
+use crate::message::{EventMeta, truncate};
 use crate::topology::Topology;
 
 /// Writes the state if its rank is not lower than the stored one (module docs).
@@ -203,18 +203,6 @@ impl PipelineSummary {
         self.output_json = None;
         self
     }
-}
-
-/// `text` cut to at most `limit` bytes, on a character boundary.
-pub fn truncate(text: &str, limit: usize) -> &str {
-    if text.len() <= limit {
-        return text;
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// One status write.

@@ -277,14 +277,11 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 /// The start of `text`, at most `max` bytes, cut on a char boundary.
 pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
+    let cut = hookfleet_common::message::truncate(text, max);
+    if cut.len() == text.len() {
         return text.to_owned();
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    format!("{cut}…")
 }
 
 #[cfg(test)]
