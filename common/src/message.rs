@@ -24,6 +24,9 @@ pub const ATTEMPT: &str = "hf-attempt";
 pub const REPLAYS: &str = "hf-replays";
 /// Header: the routing key the event was first published with.
 pub const ROUTING_KEY: &str = "hf-routing-key";
+/// Header: the request's `Content-Type` when it is too long for the AMQP
+/// `content-type` property (a short string of 255 bytes); carried, not refused.
+pub const CONTENT_TYPE: &str = "hf-content-type";
 /// Header: W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 /// Prefix of forwarded provider headers (`hf-h-x-github-hook-id`).
@@ -94,7 +97,16 @@ impl EventMeta {
             .with_delivery_mode(2)
             .with_headers(headers);
         if let Some(ct) = &self.content_type {
-            props = props.with_content_type(ct.as_str().into());
+            match ShortString::try_new(ct.as_str()) {
+                Ok(short) => props = props.with_content_type(short),
+                // Too long for the property: a long-string header holds it instead,
+                // so a correctly signed request is never lost over its content type.
+                Err(_) => {
+                    let mut headers = props.headers().clone().unwrap_or_default();
+                    put_str(&mut headers, CONTENT_TYPE, ct);
+                    props = props.with_headers(headers);
+                }
+            }
         }
         props
     }
@@ -123,7 +135,11 @@ impl EventMeta {
             event_type: get(EVENT_TYPE).unwrap_or_else(|| "unknown".into()),
             event_id: get(EVENT_ID),
             received_at: get(RECEIVED_AT).unwrap_or_default(),
-            content_type: props.content_type().as_ref().map(ToString::to_string),
+            content_type: props
+                .content_type()
+                .as_ref()
+                .map(ToString::to_string)
+                .or_else(|| get(CONTENT_TYPE)),
             traceparent: get(TRACEPARENT),
             forwarded,
             attempt: headers.and_then(|h| header_u32(h, ATTEMPT)).unwrap_or(0),
@@ -151,9 +167,12 @@ pub fn truncate(text: &str, limit: usize) -> &str {
     &text[..end]
 }
 
-/// Sets a string header.
+/// Sets a string header. A name over 255 bytes cannot be an AMQP table key and
+/// is skipped (callers' names are constants or checked when the config loads).
 pub fn put_str(headers: &mut FieldTable, name: &str, value: &str) {
-    headers.insert(ShortString::from(name), AMQPValue::LongString(value.into()));
+    if let Ok(name) = ShortString::try_new(name) {
+        headers.insert(name, AMQPValue::LongString(value.into()));
+    }
 }
 
 /// A header as a string, whatever string or number type it was sent as.
@@ -219,6 +238,32 @@ mod tests {
         let props = meta.to_properties();
         assert_eq!(props.delivery_mode(), &Some(2));
         assert_eq!(EventMeta::from_properties(&props), Some(meta));
+    }
+
+    #[test]
+    fn a_content_type_too_long_for_the_property_travels_in_a_header() {
+        let meta = EventMeta {
+            message_id: ulid::Ulid::new().to_string(),
+            source: "std".into(),
+            event_type: "unknown".into(),
+            event_id: None,
+            received_at: now_rfc3339(),
+            content_type: Some(format!("application/json; x={}", "a".repeat(300))),
+            traceparent: None,
+            forwarded: vec![("x-long".into(), "v".repeat(1000))],
+            attempt: 0,
+            replays: 0,
+        };
+        let props = meta.to_properties();
+        assert_eq!(props.content_type(), &None);
+        assert_eq!(EventMeta::from_properties(&props), Some(meta));
+    }
+
+    #[test]
+    fn a_header_name_too_long_for_a_table_key_is_skipped_not_a_panic() {
+        let mut headers = FieldTable::default();
+        put_str(&mut headers, &"n".repeat(256), "v");
+        assert!(headers.inner().is_empty());
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl Vector {
             allow_ips: Vec::new(),
             rate_limit: None,
             forward_headers: Vec::new(),
+            dedup_body: None,
         };
         Verifier::from_config(&source)
             .unwrap_or_else(|e| panic!("{}: cannot build a verifier: {e}", self.name))

@@ -51,7 +51,22 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Cancelled when shutdown begins.
     pub stopping: CancellationToken,
+    /// The longest a publish may take (connect, then confirm); a pending dedup
+    /// claim lives [`PENDING_MARGIN`] longer.
+    pub publish_deadline: Duration,
+    /// Test-only: runs inside the publish task after the claim (feature
+    /// `test-hooks`; never compiled into a release build of the binary alone).
+    #[cfg(feature = "test-hooks")]
+    pub before_publish: Option<BeforePublish>,
 }
+
+/// How much longer than the publish deadline a pending dedup claim lives, so it
+/// never expires under a publish still in flight.
+pub const PENDING_MARGIN: Duration = Duration::from_secs(2);
+
+/// A test hook run before each publish.
+#[cfg(feature = "test-hooks")]
+pub type BeforePublish = Arc<dyn Fn(&hookfleet_common::message::EventMeta) + Send + Sync>;
 
 impl AppState {
     /// Whether shutdown has begun.
@@ -83,10 +98,12 @@ impl Application {
             tracing::warn!(error = %hookfleet_common::telemetry::error_chain(&e), "RabbitMQ unavailable at start; will keep trying.");
         }
         let redis = hredis::pool(&settings.redis).context("cannot set up the Redis pool")?;
+        let publish_deadline = settings.amqp.connect_timeout + settings.amqp.confirm_timeout;
         let dedupe = Dedupe::new(
             redis.clone(),
             topology.clone(),
             settings.ingest.dedup_ttl,
+            publish_deadline + PENDING_MARGIN,
             settings.redis.timeout,
         );
         let statuses = Statuses::new(
@@ -110,6 +127,9 @@ impl Application {
             config: settings.ingest.clone(),
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            publish_deadline,
+            #[cfg(feature = "test-hooks")]
+            before_publish: None,
         });
         Ok(Self { listener, state })
     }
@@ -117,6 +137,14 @@ impl Application {
     /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Test-only: runs `hook` inside every publish task, after the claim.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_before_publish(&mut self, hook: BeforePublish) {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.before_publish = Some(hook);
+        }
     }
 
     /// The metrics registry, for tests.

@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use hookfleet_common::signature::SignatureError;
 use hookfleet_common::telemetry::error_chain;
 
+use crate::source::EventIdError;
+
 /// Why a webhook request was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -43,9 +45,25 @@ pub enum IngestError {
     /// The source requires JSON and the body is not JSON.
     #[error("body is not valid JSON")]
     NotJson(#[source] serde_json::Error),
-    /// The event id the source's config points at is missing.
-    #[error("event id not found ({0})")]
-    MissingEventId(String),
+    /// The event id the source's config points at is missing, too long or not text.
+    #[error(transparent)]
+    EventId(#[from] EventIdError),
+    /// Another copy of this event is being published and its outcome is not known
+    /// yet: 409 with `Retry-After`, never a 2xx the first copy might not earn.
+    #[error("this event is being accepted by another request; retry shortly")]
+    InProgress {
+        /// Sent as `Retry-After`.
+        retry_after: Duration,
+    },
+    /// A header copied onto the message (`Content-Type`, `traceparent`, a
+    /// `forward_headers` one) is longer than the limit.
+    #[error("header {name} is longer than the limit of {limit} bytes")]
+    CarriedHeaderTooLong {
+        /// The header, in lower case.
+        name: String,
+        /// The limit.
+        limit: usize,
+    },
     /// `GET /events/…`: no status for that id (never accepted, or expired).
     #[error("unknown event (never accepted, or its status expired)")]
     UnknownEvent,
@@ -73,7 +91,11 @@ impl IngestError {
             Self::Signature(e) if e.is_malformed() => "malformed_signature",
             Self::Signature(_) => "bad_signature",
             Self::NotJson(_) => "not_json",
-            Self::MissingEventId(_) => "missing_event_id",
+            Self::EventId(EventIdError::Missing(_)) => "missing_event_id",
+            Self::EventId(EventIdError::TooLong(_)) => "event_id_too_long",
+            Self::EventId(EventIdError::Invalid(_)) => "bad_event_id",
+            Self::InProgress { .. } => "in_progress",
+            Self::CarriedHeaderTooLong { .. } => "header_too_long",
             Self::UnknownEvent => "unknown_event",
             Self::Unavailable { .. } => "unavailable",
         }
@@ -87,18 +109,18 @@ impl IngestError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Signature(e) if e.is_malformed() => StatusCode::BAD_REQUEST,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
-            Self::BodyRead(_) | Self::NotJson(_) | Self::MissingEventId(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BodyRead(_) | Self::NotJson(_) | Self::EventId(_) => StatusCode::BAD_REQUEST,
+            Self::InProgress { .. } => StatusCode::CONFLICT,
+            Self::CarriedHeaderTooLong { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::RateLimited { retry_after }
+            | Self::InProgress { retry_after }
+            | Self::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -8,9 +8,28 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hookfleet_common::config::{FieldSource, SchemeKind, SourceConfig};
-use hookfleet_common::signature::{SignatureError, Verifier};
+use hookfleet_common::signature::{SignatureError, Verifier, standard};
 use http::HeaderMap;
 use ipnet::IpNet;
+
+/// The longest event id accepted, in bytes: it becomes part of a Redis key and
+/// an AMQP header. Longer ids are refused (400) rather than cut, since two ids
+/// sharing a prefix are different events.
+pub const MAX_EVENT_ID_BYTES: usize = 256;
+
+/// Why a request's event id cannot be used (all answered 400).
+#[derive(Debug, thiserror::Error)]
+pub enum EventIdError {
+    /// The source expects an id and the request has none there.
+    #[error("event id not found ({0})")]
+    Missing(String),
+    /// The id is longer than [`MAX_EVENT_ID_BYTES`].
+    #[error("event id ({0}) is longer than the limit of {MAX_EVENT_ID_BYTES} bytes")]
+    TooLong(String),
+    /// The id is not text, or holds control characters.
+    #[error("event id ({0}) must be visible text without control characters")]
+    Invalid(String),
+}
 
 /// One source, ready to check requests.
 pub struct Source {
@@ -24,6 +43,9 @@ pub struct Source {
     allowed: Vec<IpNet>,
     event_id: Option<FieldSource>,
     event_type: Option<FieldSource>,
+    /// Standard Webhooks' default id: `webhook-id`, or `svix-id` for a request
+    /// signed with Svix's header names (the same header the signature covers).
+    svix_names: bool,
 }
 
 impl Source {
@@ -43,6 +65,7 @@ impl Source {
             allowed: config.allowed_networks(),
             event_id: config.event_id_source(),
             event_type: config.event_type_source(),
+            svix_names: config.scheme == SchemeKind::Standard && config.event_id.is_none(),
             config: config.clone(),
         })
     }
@@ -71,17 +94,34 @@ impl Source {
     }
 
     /// The provider's event id: `Ok(None)` when the source has none configured,
-    /// `Err(where)` when it has one and the request lacks it.
+    /// an error naming where it was looked for when it is absent or unusable.
     pub fn event_id(
         &self,
         headers: &HeaderMap,
         json: Option<&serde_json::Value>,
-    ) -> Result<Option<String>, String> {
-        match &self.event_id {
-            None => Ok(None),
-            Some(field) => lookup(field, headers, json)
-                .map(Some)
-                .ok_or_else(|| describe(field)),
+    ) -> Result<Option<String>, EventIdError> {
+        let svix;
+        let field = match &self.event_id {
+            None => return Ok(None),
+            Some(_) if self.svix_names => {
+                svix = FieldSource::Header(standard::header_names(headers)[0].to_owned());
+                &svix
+            }
+            Some(field) => field,
+        };
+        let value = match read(field, headers, json) {
+            Err(()) => return Err(EventIdError::Invalid(describe(field))),
+            Ok(None) => return Err(EventIdError::Missing(describe(field))),
+            Ok(Some(value)) => value.trim().to_owned(),
+        };
+        if value.is_empty() {
+            Err(EventIdError::Missing(describe(field)))
+        } else if value.len() > MAX_EVENT_ID_BYTES {
+            Err(EventIdError::TooLong(describe(field)))
+        } else if value.chars().any(char::is_control) {
+            Err(EventIdError::Invalid(describe(field)))
+        } else {
+            Ok(Some(value))
         }
     }
 
@@ -89,28 +129,34 @@ impl Source {
     pub fn event_type(&self, headers: &HeaderMap, json: Option<&serde_json::Value>) -> String {
         self.event_type
             .as_ref()
-            .and_then(|field| lookup(field, headers, json))
+            .and_then(|field| read(field, headers, json).ok().flatten())
+            .map(|value| value.trim().to_owned())
+            // The type becomes a routing key: keep it short and sane.
+            .filter(|value| {
+                !value.is_empty() && value.len() <= 200 && !value.chars().any(char::is_control)
+            })
             .unwrap_or_else(|| "unknown".to_owned())
     }
 }
 
-fn lookup(
+/// The raw value of `field`: `Ok(None)` when absent, `Err` for a header that is
+/// not visible ASCII.
+fn read(
     field: &FieldSource,
     headers: &HeaderMap,
     json: Option<&serde_json::Value>,
-) -> Option<String> {
-    let value = match field {
-        FieldSource::Header(name) => headers.get(name.as_str())?.to_str().ok()?.to_owned(),
-        FieldSource::JsonPointer(pointer) => match json?.pointer(pointer)? {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => return None,
+) -> Result<Option<String>, ()> {
+    Ok(match field {
+        FieldSource::Header(name) => match headers.get(name.as_str()) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(drop)?.to_owned()),
         },
-    };
-    let value = value.trim().to_owned();
-    // Ids and types become Redis keys and routing keys: keep them short and sane.
-    (!value.is_empty() && value.len() <= 200 && !value.chars().any(char::is_control))
-        .then_some(value)
+        FieldSource::JsonPointer(pointer) => match json.and_then(|j| j.pointer(pointer)) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        },
+    })
 }
 
 fn describe(field: &FieldSource) -> String {

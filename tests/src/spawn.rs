@@ -24,6 +24,23 @@ impl IngestHandle {
         let app = hookfleet_ingest::Application::build(settings)
             .await
             .expect("ingest builds");
+        Self::run(app)
+    }
+
+    /// Starts ingest with `hook` run inside every publish task, after the dedup
+    /// claim (the `test-hooks` feature): a test can make the task fail or panic.
+    pub async fn start_with_before_publish(
+        settings: Settings,
+        hook: hookfleet_ingest::app::BeforePublish,
+    ) -> Self {
+        let mut app = hookfleet_ingest::Application::build(settings)
+            .await
+            .expect("ingest builds");
+        app.set_before_publish(hook);
+        Self::run(app)
+    }
+
+    fn run(app: hookfleet_ingest::Application) -> Self {
         let base_url = format!("http://127.0.0.1:{}", app.port());
         let metrics = app.metrics();
         let token = CancellationToken::new();

@@ -22,6 +22,7 @@ pub fn source(scheme: SchemeKind, secrets: &[&str]) -> SourceConfig {
         allow_ips: Vec::new(),
         rate_limit: None,
         forward_headers: Vec::new(),
+        dedup_body: None,
     }
 }
 

@@ -452,3 +452,318 @@ async fn a_broker_that_stops_confirming_gets_503_after_the_confirm_timeout() {
     ingest.stop().await.unwrap();
     env.cleanup().await;
 }
+
+/// The dedup key of `event_id` in source `source`, as ingest writes it.
+fn seen_key(env: &TestEnv, source: &str, event_id: &str) -> String {
+    env.topology().redis_key(&["seen", source, event_id])
+}
+
+async fn redis_get(env: &TestEnv, key: &str) -> Option<String> {
+    let mut cmd = hookfleet_common::redis::redis::cmd("GET");
+    cmd.arg(key);
+    hookfleet_common::redis::run(&env.redis(), Duration::from_secs(2), &cmd)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_content_type_too_long_for_amqp_is_carried_and_its_retry_lands_once() {
+    let env = TestEnv::new().await;
+    let secret = webhook::standard_secret();
+    let mut settings = env.settings.clone();
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let ingest = IngestHandle::start(settings).await;
+    let client = reqwest::Client::new();
+    let body = webhook::ticket("evt_ct", "x");
+    let long_type = format!("application/json; profile={}", "p".repeat(274));
+    assert_eq!(long_type.len(), 300);
+    let send = |content_type: &str| {
+        // `headers` replaces the helper's `application/json` (`header` would add a second).
+        let mut replace = reqwest::header::HeaderMap::new();
+        replace.insert("content-type", content_type.parse().unwrap());
+        webhook::standard_request(&client, &ingest.hook_url("std"), &secret, "msg_ct", &body)
+            .headers(replace)
+            .send()
+    };
+
+    let first = send(&long_type).await.unwrap();
+    assert_eq!(first.status(), 202, "{:?}", first.text().await);
+    let retry = send("application/json").await.unwrap();
+    assert_eq!(retry.status(), 200);
+    let answer: Value = retry.json().await.unwrap();
+    assert_eq!(answer["status"], "duplicate");
+
+    let jobs = env.topology().jobs_queue();
+    env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
+    let messages = env.drain(&jobs).await;
+    assert_eq!(messages.len(), 1, "exactly once");
+    let meta = EventMeta::from_properties(&messages[0].delivery.properties).unwrap();
+    assert_eq!(meta.content_type.as_deref(), Some(long_type.as_str()));
+    ingest.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_header_too_long_to_carry_is_refused_before_the_claim() {
+    let env = TestEnv::new().await;
+    let secret = webhook::standard_secret();
+    let mut settings = env.settings.clone();
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let ingest = IngestHandle::start(settings).await;
+    let client = reqwest::Client::new();
+    let body = webhook::ticket("evt_tp", "x");
+    let send =
+        || webhook::standard_request(&client, &ingest.hook_url("std"), &secret, "msg_tp", &body);
+
+    let refused = send()
+        .header("traceparent", "0".repeat(5000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 431);
+    let error: Value = refused.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("traceparent"),
+        "{error}"
+    );
+    assert_eq!(
+        redis_get(&env, &seen_key(&env, "std", "msg_tp")).await,
+        None
+    );
+    assert_eq!(send().send().await.unwrap().status(), 202);
+    ingest.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_panic_inside_the_publish_task_releases_the_claim() {
+    let env = TestEnv::new().await;
+    let secret = webhook::standard_secret();
+    let mut settings = env.settings.clone();
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let armed = Arc::new(AtomicBool::new(true));
+    let trigger = armed.clone();
+    let hook: hookfleet_ingest::app::BeforePublish = Arc::new(move |meta: &EventMeta| {
+        if meta.event_id.as_deref() == Some("msg_panic") && trigger.swap(false, Ordering::SeqCst) {
+            panic!("forced panic between claim and confirm");
+        }
+    });
+    let ingest = IngestHandle::start_with_before_publish(settings, hook).await;
+    let client = reqwest::Client::new();
+    let body = webhook::ticket("evt_panic", "x");
+    let send = || {
+        webhook::standard_request(
+            &client,
+            &ingest.hook_url("std"),
+            &secret,
+            "msg_panic",
+            &body,
+        )
+        .send()
+    };
+
+    let failed = send().await.unwrap();
+    assert_eq!(failed.status(), 503);
+    assert!(!armed.load(Ordering::SeqCst), "the hook panicked");
+    // Released by the guard, well before the pending claim (7 s here) could expire.
+    let key = seen_key(&env, "std", "msg_panic");
+    wait_until(Duration::from_secs(3), || async {
+        redis_get(&env, &key).await.is_none()
+    })
+    .await;
+    assert_eq!(send().await.unwrap().status(), 202, "the retry lands");
+    let jobs = env.topology().jobs_queue();
+    env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
+    assert_eq!(env.drain(&jobs).await.len(), 1);
+    ingest.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_copy_arriving_before_the_confirm_gets_409_and_after_it_200_duplicate() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let secret = webhook::standard_secret();
+    let mut settings = env.settings.clone();
+    settings.amqp.url = proxy.amqp_url();
+    settings.amqp.confirm_timeout = Duration::from_secs(2);
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let ingest = Arc::new(IngestHandle::start(settings).await);
+    let client = reqwest::Client::new();
+    let send = |id: &str| {
+        webhook::standard_request(
+            &client,
+            &ingest.hook_url("std"),
+            &secret,
+            id,
+            &webhook::ticket(id, "x"),
+        )
+        .send()
+    };
+    assert_eq!(send("before").await.unwrap().status(), 202);
+
+    for (id, confirmed) in [("held-ok", true), ("held-fails", false)] {
+        proxy.stall();
+        let first = tokio::spawn(send(id));
+        let key = seen_key(&env, "std", id);
+        wait_until(Duration::from_secs(2), || async {
+            redis_get(&env, &key)
+                .await
+                .is_some_and(|v| v.starts_with("pending:"))
+        })
+        .await;
+        let copy = send(id).await.unwrap();
+        assert_eq!(copy.status(), 409, "{id}: never 2xx before the confirm");
+        assert!(copy.headers().contains_key("retry-after"));
+        if confirmed {
+            proxy.unstall();
+        }
+        let first = first.await.unwrap().unwrap();
+        if confirmed {
+            assert_eq!(first.status(), 202, "{id}");
+            let duplicate = send(id).await.unwrap();
+            assert_eq!(duplicate.status(), 200, "{id}: after the confirm");
+            let answer: Value = duplicate.json().await.unwrap();
+            assert_eq!(answer["status"], "duplicate");
+        } else {
+            assert_eq!(first.status(), 503, "{id}: no confirm within 2 s");
+            proxy.unstall();
+            let retry = send(id).await.unwrap();
+            assert_eq!(retry.status(), 202, "{id}: the failed claim was released");
+        }
+    }
+    let jobs = env.topology().jobs_queue();
+    env.wait_for_count(&jobs, 3, Duration::from_secs(5)).await;
+    let landed = event_ids(&env.drain(&jobs).await);
+    let distinct: HashSet<&String> = landed.iter().collect();
+    assert_eq!(distinct.len(), 3, "{landed:?}");
+    assert_eq!(landed.iter().filter(|id| *id == "held-ok").count(), 1);
+    Arc::try_unwrap(ingest).ok().unwrap().stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_sigkilled_ingest_leaves_only_pending_claims_and_the_retries_all_land() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("hf-{}-", env.namespace))
+        .tempdir()
+        .unwrap();
+    let secret = webhook::standard_secret();
+    std::fs::write(dir.path().join("secret"), &secret).unwrap();
+    // connect 2 s + confirm 3 s + 2 s margin: pending claims live 7 s.
+    let config = format!(
+        "namespace = \"{ns}\"\n[amqp]\nurl = \"{amqp}\"\nconnect_timeout = \"2s\"\nconfirm_timeout = \"3s\"\nqueue_expires = \"10m\"\nretry_tiers = [\"200ms\", \"1s\"]\n[ingest]\nlisten = \"127.0.0.1:{port}\"\ndrain_delay = \"100ms\"\n[ingest.sources.std]\nscheme = \"standard\"\nsecrets = [{{ secret_file = \"{secret}\" }}]\n",
+        ns = env.namespace,
+        amqp = proxy.amqp_url(),
+        secret = dir.path().join("secret").display(),
+    );
+    std::fs::write(dir.path().join("hookfleet.toml"), config).unwrap();
+    let mut child =
+        tokio::process::Command::new(hookfleet_tests::spawn::binary("hookfleet-ingest"))
+            .arg("--config")
+            .arg(dir.path().join("hookfleet.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until(Duration::from_secs(20), || async {
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    // Requests in flight: claimed, published, their confirms held by the proxy.
+    proxy.stall();
+    let ids: Vec<String> = (0..5).map(|i| format!("kill-{i}")).collect();
+    let in_flight: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let url = format!("{base}/hooks/std");
+            tokio::spawn(
+                webhook::standard_request(&client, &url, &secret, id, &webhook::ticket(id, "x"))
+                    .send(),
+            )
+        })
+        .collect();
+    for id in &ids {
+        let key = seen_key(&env, "std", id);
+        wait_until(Duration::from_secs(3), || async {
+            redis_get(&env, &key)
+                .await
+                .is_some_and(|v| v.starts_with("pending:"))
+        })
+        .await;
+    }
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+    // The held publishes die with the connection: these events exist nowhere.
+    proxy.sever();
+    for request in in_flight {
+        assert!(
+            request.await.unwrap().is_err(),
+            "no answer from a killed ingest"
+        );
+    }
+
+    let mut settings = env.settings.clone();
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let fresh = IngestHandle::start(settings).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for id in &ids {
+        // The sender retries as senders do: 409 while the dead claim is pending.
+        loop {
+            let response = webhook::standard_request(
+                &client,
+                &fresh.hook_url("std"),
+                &secret,
+                id,
+                &webhook::ticket(id, "x"),
+            )
+            .send()
+            .await
+            .unwrap();
+            match response.status().as_u16() {
+                202 => break,
+                409 => assert!(tokio::time::Instant::now() < deadline, "{id} still pending"),
+                other => panic!("{id}: unexpected {other}"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let jobs = env.topology().jobs_queue();
+    env.wait_for_count(&jobs, ids.len() as u32, Duration::from_secs(5))
+        .await;
+    let landed: HashSet<String> = event_ids(&env.drain(&jobs).await).into_iter().collect();
+    for id in &ids {
+        assert!(landed.contains(id), "{id} never landed");
+    }
+    fresh.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -165,7 +165,21 @@ pub struct SourceConfig {
     /// Request headers copied onto the message as `hf-h-{name}` headers.
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// Also deduplicate on the SHA-256 of the body (per source, for `dedup_ttl`):
+    /// replay protection for schemes that sign no timestamp, whose delivery-id
+    /// header an attacker can change. Default: true for `github`, `shopify` and
+    /// `hmac`, false for the others. A sender that re-sends identical bytes as a
+    /// new event is then taken for a duplicate.
+    #[serde(default)]
+    pub dedup_body: Option<bool>,
 }
+
+/// The most `forward_headers` a source may list: with each value bounded by ingest,
+/// a message's headers stay far below RabbitMQ's 128 KiB frame.
+pub const MAX_FORWARDED_HEADERS: usize = 16;
+
+/// The longest `forward_headers` name: `hf-h-{name}` must fit an AMQP short string.
+pub const MAX_FORWARDED_NAME: usize = 200;
 
 fn default_tolerance() -> Duration {
     Duration::from_secs(300)
@@ -188,6 +202,15 @@ impl SourceConfig {
             SchemeKind::Standard => Some(FieldSource::Header("webhook-id".into())),
             SchemeKind::Hmac => None,
         })
+    }
+
+    /// Whether the body's hash is a deduplication key too: configured, or true for
+    /// the schemes that sign no timestamp.
+    pub fn dedups_body(&self) -> bool {
+        self.dedup_body.unwrap_or(matches!(
+            self.scheme,
+            SchemeKind::Github | SchemeKind::Shopify | SchemeKind::Hmac
+        ))
     }
 
     /// Where the event type comes from: configured, or the scheme's provider default.
@@ -255,6 +278,24 @@ impl SourceConfig {
                 "rate_limit",
                 "per_second and burst must be > 0".into(),
             ));
+        }
+        if self.forward_headers.len() > MAX_FORWARDED_HEADERS {
+            return Err(invalid(
+                "forward_headers",
+                format!("at most {MAX_FORWARDED_HEADERS} headers"),
+            ));
+        }
+        for (i, name) in self.forward_headers.iter().enumerate() {
+            // `hf-h-{name}` is an AMQP table key: a short string of 255 bytes.
+            if name.is_empty()
+                || name.len() > MAX_FORWARDED_NAME
+                || http::HeaderName::from_bytes(name.as_bytes()).is_err()
+            {
+                return Err(invalid(
+                    &format!("forward_headers[{i}]"),
+                    format!("{name:?} is not a header name of at most {MAX_FORWARDED_NAME} bytes"),
+                ));
+            }
         }
         for (i, cidr) in self.allow_ips.iter().enumerate() {
             if parse_ip_range(cidr).is_none() {

@@ -371,6 +371,7 @@ mod testing {
             allow_ips: Vec::new(),
             rate_limit: None,
             forward_headers: Vec::new(),
+            dedup_body: None,
         }
     }
 

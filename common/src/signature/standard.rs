@@ -27,7 +27,7 @@ pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
 /// Svix's names for the same three headers, accepted when `webhook-signature` is absent.
-const SVIX_HEADERS: [&str; 3] = ["svix-id", "svix-timestamp", "svix-signature"];
+pub const SVIX_HEADERS: [&str; 3] = ["svix-id", "svix-timestamp", "svix-signature"];
 
 const ALGORITHM: HmacAlgorithm = HmacAlgorithm::Sha256;
 const SECRET_PREFIX: &str = "whsec_";
@@ -56,6 +56,17 @@ pub(super) fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
     })
 }
 
+/// The id, timestamp and signature header names of a request: `webhook-*`, or
+/// Svix's `svix-*` when `webhook-signature` is absent and `svix-signature` present.
+/// The event id is read from the same id header the signature covers.
+pub fn header_names(headers: &HeaderMap) -> [&'static str; 3] {
+    if !headers.contains_key(SIGNATURE_HEADER) && headers.contains_key(SVIX_HEADERS[2]) {
+        SVIX_HEADERS
+    } else {
+        [ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER]
+    }
+}
+
 /// `{id}.{timestamp}.{body}`, in parts.
 fn signed_content<'a>(id: &'a str, timestamp: &'a str, body: &'a [u8]) -> [&'a [u8]; 5] {
     [id.as_bytes(), b".", timestamp.as_bytes(), b".", body]
@@ -67,12 +78,7 @@ pub(super) fn verify(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<i64, SignatureError> {
-    let [id_header, timestamp_header, signature_header] =
-        if !headers.contains_key(SIGNATURE_HEADER) && headers.contains_key(SVIX_HEADERS[2]) {
-            SVIX_HEADERS
-        } else {
-            [ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER]
-        };
+    let [id_header, timestamp_header, signature_header] = header_names(headers);
     let value = header(headers, signature_header)?;
     let id = header(headers, id_header)?;
     let timestamp = header(headers, timestamp_header)?;

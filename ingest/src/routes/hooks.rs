@@ -5,10 +5,17 @@
 //! size, signature, JSON — so bad input costs nothing and touches neither Redis nor
 //! the broker. Only a verified event claims its id in Redis and is published.
 //!
-//! The claim-publish-release sequence runs in its own task: if the sender hangs up
-//! mid-request, axum drops this handler, and a claim left without its publish would
-//! make the sender's retry look like a duplicate — an event lost. The task always
-//! finishes: published (a retry is then rightly a duplicate) or released.
+//! Everything that can refuse the request — the event id, the headers carried onto
+//! the message — is checked before the claim, so a 4xx never leaves a claim behind.
+//! The claim (`hookfleet_common::redis::dedupe`) is pending until the broker
+//! confirms: a copy arriving meanwhile gets 409, never a 2xx the first copy might
+//! not earn. Only the confirm turns it into the record that makes later copies
+//! `200 duplicate`; any other end — error, timeout, panic — releases it (the guard's
+//! drop), and a crashed process's pending claim expires within seconds.
+//!
+//! The claim-publish-confirm sequence runs in its own task: if the sender hangs up
+//! mid-request, axum drops this handler, and the publish still settles the claim
+//! one way or the other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hookfleet_common::config::{FailMode, SchemeKind};
 use hookfleet_common::message::{EventMeta, now_rfc3339};
-use hookfleet_common::redis::dedupe::Claim;
+use hookfleet_common::redis::dedupe::{Claim, ClaimGuard, ClaimKeys};
 use hookfleet_common::redis::status::{EventState, Update};
 use hookfleet_common::telemetry::error_chain;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -30,6 +37,15 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::error::IngestError;
 use crate::source::Source;
+
+/// The longest value of a header copied onto the message (`Content-Type`,
+/// `traceparent`, `forward_headers`): with at most 16 forwarded headers, the
+/// message's headers stay far below RabbitMQ's 128 KiB frame.
+pub const MAX_CARRIED_HEADER_BYTES: usize = 4096;
+
+/// `Retry-After` of a 409 for a copy whose first copy is still being published:
+/// the publish ends within the confirm timeout.
+const IN_PROGRESS_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The handler. Records the request's outcome and duration whatever happens.
 pub async fn receive(
@@ -134,9 +150,8 @@ async fn handle(
     {
         return Ok(Accepted::Challenge(challenge));
     }
-    let event_id = source
-        .event_id(headers, json.as_ref())
-        .map_err(IngestError::MissingEventId)?;
+    let event_id = source.event_id(headers, json.as_ref())?;
+    check_carried_headers(&source, headers)?;
     let meta = EventMeta {
         message_id: ulid::Ulid::new().to_string(),
         source: source.name.clone(),
@@ -154,11 +169,16 @@ async fn handle(
         attempt: 0,
         replays: 0,
     };
+    let keys = state.dedupe.keys(
+        &meta.source,
+        meta.event_id.as_deref(),
+        source.config.dedups_body().then_some(&body[..]),
+    );
     // Detached so that a client hanging up cannot strand a claim (module docs).
     let detached = state.clone();
     let task = state
         .tasks
-        .spawn(async move { claim_and_publish(&detached, meta, body).await });
+        .spawn(async move { claim_and_publish(&detached, meta, body, keys).await });
     task.await.unwrap_or_else(|e| {
         Err(IngestError::Unavailable {
             retry_after: state.config.retry_after,
@@ -171,72 +191,118 @@ async fn claim_and_publish(
     state: &AppState,
     meta: EventMeta,
     body: Bytes,
+    keys: ClaimKeys,
 ) -> Result<Accepted, IngestError> {
-    let retry_after = state.config.retry_after;
-    let mut claimed = false;
-    if let Some(event_id) = &meta.event_id {
-        match state
-            .dedupe
-            .claim(&meta.source, event_id, &meta.message_id)
-            .await
-        {
-            Ok(Claim::New) => claimed = true,
-            Ok(Claim::Duplicate(first)) => return Ok(Accepted::Duplicate(first)),
-            Err(e) => match state.config.redis_failure {
-                FailMode::Open => {
-                    tracing::warn!(source = %meta.source, error = %error_chain(&e), "Redis unavailable; accepting without a duplicate check.");
-                    state
-                        .metrics
-                        .dedup_unavailable
-                        .with_label_values(&[&meta.source])
-                        .inc();
-                }
-                FailMode::Closed => {
-                    return Err(IngestError::Unavailable {
-                        retry_after,
-                        source: Box::new(e),
-                    });
-                }
-            },
-        }
+    let guard = match claim(state, &meta.source, &keys, &meta.message_id).await? {
+        Ok(guard) => guard,
+        Err(first) => return Ok(Accepted::Duplicate(first)),
+    };
+    #[cfg(feature = "test-hooks")]
+    if let Some(hook) = &state.before_publish {
+        hook(&meta);
     }
+    if let Err(e) = publish(state, &meta, &body).await {
+        if let Some(guard) = guard
+            && let Err(release) = guard.release().await
+        {
+            // Released before answering so the sender's retry is not told 409.
+            tracing::error!(source = %meta.source, message_id = %meta.message_id, error = %error_chain(&release), "Cannot release the dedup claim of an unpublished event; the sender's retry gets 409 until the pending claim expires.");
+        }
+        return Err(e);
+    }
+    if let Some(guard) = guard
+        && let Err(e) = guard.confirm().await
+    {
+        tracing::warn!(source = %meta.source, message_id = %meta.message_id, error = %error_chain(&e), "Cannot record the dedup claim of a published event; a copy sent after its pending claim expires is published again.");
+    }
+    tracing::debug!(message_id = %meta.message_id, source = %meta.source, event_type = %meta.event_type, "Event accepted.");
+    record_accepted(state, &meta).await;
+    Ok(Accepted::New(meta.message_id))
+}
+
+/// Claims the event's keys: `Ok(Ok(guard))` to go on publishing (no guard when
+/// there is nothing to deduplicate on, or Redis is away and we fail open),
+/// `Ok(Err(first))` for a confirmed duplicate, 409 while another copy is pending.
+async fn claim(
+    state: &AppState,
+    source: &str,
+    keys: &ClaimKeys,
+    message_id: &str,
+) -> Result<Result<Option<ClaimGuard>, String>, IngestError> {
+    if keys.is_empty() {
+        return Ok(Ok(None));
+    }
+    match state.dedupe.claim(keys, message_id).await {
+        Ok(Claim::New(guard)) => Ok(Ok(Some(*guard))),
+        Ok(Claim::Duplicate(first)) => Ok(Err(first)),
+        Ok(Claim::Pending) => Err(IngestError::InProgress {
+            retry_after: IN_PROGRESS_RETRY_AFTER,
+        }),
+        Err(e) => match state.config.redis_failure {
+            FailMode::Open => {
+                tracing::warn!(source, error = %error_chain(&e), "Redis unavailable; accepting without a duplicate check.");
+                state
+                    .metrics
+                    .dedup_unavailable
+                    .with_label_values(&[source])
+                    .inc();
+                Ok(Ok(None))
+            }
+            FailMode::Closed => Err(IngestError::Unavailable {
+                retry_after: state.config.retry_after,
+                source: Box::new(e),
+            }),
+        },
+    }
+}
+
+/// Publishes and waits for the confirm, never longer than the publish deadline
+/// (which the pending claim outlives).
+async fn publish(state: &AppState, meta: &EventMeta, body: &[u8]) -> Result<(), IngestError> {
     let started = Instant::now();
-    let published = state
-        .publisher
-        .publish(
+    let published = tokio::time::timeout(
+        state.publish_deadline,
+        state.publisher.publish(
             &state.topology.events_exchange(),
             &meta.routing_key(),
-            &body,
+            body,
             meta.to_properties(),
-        )
-        .await;
+        ),
+    )
+    .await;
     state
         .metrics
         .publish_duration
         .observe(started.elapsed().as_secs_f64());
-    match published {
-        Ok(()) => {
-            tracing::debug!(message_id = %meta.message_id, source = %meta.source, event_type = %meta.event_type, "Event accepted.");
-            record_accepted(state, &meta).await;
-            Ok(Accepted::New(meta.message_id))
-        }
-        Err(e) => {
-            if claimed && let Some(event_id) = &meta.event_id {
-                // The sender will retry; it must not be taken for a duplicate.
-                if let Err(release) = state
-                    .dedupe
-                    .release(&meta.source, event_id, &meta.message_id)
-                    .await
-                {
-                    tracing::error!(source = %meta.source, event_id, error = %error_chain(&release), "Cannot release the dedup claim of an unpublished event; the sender's retry will be called a duplicate until the claim expires.");
-                }
-            }
-            Err(IngestError::Unavailable {
-                retry_after,
-                source: Box::new(e),
-            })
+    let error: Box<dyn std::error::Error + Send + Sync> = match published {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => Box::new(e),
+        Err(elapsed) => Box::new(elapsed),
+    };
+    Err(IngestError::Unavailable {
+        retry_after: state.config.retry_after,
+        source: error,
+    })
+}
+
+/// Headers copied onto the message must fit one AMQP header frame: each is
+/// bounded, and a longer one is refused before the claim, naming the header.
+fn check_carried_headers(source: &Source, headers: &HeaderMap) -> Result<(), IngestError> {
+    let carried = [header::CONTENT_TYPE.as_str(), "traceparent"]
+        .into_iter()
+        .chain(source.config.forward_headers.iter().map(String::as_str));
+    for name in carried {
+        if headers
+            .get(name)
+            .is_some_and(|value| value.len() > MAX_CARRIED_HEADER_BYTES)
+        {
+            return Err(IngestError::CarriedHeaderTooLong {
+                name: name.to_ascii_lowercase(),
+                limit: MAX_CARRIED_HEADER_BYTES,
+            });
         }
     }
+    Ok(())
 }
 
 /// Records the `accepted` status. The event is durable already: a failure is
