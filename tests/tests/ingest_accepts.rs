@@ -185,3 +185,97 @@ async fn github_events_take_their_type_and_id_from_headers() {
     ingest.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_request_signed_by_the_svix_library_is_accepted_and_deduplicated() {
+    // The vector published with the svix libraries' tests and the Standard
+    // Webhooks specification, sent with Svix's header names.
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const TIMESTAMP: i64 = 1_614_265_330;
+    const BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    let env = TestEnv::new().await;
+    let mut settings = env.settings.clone();
+    let mut svix = source(SchemeKind::Standard, &[SECRET]);
+    // Signed in 2021: widen the window so the fixed bytes are still fresh.
+    svix.tolerance = Duration::from_secs((webhook::unix_now(0) - TIMESTAMP + 600) as u64);
+    settings.ingest.sources.insert("svix".into(), svix);
+    let ingest = IngestHandle::start(settings).await;
+    let client = reqwest::Client::new();
+    let send = || {
+        client
+            .post(ingest.hook_url("svix"))
+            .header("content-type", "application/json")
+            .header("svix-id", ID)
+            .header("svix-timestamp", TIMESTAMP.to_string())
+            .header("svix-signature", SIGNATURE)
+            .body(BODY)
+            .send()
+    };
+
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 202, "{:?}", first.text().await);
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let answer: Value = again.json().await.unwrap();
+    assert_eq!(answer["status"], "duplicate");
+
+    let jobs = env.topology().jobs_queue();
+    env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
+    let messages = env.drain(&jobs).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].delivery.data, BODY);
+    let meta = EventMeta::from_properties(&messages[0].delivery.properties).unwrap();
+    assert_eq!(meta.event_id.as_deref(), Some(ID), "the id is svix-id");
+    ingest.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_github_delivery_replayed_under_a_fresh_delivery_id_is_a_duplicate() {
+    let env = TestEnv::new().await;
+    let secret = webhook::plain_secret();
+    let mut settings = env.settings.clone();
+    settings
+        .ingest
+        .sources
+        .insert("gh".into(), source(SchemeKind::Github, &[&secret]));
+    let mut opted_out = source(SchemeKind::Github, &[&secret]);
+    opted_out.dedup_body = Some(false);
+    settings.ingest.sources.insert("gh-any".into(), opted_out);
+    let ingest = IngestHandle::start(settings).await;
+    let client = reqwest::Client::new();
+    let send = |source: &str, delivery: &str, body: &[u8]| {
+        webhook::github_request(
+            &client,
+            &ingest.hook_url(source),
+            &secret,
+            delivery,
+            "issues",
+            body,
+        )
+        .send()
+    };
+    let captured = br#"{"action":"opened","issue":{"number":1}}"#;
+
+    let original = send("gh", "d-1", captured).await.unwrap();
+    assert_eq!(original.status(), 202);
+    let first: Value = original.json().await.unwrap();
+    let replay = send("gh", "d-2", captured).await.unwrap();
+    assert_eq!(replay.status(), 200, "same bytes, fresh delivery id");
+    let answer: Value = replay.json().await.unwrap();
+    assert_eq!(answer["status"], "duplicate");
+    assert_eq!(answer["id"], first["id"]);
+    let other = send("gh", "d-3", br#"{"action":"closed"}"#).await.unwrap();
+    assert_eq!(other.status(), 202, "different bytes are a new event");
+    // Per source: the same bytes to another source, or with the option off, land.
+    assert_eq!(send("gh-any", "d-1", captured).await.unwrap().status(), 202);
+    assert_eq!(send("gh-any", "d-4", captured).await.unwrap().status(), 202);
+
+    let jobs = env.topology().jobs_queue();
+    env.wait_for_count(&jobs, 4, Duration::from_secs(5)).await;
+    assert_eq!(env.drain(&jobs).await.len(), 4);
+    ingest.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -263,3 +263,63 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
     ingest.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_event_id_over_256_bytes_is_refused_saying_so() {
+    let env = TestEnv::new().await;
+    let std_secret = webhook::standard_secret();
+    let stripe_secret = webhook::plain_secret();
+    let mut settings = env.settings.clone();
+    settings
+        .ingest
+        .sources
+        .insert("std".into(), source(SchemeKind::Standard, &[&std_secret]));
+    settings.ingest.sources.insert(
+        "stripe".into(),
+        source(SchemeKind::Stripe, &[&stripe_secret]),
+    );
+    let ingest = IngestHandle::start(settings).await;
+    let client = reqwest::Client::new();
+    let std_send = |id: &str| {
+        webhook::standard_request(
+            &client,
+            &ingest.hook_url("std"),
+            &std_secret,
+            id,
+            &webhook::ticket("t", "x"),
+        )
+        .send()
+    };
+
+    let at_limit = "a".repeat(256);
+    assert_eq!(std_send(&at_limit).await.unwrap().status(), 202);
+    for (name, response) in [
+        ("header", std_send(&"a".repeat(257)).await.unwrap()),
+        (
+            "JSON body",
+            webhook::stripe_request(
+                &client,
+                &ingest.hook_url("stripe"),
+                &stripe_secret,
+                webhook::unix_now(0),
+                &webhook::ticket(&"e".repeat(1000), "x"),
+            )
+            .send()
+            .await
+            .unwrap(),
+        ),
+    ] {
+        assert_eq!(response.status(), 400, "{name}");
+        let error: Value = response.json().await.unwrap();
+        let error = error["error"].as_str().unwrap();
+        assert!(
+            error.contains("longer than the limit of 256 bytes"),
+            "{name}: {error}"
+        );
+        assert!(!error.contains("not found"), "{name}: {error}");
+    }
+    assert_eq!(ingest.requests("std", "event_id_too_long"), 1);
+    assert_eq!(ingest.requests("stripe", "event_id_too_long"), 1);
+    ingest.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -209,3 +209,34 @@ fn tempfile() -> (std::path::PathBuf, std::fs::File) {
     let file = std::fs::File::create(&path).unwrap();
     (path, file)
 }
+
+#[test]
+fn body_hash_dedup_is_on_by_default_only_for_schemes_without_a_signed_timestamp() {
+    let s = load(
+        "[ingest.sources.gh]\nscheme = \"github\"\nsecrets = [{ secret_env = \"PATH\" }]\n\
+         [ingest.sources.shop]\nscheme = \"shopify\"\nsecrets = [{ secret_env = \"PATH\" }]\n\
+         [ingest.sources.generic]\nscheme = \"hmac\"\nsecrets = [{ secret_env = \"PATH\" }]\nhmac = { header = \"x-sig\" }\n\
+         [ingest.sources.stripe]\nscheme = \"stripe\"\nsecrets = [{ secret_env = \"PATH\" }]\n\
+         [ingest.sources.std]\nscheme = \"standard\"\nsecrets = [{ secret_env = \"PATH\" }]\n\
+         [ingest.sources.gh_off]\nscheme = \"github\"\nsecrets = [{ secret_env = \"PATH\" }]\ndedup_body = false\n\
+         [ingest.sources.stripe_on]\nscheme = \"stripe\"\nsecrets = [{ secret_env = \"PATH\" }]\ndedup_body = true\n",
+        &[],
+    )
+    .unwrap();
+    let on = |name: &str| s.ingest.sources[name].dedups_body();
+    assert!(on("gh") && on("shop") && on("generic") && on("stripe_on"));
+    assert!(!on("stripe") && !on("std") && !on("gh_off"));
+}
+
+#[test]
+fn forwarded_header_names_must_fit_an_amqp_table_key() {
+    let long = "x".repeat(201);
+    let error = load(
+        &format!(
+            "[ingest.sources.gh]\nscheme = \"github\"\nsecrets = [{{ secret_env = \"PATH\" }}]\nforward_headers = [\"{long}\"]\n"
+        ),
+        &[],
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("forward_headers[0]"), "{error}");
+}

@@ -162,6 +162,22 @@ mod tests {
     }
 
     #[test]
+    fn the_svix_libraries_published_vector_verifies_with_svix_header_names() {
+        let svix = headers(&[
+            ("svix-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            ("svix-timestamp", "1614265330"),
+            (
+                "svix-signature",
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+        ]);
+        assert_eq!(header_names(&svix), SVIX_HEADERS);
+        verifier(SchemeKind::Standard, &[SECRET])
+            .verify(&svix, br#"{"test": 2432232314}"#, at(1_614_265_330))
+            .unwrap();
+    }
+
+    #[test]
     fn standard_accepts_any_of_several_signatures() {
         let value = format!("v1,{} v1a,c2lnbmVk  {}", "A".repeat(43), signature(SECRET));
         check(&[SECRET], &value, BODY, SIGNED_AT).unwrap();
