@@ -628,7 +628,7 @@ pub fn limiter_section(w: &mut String, runs: &[LimiterRun], command: &str) {
          its prompt estimate plus `max_tokens`, {} tokens here, counted at admission as OpenAI \
          does); above either limit it answers 429. Each job has its own prompt of the same length, \
          so the cache absorbs nothing. The workers share one limiter in Redis, configured as the \
-         README's sizing section advises: {} rpm and {} tpm (the key's limits less 3%), bursts of \
+         docs/operations.md's sizing section advises: {} rpm and {} tpm (the key's limits less 3%), bursts of \
          two requests, `refund_unused = false`. Figures are the mock's own counts; the steady \
          window runs from a second after its first admission (the burst) to its last.\n",
         first.workers,
