@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hookfleet_common::config::{CacheSettings, RedisConfig};
-use hookfleet_common::redis::cache::{
-    Cache, CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError, Lookup,
-};
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::mock_ai::{MockAi, MockConfig, Prompt};
+use hookfleet_worker::limits::cache::{
+    Cache, CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError, Lookup,
+};
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use tokio::time::Instant;

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookfleet_common::config::{FailMode, LimitsConfig, ModelLimits, RedisConfig};
-use hookfleet_common::redis::limiter::{AcquireError, Clock, Limiter};
 use hookfleet_common::redis::{self as hredis};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::limits::limiter::{AcquireError, Clock, Limiter};
 use tokio::time::Instant;
 
 const P: &str = "openai";
