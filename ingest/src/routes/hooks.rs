@@ -7,7 +7,7 @@
 //!
 //! Everything that can refuse the request — the event id, the headers carried onto
 //! the message — is checked before the claim, so a 4xx never leaves a claim behind.
-//! The claim (`hookfleet_common::redis::dedupe`) is pending until the broker
+//! The claim (`crate::dedupe`) is pending until the broker
 //! confirms: a copy arriving meanwhile gets 409, never a 2xx the first copy might
 //! not earn. Only the confirm turns it into the record that makes later copies
 //! `200 duplicate`; any other end — error, timeout, panic — releases it (the guard's
@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::dedupe::{Claim, ClaimGuard, ClaimKeys};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
@@ -28,7 +29,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hookfleet_common::config::{FailMode, SchemeKind};
 use hookfleet_common::message::{EventMeta, now_rfc3339};
-use hookfleet_common::redis::dedupe::{Claim, ClaimGuard, ClaimKeys};
 use hookfleet_common::redis::status::{EventState, Update};
 use hookfleet_common::telemetry::error_chain;
 use http_body_util::{BodyExt, LengthLimitError, Limited};

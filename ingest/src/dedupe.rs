@@ -1,0 +1,256 @@
+//! Deduplication of inbound events: by the provider's event id and, for schemes
+//! that sign no timestamp, by the SHA-256 of the body.
+//!
+//! A claim has two lives. Before the publish, every key of the event is set
+//! *pending* (`pending:{message_id}`) with a short TTL, a little over the longest a
+//! publish can take: a copy arriving meanwhile is told to come back later (never a
+//! 2xx, since the first copy may still fail), and a claim whose process died
+//! (`kill -9`) expires within seconds. Only after the broker's confirm do the keys
+//! become the full record (`{message_id}` for `dedup_ttl`) that makes later copies
+//! duplicates.
+//!
+//! The claim is held by a [`ClaimGuard`]: confirming it writes the full record;
+//! dropping it unconfirmed — an error, an early return, a panic — releases the keys,
+//! so the sender's retry is accepted instead of mistaken for a duplicate. Release
+//! and confirm touch a key only while it still holds *our* pending value (Lua
+//! compare-and-set), so a slow failure never undoes another request's claim.
+//!
+//! All keys of one event are claimed in one script, atomically: either all are
+//! ours or the first existing one answers. (One script over several keys: under
+//! Redis Cluster the keys would need a common hash slot; hookfleet uses one node.)
+
+use std::fmt;
+use std::time::Duration;
+
+use hookfleet_common::redis::Pool;
+use sha2::{Digest, Sha256};
+
+use hookfleet_common::redis::shared::SharedConnection;
+use hookfleet_common::redis::{RedisError, redis};
+use hookfleet_common::topology::Topology;
+
+/// What a pending claim's value starts with; message ids (ULIDs) never contain `:`.
+const PENDING: &str = "pending:";
+
+/// Returns the first key that exists (its value), or sets every key pending.
+const CLAIM: &str = r"
+for _, key in ipairs(KEYS) do
+  local held = redis.call('GET', key)
+  if held then return held end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+end
+return false
+";
+
+/// Turns our pending keys (or keys whose pending claim expired) into the full record.
+const CONFIRM: &str = r"
+for _, key in ipairs(KEYS) do
+  local held = redis.call('GET', key)
+  if held == false or held == ARGV[1] then
+    redis.call('SET', key, ARGV[2], 'PX', ARGV[3])
+  end
+end
+return 1
+";
+
+/// Deletes the keys that still hold our pending value.
+const RELEASE: &str = r"
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+  end
+end
+return 1
+";
+
+/// The outcome of claiming an event.
+pub enum Claim {
+    /// First sighting: the keys are pending and ours until the guard settles them.
+    New(Box<ClaimGuard>),
+    /// Another copy is being published right now; its outcome is not known yet.
+    Pending,
+    /// Seen and confirmed before; holds the message id the first one was given.
+    Duplicate(String),
+}
+
+impl fmt::Debug for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::New(guard) => write!(f, "New({})", guard.message_id),
+            Self::Pending => f.write_str("Pending"),
+            Self::Duplicate(first) => write!(f, "Duplicate({first})"),
+        }
+    }
+}
+
+/// The Redis keys one event is deduplicated under.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimKeys {
+    keys: Vec<String>,
+}
+
+impl ClaimKeys {
+    /// True when the event has nothing to deduplicate on.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Claims, confirms and releases events in Redis.
+#[derive(Clone)]
+pub struct Dedupe {
+    /// One multiplexed connection for every request (`shared` module docs).
+    redis: SharedConnection,
+    topology: Topology,
+    /// How long a confirmed event is remembered (`ingest.dedup_ttl`).
+    ttl: Duration,
+    /// How long an unconfirmed claim lives (a little over the longest publish).
+    pending_ttl: Duration,
+    timeout: Duration,
+}
+
+impl Dedupe {
+    /// Remembers confirmed events for `ttl` and pending claims for `pending_ttl`;
+    /// each call gives up after `timeout`.
+    pub fn new(
+        pool: Pool,
+        topology: Topology,
+        ttl: Duration,
+        pending_ttl: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            redis: SharedConnection::new(pool),
+            topology,
+            ttl,
+            pending_ttl,
+            timeout,
+        }
+    }
+
+    fn id_key(&self, source: &str, event_id: &str) -> String {
+        self.topology.redis_key(&["seen", source, event_id])
+    }
+
+    /// The keys of an event of `source`: its id, if it has one, and the SHA-256 of
+    /// its body when `body` is given (namespaced by source).
+    pub fn keys(&self, source: &str, event_id: Option<&str>, body: Option<&[u8]>) -> ClaimKeys {
+        let mut keys = Vec::with_capacity(2);
+        if let Some(id) = event_id {
+            keys.push(self.id_key(source, id));
+        }
+        if let Some(body) = body {
+            let digest = hex::encode(Sha256::digest(body));
+            keys.push(self.topology.redis_key(&["seen-body", source, &digest]));
+        }
+        ClaimKeys { keys }
+    }
+
+    /// Claims `keys` for `message_id`, pending until the guard is confirmed.
+    pub async fn claim(&self, keys: &ClaimKeys, message_id: &str) -> Result<Claim, RedisError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CLAIM)
+            .arg(keys.keys.len())
+            .arg(&keys.keys)
+            .arg(pending_value(message_id))
+            .arg(millis(self.pending_ttl));
+        let held: Option<String> = self.redis.query(self.timeout, &cmd).await?;
+        Ok(match held {
+            None => Claim::New(Box::new(ClaimGuard {
+                dedupe: self.clone(),
+                keys: keys.clone(),
+                message_id: message_id.to_owned(),
+                armed: true,
+            })),
+            Some(value) if value.starts_with(PENDING) => Claim::Pending,
+            Some(first) => Claim::Duplicate(first),
+        })
+    }
+
+    /// The message id `event_id` of `source` was accepted under, while its
+    /// record lasts (`ingest.dedup_ttl`). `None` while it is only pending.
+    pub async fn lookup(&self, source: &str, event_id: &str) -> Result<Option<String>, RedisError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.id_key(source, event_id));
+        let held: Option<String> = self.redis.query(self.timeout, &cmd).await?;
+        Ok(held.filter(|value| !value.starts_with(PENDING)))
+    }
+
+    async fn confirm(&self, keys: &ClaimKeys, message_id: &str) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(CONFIRM)
+            .arg(keys.keys.len())
+            .arg(&keys.keys)
+            .arg(pending_value(message_id))
+            .arg(message_id)
+            .arg(millis(self.ttl));
+        self.redis.query::<i64>(self.timeout, &cmd).await.map(drop)
+    }
+
+    async fn release(&self, keys: &ClaimKeys, message_id: &str) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE)
+            .arg(keys.keys.len())
+            .arg(&keys.keys)
+            .arg(pending_value(message_id));
+        self.redis.query::<i64>(self.timeout, &cmd).await.map(drop)
+    }
+}
+
+/// A pending claim. [`confirm`](Self::confirm) it once the broker confirmed the
+/// publish; any other end (error, early return, panic) releases it on drop.
+#[must_use = "dropping the guard releases the claim"]
+pub struct ClaimGuard {
+    dedupe: Dedupe,
+    keys: ClaimKeys,
+    message_id: String,
+    /// False once confirmed or released explicitly.
+    armed: bool,
+}
+
+impl ClaimGuard {
+    /// Makes the claim the full-length record: later copies are duplicates.
+    pub async fn confirm(mut self) -> Result<(), RedisError> {
+        self.armed = false;
+        self.dedupe.confirm(&self.keys, &self.message_id).await
+    }
+
+    /// Releases the claim now and reports whether Redis took it; dropping the
+    /// guard does the same in the background.
+    pub async fn release(mut self) -> Result<(), RedisError> {
+        self.armed = false;
+        self.dedupe.release(&self.keys, &self.message_id).await
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Drop cannot await: the release runs as its own task. Without a runtime
+        // (never the case in the services) the pending TTL expires the claim.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (dedupe, keys) = (self.dedupe.clone(), std::mem::take(&mut self.keys));
+        let message_id = std::mem::take(&mut self.message_id);
+        runtime.spawn(async move {
+            if let Err(e) = dedupe.release(&keys, &message_id).await {
+                tracing::warn!(message_id, error = %hookfleet_common::telemetry::error_chain(&e), "Cannot release an unconfirmed dedup claim; it expires with its pending TTL.");
+            }
+        });
+    }
+}
+
+fn pending_value(message_id: &str) -> String {
+    format!("{PENDING}{message_id}")
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
