@@ -194,8 +194,8 @@ async fn claim_and_publish(
     keys: ClaimKeys,
 ) -> Result<Accepted, IngestError> {
     let guard = match claim(state, &meta.source, &keys, &meta.message_id).await? {
-        Ok(guard) => guard,
-        Err(first) => return Ok(Accepted::Duplicate(first)),
+        Checked::Proceed(guard) => guard,
+        Checked::Duplicate(first) => return Ok(Accepted::Duplicate(first)),
     };
     #[cfg(feature = "test-hooks")]
     if let Some(hook) = &state.before_publish {
@@ -220,21 +220,28 @@ async fn claim_and_publish(
     Ok(Accepted::New(meta.message_id))
 }
 
-/// Claims the event's keys: `Ok(Ok(guard))` to go on publishing (no guard when
-/// there is nothing to deduplicate on, or Redis is away and we fail open),
-/// `Ok(Err(first))` for a confirmed duplicate, 409 while another copy is pending.
+/// What the duplicate check decided.
+enum Checked {
+    /// Publish; settle the claim through the guard (none when there is nothing to
+    /// deduplicate on, or Redis is away and ingest fails open).
+    Proceed(Option<Box<ClaimGuard>>),
+    /// Accepted and confirmed before, under this message id.
+    Duplicate(String),
+}
+
+/// Claims the event's keys; 409 while another copy is pending.
 async fn claim(
     state: &AppState,
     source: &str,
     keys: &ClaimKeys,
     message_id: &str,
-) -> Result<Result<Option<ClaimGuard>, String>, IngestError> {
+) -> Result<Checked, IngestError> {
     if keys.is_empty() {
-        return Ok(Ok(None));
+        return Ok(Checked::Proceed(None));
     }
     match state.dedupe.claim(keys, message_id).await {
-        Ok(Claim::New(guard)) => Ok(Ok(Some(*guard))),
-        Ok(Claim::Duplicate(first)) => Ok(Err(first)),
+        Ok(Claim::New(guard)) => Ok(Checked::Proceed(Some(guard))),
+        Ok(Claim::Duplicate(first)) => Ok(Checked::Duplicate(first)),
         Ok(Claim::Pending) => Err(IngestError::InProgress {
             retry_after: IN_PROGRESS_RETRY_AFTER,
         }),
@@ -246,7 +253,7 @@ async fn claim(
                     .dedup_unavailable
                     .with_label_values(&[source])
                     .inc();
-                Ok(Ok(None))
+                Ok(Checked::Proceed(None))
             }
             FailMode::Closed => Err(IngestError::Unavailable {
                 retry_after: state.config.retry_after,
