@@ -34,6 +34,18 @@ pub enum IngestError {
         /// The limit.
         limit: usize,
     },
+    /// The body did not arrive within `ingest.body_read_timeout`.
+    #[error("request body not received within {}s", .timeout.as_secs_f64())]
+    BodyTimeout {
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// More `/hooks/*` requests are in flight than `ingest.max_in_flight`.
+    #[error("too many requests in flight; retry later")]
+    Overloaded {
+        /// Sent as `Retry-After`.
+        retry_after: Duration,
+    },
     /// The body could not be read (client went away, broken chunking).
     #[error("cannot read request body")]
     BodyRead(#[source] axum::Error),
@@ -69,6 +81,8 @@ impl IngestError {
             Self::IpNotAllowed => "ip_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooLarge { .. } => "too_large",
+            Self::BodyTimeout { .. } => "body_timeout",
+            Self::Overloaded { .. } => "overloaded",
             Self::BodyRead(_) => "bad_body",
             Self::Signature(e) if e.is_malformed() => "malformed_signature",
             Self::Signature(_) => "bad_signature",
@@ -90,15 +104,16 @@ impl IngestError {
             Self::BodyRead(_) | Self::NotJson(_) | Self::MissingEventId(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Unavailable { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::RateLimited { retry_after }
+            | Self::Overloaded { retry_after }
+            | Self::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::Settings;
+use hookfleet_common::config::{Listener, Settings};
 use hookfleet_common::metrics::IngestMetrics;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +12,11 @@ use tokio_util::sync::CancellationToken;
 pub struct IngestHandle {
     /// `http://127.0.0.1:{port}`.
     pub base_url: String,
+    /// `http://127.0.0.1:{admin_port}` (`/metrics`, probes).
+    pub admin_url: String,
+    /// The listener serving the status API (`/events/…`), and its token.
+    status_base: String,
+    status_token: Option<String>,
     /// Its metrics registry.
     pub metrics: IngestMetrics,
     token: CancellationToken,
@@ -21,15 +26,29 @@ pub struct IngestHandle {
 impl IngestHandle {
     /// Starts ingest with `settings` (listen on port 0).
     pub async fn start(settings: Settings) -> Self {
+        let settings_status_listener = settings.ingest.status_listener;
+        let status_token = settings
+            .ingest
+            .status_token
+            .as_ref()
+            .map(|t| t.expose().to_owned());
         let app = hookfleet_ingest::Application::build(settings)
             .await
             .expect("ingest builds");
         let base_url = format!("http://127.0.0.1:{}", app.port());
+        let admin_url = format!("http://127.0.0.1:{}", app.admin_port());
+        let status_base = match settings_status_listener {
+            Listener::Public => base_url.clone(),
+            Listener::Admin => admin_url.clone(),
+        };
         let metrics = app.metrics();
         let token = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(token.clone()));
         Self {
             base_url,
+            admin_url,
+            status_base,
+            status_token,
             metrics,
             token,
             task,
@@ -44,6 +63,20 @@ impl IngestHandle {
     /// A URL on this service.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_url)
+    }
+
+    /// `GET {path}` of the status API, on its listener, with its bearer token.
+    pub fn status(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = reqwest::Client::new().get(format!("{}{path}", self.status_base));
+        match &self.status_token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// Begins shutdown (as SIGTERM does) without waiting.
