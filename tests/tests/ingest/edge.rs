@@ -463,3 +463,30 @@ async fn allow_ips_sees_the_client_behind_a_trusted_proxy_only() {
     behind.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_request_head_over_max_header_bytes_gets_431() {
+    let env = TestEnv::new().await;
+    let (mut settings, _) = with_source(&env);
+    settings.ingest.max_header_bytes = 16 * 1024;
+    let ingest = IngestHandle::start(settings).await;
+    let port: u16 = ingest.base_url.rsplit(':').next().unwrap().parse().unwrap();
+    let send = |padding: usize| async move {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let request = format!(
+            "POST /hooks/std HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            "a".repeat(padding)
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer)
+            .get(9..12)
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(send(20 * 1024).await, "431");
+    // Under the limit the head is read, and the request fails on its missing signature.
+    assert_eq!(send(8 * 1024).await, "401");
+    ingest.stop().await.unwrap();
+}
