@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dedupe::Dedupe;
 use anyhow::Context;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::Uri;
@@ -27,7 +28,7 @@ use hookfleet_common::config::{IngestConfig, Listener, Settings};
 use hookfleet_common::metrics::IngestMetrics;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
-use hookfleet_common::redis::{self as hredis, Pool, dedupe::Dedupe};
+use hookfleet_common::redis::{self as hredis, Pool};
 use hookfleet_common::topology::Topology;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod client;
+pub mod dedupe;
 pub mod error;
 pub mod routes;
 pub mod serve;
