@@ -16,6 +16,7 @@ DIR=.hookfleet/demo
 # result can never be mistaken for this one's.
 NS=${HOOKFLEET_DEMO_NAMESPACE:-hookfleet-demo-$(date +%s)}
 INGEST_PORT=${INGEST_PORT:-18080}
+INGEST_ADMIN_PORT=${INGEST_ADMIN_PORT:-18081}
 MOCK_PORT=${MOCK_PORT:-18090}
 mkdir -p "$DIR"
 umask 077
@@ -23,6 +24,10 @@ umask 077
 # A fresh signing secret for this run; never committed, never printed.
 SUPPORT_WEBHOOK_SECRET="whsec_$(head -c 24 /dev/urandom | base64)"
 export SUPPORT_WEBHOOK_SECRET
+# The status API's bearer token, kept in $DIR/status-token (mode 0600).
+STATUS_TOKEN="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+printf %s "$STATUS_TOKEN" >"$DIR/status-token"
+export STATUS_TOKEN
 
 pids=()
 cleanup() {
@@ -63,6 +68,8 @@ queue_expires = "30m"
 log_format = "json"
 [ingest]
 listen = "127.0.0.1:${INGEST_PORT}"
+admin_listen = "127.0.0.1:${INGEST_ADMIN_PORT}"
+status_token = { secret_env = "STATUS_TOKEN" }
 drain_delay = "0s"
 [ingest.sources.support]
 scheme = "standard"
@@ -116,5 +123,5 @@ echo "demo: the AI result, read back from ${NS}.results:"
 "$BIN/loadgen" take --queue "${NS}.results" --count 1 --timeout 60s
 
 if [ "${KEEP:-0}" = "1" ]; then
-  echo "demo: services keep running (KEEP=1): ingest http://127.0.0.1:${INGEST_PORT}, metrics /metrics; stop with: kill ${pids[*]}"
+  echo "demo: services keep running (KEEP=1): ingest http://127.0.0.1:${INGEST_PORT}; admin http://127.0.0.1:${INGEST_ADMIN_PORT} (/metrics; /events/{id} with -H \"Authorization: Bearer \$(cat $DIR/status-token)\"); stop with: kill ${pids[*]}"
 fi

@@ -336,9 +336,23 @@ def cmd_policy(args) -> int:
             have = pod_spec(ingest).get("terminationGracePeriodSeconds", 30)
             report.check(have > need, f"{label}: ingest terminationGracePeriodSeconds {have} > "
                          f"drain_delay + shutdown_grace ({need:g}s)")
+            ports = pod_spec(ingest)["containers"][0]["ports"]
             port = int(ing.get("listen", "0.0.0.0:8080").rsplit(":", 1)[1])
-            report.check(any(p["containerPort"] == port for p in pod_spec(ingest)["containers"][0]["ports"]),
-                         f"{label}: ingest containerPort matches ingest.listen ({port})")
+            report.check(any(p["containerPort"] == port and p["name"] == "http" for p in ports),
+                         f"{label}: ingest containerPort http matches ingest.listen ({port})")
+            admin = int(ing.get("admin_listen", "0.0.0.0:9091").rsplit(":", 1)[1])
+            report.check(any(p["containerPort"] == admin and p["name"] == "admin" for p in ports),
+                         f"{label}: ingest containerPort admin matches ingest.admin_listen ({admin})")
+            for pm in by_kind.get("PodMonitor", {}).values():
+                if selects(pm["spec"]["selector"], pod_labels(ingest)):
+                    scraped = [e.get("port") for e in pm["spec"]["podMetricsEndpoints"]]
+                    report.check(scraped == ["admin"], f"{label}: {kn(pm)} scrapes ingest's admin port "
+                                 f"(/metrics is not on the public one), not {scraped}")
+            for svc in by_kind.get("Service", {}).values():
+                if selects({"matchLabels": svc["spec"].get("selector", {})}, pod_labels(ingest)):
+                    targets = {p.get("targetPort") for p in svc["spec"]["ports"]}
+                    report.check(targets in ({"http"}, {"admin"}, {port}, {admin}),
+                                 f"{label}: {kn(svc)} exposes one ingest listener, not both ({sorted(map(str, targets))})")
         if worker:
             wc = config.get("worker", {})
             timeouts = [duration_seconds(p.get("timeout", "60s")) for p in wc.get("providers", {}).values()] or [60]

@@ -1,5 +1,12 @@
-//! `Application`: builds ingest from settings, binds its listener, and runs until
+//! `Application`: builds ingest from settings, binds its listeners, and runs until
 //! the shutdown token is cancelled.
+//!
+//! Two listeners: the public one (`ingest.listen`) serves only `/hooks/*`,
+//! `/healthz` and `/readyz`; the admin one (`ingest.admin_listen`) serves
+//! `/metrics` and the probes. The status API (`/events/…`) is served on the one
+//! `ingest.status_listener` names, behind its bearer token, and nowhere when no
+//! token is set. `/hooks/*` requests beyond `ingest.max_in_flight` are shed with
+//! 503 and `Retry-After` by tower's `GlobalConcurrencyLimit` and `LoadShed`.
 //!
 //! `build` binds first, so tests pass port 0 and read `port()`. Shutdown: readiness
 //! turns 503 and requests are still served for `ingest.drain_delay`; then the
@@ -7,15 +14,17 @@
 //! finish within `ingest.shutdown_grace`, and the broker connection closes.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dedupe::Dedupe;
 use anyhow::Context;
-use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::Uri;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hookfleet_common::config::{IngestConfig, Settings};
+use axum::{BoxError, Router, middleware};
+use hookfleet_common::config::{IngestConfig, Listener, Settings};
 use hookfleet_common::metrics::IngestMetrics;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
@@ -24,8 +33,13 @@ use hookfleet_common::topology::Topology;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
+use crate::client::TrustedProxies;
+use crate::error::IngestError;
 use crate::routes;
+use crate::serve::{ConnectionLimits, serve};
 use crate::source::Source;
 
 /// What every request handler shares.
@@ -48,6 +62,8 @@ pub struct AppState {
     pub metrics: IngestMetrics,
     /// The `[ingest]` settings.
     pub config: IngestConfig,
+    /// Whose forwarding headers name the client.
+    pub proxies: TrustedProxies,
     /// Publish tasks detached from their requests; drained at shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when shutdown begins.
@@ -79,6 +95,7 @@ impl AppState {
 /// The ingest service, bound and ready to run.
 pub struct Application {
     listener: TcpListener,
+    admin: TcpListener,
     state: Arc<AppState>,
 }
 
@@ -116,6 +133,9 @@ impl Application {
         let listener = TcpListener::bind(settings.ingest.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.ingest.listen))?;
+        let admin = TcpListener::bind(settings.ingest.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.ingest.admin_listen))?;
         let state = Arc::new(AppState {
             sources,
             publisher,
@@ -126,16 +146,24 @@ impl Application {
             topology,
             metrics: IngestMetrics::new().context("cannot register metrics")?,
             config: settings.ingest.clone(),
+            proxies: TrustedProxies::new(
+                settings.ingest.trusted_networks(),
+                settings.ingest.client_ip_header,
+            ),
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
             publish_deadline,
             #[cfg(feature = "test-hooks")]
             before_publish: None,
         });
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            admin,
+            state,
+        })
     }
 
-    /// The bound port (useful with port 0).
+    /// The bound port of the public listener (useful with port 0).
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
@@ -148,51 +176,92 @@ impl Application {
         }
     }
 
+    /// The bound port of the admin listener.
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
     /// The metrics registry, for tests.
     pub fn metrics(&self) -> IngestMetrics {
         self.state.metrics.clone()
     }
 
-    /// The router, without a listener.
-    fn router(state: Arc<AppState>) -> Router {
+    /// The public listener's routes.
+    fn public_router(state: Arc<AppState>) -> Router {
+        let shed = ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(overloaded(state.clone())))
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::new(state.config.max_in_flight));
         Router::new()
             .route("/hooks/{source}", post(routes::hooks::receive))
+            .route_layer(shed)
+            .route("/healthz", get(routes::health::healthz))
+            .route("/readyz", get(routes::health::readyz))
+            .merge(Self::status_router(&state, Listener::Public))
+            .with_state(state)
+    }
+
+    /// The admin listener's routes.
+    fn admin_router(state: Arc<AppState>) -> Router {
+        Router::new()
+            .route("/healthz", get(routes::health::healthz))
+            .route("/readyz", get(routes::health::readyz))
+            .route("/metrics", get(routes::health::metrics))
+            .merge(Self::status_router(&state, Listener::Admin))
+            .with_state(state)
+    }
+
+    /// The status API, when it has a token and belongs on `listener`.
+    fn status_router(state: &Arc<AppState>, listener: Listener) -> Router<Arc<AppState>> {
+        if state.config.status_token.is_none() || state.config.status_listener != listener {
+            return Router::new();
+        }
+        Router::new()
             .route("/events/{id}", get(routes::events::by_id))
             .route(
                 "/events/{source}/{event_id}",
                 get(routes::events::by_event_id),
             )
-            .route("/healthz", get(routes::health::healthz))
-            .route("/readyz", get(routes::health::readyz))
-            .route("/metrics", get(routes::health::metrics))
-            .with_state(state)
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                routes::events::require_token,
+            ))
     }
 
     /// Serves until `shutdown` is cancelled, then drains and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let state = self.state.clone();
         let grace = state.config.shutdown_grace;
-        let app = Self::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let draining = CancellationToken::new();
-        let stop_accepting = draining.clone();
+        let limits = ConnectionLimits {
+            header_read_timeout: state.config.header_read_timeout,
+            max_header_bytes: state.config.max_header_bytes,
+        };
+        let stop_accepting = CancellationToken::new();
         let stopping = state.stopping.clone();
         let drain_delay = state.config.drain_delay;
-        let signal = async move {
+        let draining = stop_accepting.clone();
+        tokio::spawn(async move {
             shutdown.cancelled().await;
             // Readiness turns 503 first; requests are still served while the load
-            // balancer notices, then the listener closes.
+            // balancer notices, then the listeners close.
             stopping.cancel();
             tokio::time::sleep(drain_delay).await;
-            stop_accepting.cancel();
-        };
-        tracing::info!(port = self.port(), "Ingest listening.");
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(signal);
-        let server = tokio::spawn(async move { server.await });
-        draining.cancelled().await;
+            draining.cancel();
+        });
+        tracing::info!(
+            port = self.port(),
+            admin_port = self.admin_port(),
+            "Ingest listening."
+        );
+        let public = Self::public_router(state.clone());
+        let public = tokio::spawn(serve(self.listener, public, limits, stop_accepting.clone()));
+        let admin = Self::admin_router(state.clone());
+        let admin = tokio::spawn(serve(self.admin, admin, limits, stop_accepting.clone()));
+        stop_accepting.cancelled().await;
         // In-flight requests get the grace period; past it they are abandoned
         // (their senders see a reset and retry; nothing unconfirmed was answered 2xx).
         let drained = tokio::time::timeout(grace, async {
-            let served = server.await;
+            let served = public.await.and(admin.await);
             state.tasks.close();
             state.tasks.wait().await;
             served
@@ -200,11 +269,10 @@ impl Application {
         .await;
         state.publisher.close().await;
         match drained {
-            Ok(Ok(Ok(()))) => {
+            Ok(Ok(())) => {
                 tracing::info!("Ingest stopped.");
                 Ok(())
             }
-            Ok(Ok(Err(e))) => Err(e).context("HTTP server failed"),
             Ok(Err(e)) => Err(e).context("HTTP server task failed"),
             Err(_) => {
                 tracing::warn!(
@@ -214,5 +282,29 @@ impl Application {
                 Ok(())
             }
         }
+    }
+}
+
+/// The answer to a `/hooks/*` request shed above `ingest.max_in_flight`: 503 with
+/// `Retry-After`, counted under the source's name (or `unknown`).
+fn overloaded(
+    state: Arc<AppState>,
+) -> impl Fn(Uri, BoxError) -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    move |uri: Uri, _: BoxError| {
+        let name = uri.path().strip_prefix("/hooks/").unwrap_or_default();
+        let label = if state.sources.contains_key(name) {
+            name
+        } else {
+            "unknown"
+        };
+        let error = IngestError::Overloaded {
+            retry_after: state.config.retry_after,
+        };
+        state
+            .metrics
+            .requests
+            .with_label_values(&[label, error.outcome()])
+            .inc();
+        std::future::ready(error.into_response())
     }
 }

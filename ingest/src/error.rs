@@ -36,6 +36,18 @@ pub enum IngestError {
         /// The limit.
         limit: usize,
     },
+    /// The body did not arrive within `ingest.body_read_timeout`.
+    #[error("request body not received within {}s", .timeout.as_secs_f64())]
+    BodyTimeout {
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// More `/hooks/*` requests are in flight than `ingest.max_in_flight`.
+    #[error("too many requests in flight; retry later")]
+    Overloaded {
+        /// Sent as `Retry-After`.
+        retry_after: Duration,
+    },
     /// The body could not be read (client went away, broken chunking).
     #[error("cannot read request body")]
     BodyRead(#[source] axum::Error),
@@ -87,6 +99,8 @@ impl IngestError {
             Self::IpNotAllowed => "ip_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooLarge { .. } => "too_large",
+            Self::BodyTimeout { .. } => "body_timeout",
+            Self::Overloaded { .. } => "overloaded",
             Self::BodyRead(_) => "bad_body",
             Self::Signature(e) if e.is_malformed() => "malformed_signature",
             Self::Signature(_) => "bad_signature",
@@ -113,6 +127,8 @@ impl IngestError {
             Self::InProgress { .. } => StatusCode::CONFLICT,
             Self::CarriedHeaderTooLong { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -120,6 +136,7 @@ impl IngestError {
         match self {
             Self::RateLimited { retry_after }
             | Self::InProgress { retry_after }
+            | Self::Overloaded { retry_after }
             | Self::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }

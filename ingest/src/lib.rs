@@ -4,13 +4,17 @@
 //! - [`app`]: `Application` — build, bind, run until stopped.
 //! - [`routes`]: `POST /hooks/{source}`, `GET /events/{id}`, `/healthz`, `/readyz`,
 //!   `/metrics`.
+//! - [`serve`]: the accept loop with connection limits (header read timeout, head size).
+//! - [`client`]: the client's address behind trusted proxies.
 //! - [`source`]: a configured source compiled for the request path.
 //! - [`error`]: the request path's one error type and its responses.
 
 pub mod app;
+pub mod client;
 pub mod dedupe;
 pub mod error;
 pub mod routes;
+pub mod serve;
 pub mod source;
 
 pub use app::Application;

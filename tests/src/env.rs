@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::Settings;
+use hookfleet_common::config::{Secret, Settings};
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_common::topology::Topology;
 use lapin::message::BasicGetMessage;
@@ -19,6 +19,9 @@ use lapin::{Channel, Connection, ConnectionProperties};
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Redis for tests.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The status API's bearer token in tests.
+pub const STATUS_TOKEN: &str = "test-status-token";
 
 /// A test's own namespace and settings.
 pub struct TestEnv {
@@ -46,6 +49,8 @@ impl TestEnv {
         settings.amqp.connect_timeout = Duration::from_secs(2);
         settings.redis.url = REDIS_URL.into();
         settings.ingest.listen = "127.0.0.1:0".parse().expect("valid address");
+        settings.ingest.admin_listen = "127.0.0.1:0".parse().expect("valid address");
+        settings.ingest.status_token = Some(Secret::new(STATUS_TOKEN));
         settings.ingest.drain_delay = Duration::from_millis(100);
         settings.ingest.shutdown_grace = Duration::from_secs(5);
         settings.worker.admin_listen = "127.0.0.1:0".parse().expect("valid address");

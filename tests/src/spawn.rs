@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::Settings;
+use hookfleet_common::config::{Listener, Settings};
 use hookfleet_common::metrics::IngestMetrics;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -12,19 +12,44 @@ use tokio_util::sync::CancellationToken;
 pub struct IngestHandle {
     /// `http://127.0.0.1:{port}`.
     pub base_url: String,
+    /// `http://127.0.0.1:{admin_port}` (`/metrics`, probes).
+    pub admin_url: String,
+    /// The listener serving the status API (`/events/…`), and its token.
+    status_base: String,
+    status_token: Option<String>,
     /// Its metrics registry.
     pub metrics: IngestMetrics,
     token: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
+/// Where the status API is served and the token it wants.
+struct StatusAccess {
+    listener: Listener,
+    token: Option<String>,
+}
+
+impl StatusAccess {
+    fn of(settings: &Settings) -> Self {
+        Self {
+            listener: settings.ingest.status_listener,
+            token: settings
+                .ingest
+                .status_token
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
+        }
+    }
+}
+
 impl IngestHandle {
     /// Starts ingest with `settings` (listen on port 0).
     pub async fn start(settings: Settings) -> Self {
+        let status = StatusAccess::of(&settings);
         let app = hookfleet_ingest::Application::build(settings)
             .await
             .expect("ingest builds");
-        Self::run(app)
+        Self::run(app, status)
     }
 
     /// Starts ingest with `hook` run inside every publish task, after the dedup
@@ -33,20 +58,33 @@ impl IngestHandle {
         settings: Settings,
         hook: hookfleet_ingest::app::BeforePublish,
     ) -> Self {
+        let status = StatusAccess::of(&settings);
         let mut app = hookfleet_ingest::Application::build(settings)
             .await
             .expect("ingest builds");
         app.set_before_publish(hook);
-        Self::run(app)
+        Self::run(app, status)
     }
 
-    fn run(app: hookfleet_ingest::Application) -> Self {
+    fn run(app: hookfleet_ingest::Application, status: StatusAccess) -> Self {
+        let StatusAccess {
+            listener: settings_status_listener,
+            token: status_token,
+        } = status;
         let base_url = format!("http://127.0.0.1:{}", app.port());
+        let admin_url = format!("http://127.0.0.1:{}", app.admin_port());
+        let status_base = match settings_status_listener {
+            Listener::Public => base_url.clone(),
+            Listener::Admin => admin_url.clone(),
+        };
         let metrics = app.metrics();
         let token = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(token.clone()));
         Self {
             base_url,
+            admin_url,
+            status_base,
+            status_token,
             metrics,
             token,
             task,
@@ -61,6 +99,20 @@ impl IngestHandle {
     /// A URL on this service.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_url)
+    }
+
+    /// `GET {path}` of the status API, on its listener, with its bearer token.
+    pub fn status(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = reqwest::Client::new().get(format!("{}{path}", self.status_base));
+        match &self.status_token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// Begins shutdown (as SIGTERM does) without waiting.

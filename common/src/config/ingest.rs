@@ -37,6 +37,58 @@ pub struct IngestConfig {
     pub shutdown_grace: Duration,
     /// The webhook sources, by the name used in `POST /hooks/{source}`.
     pub sources: BTreeMap<String, SourceConfig>,
+    /// Address of the admin listener: `/metrics`, `/healthz`, `/readyz` and, with
+    /// `status_listener = "admin"`, the status API (`0.0.0.0:9091`). Keep this port
+    /// off the internet; the public listener serves only `/hooks/*`, `/healthz` and
+    /// `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// The bearer token of the status API (`GET /events/…`). Unset (the default)
+    /// disables the API: 404 on both listeners.
+    pub status_token: Option<Secret>,
+    /// Which listener serves the status API: `admin` (default) or `public`.
+    pub status_listener: Listener,
+    /// How long a client may take to send a request's headers; past it the
+    /// connection is closed (`10s`).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body once its headers arrived;
+    /// past it the answer is 408 (`30s`).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes; larger ones are
+    /// answered 431 (`65536`, at least 8192).
+    pub max_header_bytes: usize,
+    /// Most `/hooks/*` requests handled at once; above it the answer is 503 with
+    /// `Retry-After` (`512`).
+    pub max_in_flight: usize,
+    /// Proxies (CIDR ranges or addresses) whose forwarding header names the
+    /// client; empty (the default) trusts none, so the client is the TCP peer.
+    pub trusted_proxies: Vec<String>,
+    /// The forwarding header trusted proxies write: `x-forwarded-for` (default)
+    /// or `forwarded` (RFC 7239). Only this one is read.
+    pub client_ip_header: ClientIpHeader,
+}
+
+/// One of ingest's two listeners.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Listener {
+    /// `ingest.listen`, the one facing senders.
+    Public,
+    /// `ingest.admin_listen`.
+    #[default]
+    Admin,
+}
+
+/// The header a trusted proxy names the client in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
 }
 
 impl Default for IngestConfig {
@@ -49,7 +101,59 @@ impl Default for IngestConfig {
             drain_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(20),
             sources: BTreeMap::new(),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9091)),
+            status_token: None,
+            status_listener: Listener::Admin,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_in_flight: 512,
+            trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::XForwardedFor,
         }
+    }
+}
+
+impl IngestConfig {
+    /// The parsed `trusted_proxies` ranges (validated at load, so none are dropped).
+    pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|c| parse_ip_range(c))
+            .collect()
+    }
+
+    /// Checks the listener settings (sources are checked one by one).
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: &str| ConfigError::Invalid {
+            field: format!("ingest.{field}"),
+            reason: reason.to_owned(),
+        };
+        if self.admin_listen == self.listen && self.listen.port() != 0 {
+            return Err(invalid("admin_listen", "must differ from ingest.listen"));
+        }
+        if self.header_read_timeout.is_zero() || self.body_read_timeout.is_zero() {
+            return Err(invalid(
+                "header_read_timeout",
+                "read timeouts must be greater than 0",
+            ));
+        }
+        // hyper refuses a read buffer under 8 KiB.
+        if self.max_header_bytes < 8192 {
+            return Err(invalid("max_header_bytes", "must be at least 8192"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(invalid("max_in_flight", "must be at least 1"));
+        }
+        for (i, cidr) in self.trusted_proxies.iter().enumerate() {
+            if parse_ip_range(cidr).is_none() {
+                return Err(ConfigError::Invalid {
+                    field: format!("ingest.trusted_proxies[{i}]"),
+                    reason: format!("{cidr:?} is not an IP address or CIDR range"),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

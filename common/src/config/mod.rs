@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig};
 pub use ingest::{
-    FieldSource, HmacAlgorithm, HmacParams, IngestConfig, RateLimit, SchemeKind, SignatureEncoding,
-    SourceConfig,
+    ClientIpHeader, FieldSource, HmacAlgorithm, HmacParams, IngestConfig, Listener, RateLimit,
+    SchemeKind, SignatureEncoding, SourceConfig,
 };
 pub use limits::{CacheConfig, CacheSettings, LimitsConfig, ModelLimits, cacheable};
 pub use secret::Secret;
@@ -293,6 +293,7 @@ impl Settings {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("amqp.retry_tiers")
+            .with_list_parse_key("ingest.trusted_proxies")
             .source(sources.env);
         let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
         settings.validate()?;
@@ -352,6 +353,7 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        self.ingest.validate()?;
         for (name, source) in &self.ingest.sources {
             if name.is_empty()
                 || !name

@@ -92,6 +92,23 @@ fn error_of(toml: &str, vars: &[(&str, &str)]) -> String {
 }
 
 #[test]
+fn trusted_proxies_come_from_the_environment_as_a_list() {
+    let s = load(
+        "",
+        &[(
+            "HOOKFLEET__INGEST__TRUSTED_PROXIES",
+            "10.0.0.0/8,192.168.0.1",
+        )],
+    )
+    .unwrap();
+    assert_eq!(s.ingest.trusted_networks().len(), 2);
+    assert!(
+        s.ingest.status_token.is_none(),
+        "the status API is off by default"
+    );
+}
+
+#[test]
 fn invalid_configs_fail_naming_the_field() {
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: &[Case] = &[
@@ -103,6 +120,27 @@ fn invalid_configs_fail_naming_the_field() {
         ("[worker]\nconcurrency = 0", &[], "worker.concurrency"),
         ("[ingest]\nlisten = \"nowhere\"", &[], "listen"),
         ("[ingest]\nlsten = \"0.0.0.0:1\"", &[], "lsten"),
+        (
+            "[ingest]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy\"]",
+            &[],
+            "ingest.trusted_proxies[1]",
+        ),
+        (
+            "[ingest]\nmax_header_bytes = 100",
+            &[],
+            "ingest.max_header_bytes",
+        ),
+        ("[ingest]\nmax_in_flight = 0", &[], "ingest.max_in_flight"),
+        (
+            "[ingest]\nlisten = \"0.0.0.0:1\"\nadmin_listen = \"0.0.0.0:1\"",
+            &[],
+            "ingest.admin_listen",
+        ),
+        (
+            "[ingest]\nstatus_listener = \"lobby\"",
+            &[],
+            "status_listener",
+        ),
         (
             "[ingest.sources.s]\nscheme = \"stripe\"\nsecrets = []",
             &[],

@@ -5,16 +5,22 @@
 //! through the source's duplicate-check claim, so it works only while that
 //! claim lasts (`ingest.dedup_ttl`) and only for sources with event ids.
 //! Unknown or expired ids answer 404 with the usual `{"error": …}` body; Redis
-//! trouble answers 503 with `Retry-After`. Nothing here needs a signature: the
-//! status holds no payload or secret, only names, ids, error codes and the
-//! outputs cut short — put ingest behind your own access control if even that
-//! must stay private.
+//! trouble answers 503 with `Retry-After`.
+//!
+//! The status holds AI outputs and error texts, and event ids are not secrets, so
+//! every request must carry `Authorization: Bearer {ingest.status_token}` (401
+//! otherwise, compared in constant time). Without a configured token the routes
+//! are not mounted at all (`app`).
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::error::IngestError;
@@ -66,4 +72,35 @@ fn unavailable(state: &AppState, e: hookfleet_common::redis::RedisError) -> Inge
         retry_after: state.config.retry_after,
         source: Box::new(e),
     }
+}
+
+/// Middleware: passes requests bearing the status token, answers 401 to others.
+pub async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let valid = match (presented, &state.config.status_token) {
+        // `ct_eq` takes the same time for every token of the right length.
+        (Some(presented), Some(token)) => {
+            bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes()))
+        }
+        _ => false,
+    };
+    if valid {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "error": "missing or wrong bearer token" })),
+    )
+        .into_response()
 }

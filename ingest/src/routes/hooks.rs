@@ -17,14 +17,14 @@
 //! mid-request, axum drops this handler, and the publish still settles the claim
 //! one way or the other.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::dedupe::{Claim, ClaimGuard, ClaimKeys};
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hookfleet_common::config::{FailMode, SchemeKind};
@@ -33,8 +33,10 @@ use hookfleet_common::redis::status::{EventState, Update};
 use hookfleet_common::telemetry::error_chain;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::client::ClientAddr;
 use crate::error::IngestError;
 use crate::source::Source;
 
@@ -51,7 +53,7 @@ const IN_PROGRESS_RETRY_AFTER: std::time::Duration = std::time::Duration::from_s
 pub async fn receive(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -62,10 +64,16 @@ pub async fn receive(
         .as_ref()
         .map_or("unknown", |s| s.name.as_str())
         .to_owned();
-    let (outcome, response) = match handle(&state, source, peer, &headers, body).await {
-        Ok(accepted) => (accepted.outcome(), accepted.into_response()),
-        Err(e) => (e.outcome(), e.into_response()),
+    // Every log line of this request names the client (behind trusted proxies,
+    // the address they forwarded).
+    let span = tracing::info_span!("hook", source = %label, %client);
+    let answered = async {
+        match handle(&state, source, client, &headers, body).await {
+            Ok(accepted) => (accepted.outcome(), accepted.into_response()),
+            Err(e) => (e.outcome(), e.into_response()),
+        }
     };
+    let (outcome, response) = answered.instrument(span).await;
     state
         .metrics
         .requests
@@ -122,18 +130,19 @@ impl IntoResponse for Accepted {
 async fn handle(
     state: &Arc<AppState>,
     source: Option<Arc<Source>>,
-    peer: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Accepted, IngestError> {
     let source = source.ok_or(IngestError::UnknownSource)?;
-    if !source.allows(peer.ip()) {
+    if !source.allows(client) {
+        tracing::debug!(source = %source.name, %client, "Client address not allowed.");
         return Err(IngestError::IpNotAllowed);
     }
     source
         .check_rate()
         .map_err(|retry_after| IngestError::RateLimited { retry_after })?;
-    let body = read_body(&source, headers, body).await?;
+    let body = read_body(&source, headers, body, state.config.body_read_timeout).await?;
     source.verifier.verify(headers, &body, SystemTime::now())?;
 
     let json = if source.needs_json() {
@@ -332,8 +341,14 @@ async fn record_accepted(state: &AppState, meta: &EventMeta) {
 
 /// Reads the body, never more than the source's limit: a declared
 /// `Content-Length` over it is refused before reading, and a chunked body is cut
-/// off as soon as it passes the limit.
-async fn read_body(source: &Source, headers: &HeaderMap, body: Body) -> Result<Bytes, IngestError> {
+/// off as soon as it passes the limit. The whole body must arrive within
+/// `timeout` (408 otherwise), however steadily it trickles.
+async fn read_body(
+    source: &Source,
+    headers: &HeaderMap,
+    body: Body,
+    timeout: Duration,
+) -> Result<Bytes, IngestError> {
     let limit = source.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -342,7 +357,11 @@ async fn read_body(source: &Source, headers: &HeaderMap, body: Body) -> Result<B
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(IngestError::TooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect());
+    match read
+        .await
+        .map_err(|_| IngestError::BodyTimeout { timeout })?
+    {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(IngestError::TooLarge { limit }),
         Err(e) => Err(IngestError::BodyRead(axum::Error::new(e))),

@@ -72,7 +72,7 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &IngestParams) -> anyhow::Res
     )
     .await;
     let cpu = meter.finish();
-    let metrics = format!("http://127.0.0.1:{}/metrics", layout.ingest_port);
+    let metrics = format!("http://127.0.0.1:{}/metrics", layout.ingest_admin_port);
     let server_ms = procs::mean_ms(&metrics, "hookfleet_ingest_request_duration_seconds")
         .await
         .unwrap_or(0.0);

@@ -62,6 +62,8 @@ impl Lab {
 pub struct Layout {
     /// Ingest's HTTP port.
     pub ingest_port: u16,
+    /// Ingest's admin port (`/metrics`).
+    pub ingest_admin_port: u16,
     /// The worker's admin port.
     pub admin_port: u16,
     /// mock-ai's port.
@@ -75,6 +77,7 @@ impl Layout {
     pub fn new(concurrency: u16) -> anyhow::Result<Self> {
         Ok(Self {
             ingest_port: free_port()?,
+            ingest_admin_port: free_port()?,
             admin_port: free_port()?,
             mock_port: free_port()?,
             concurrency,
@@ -121,6 +124,7 @@ log_format = "json"
 log_level = "info"
 [ingest]
 listen = "127.0.0.1:{ingest_port}"
+admin_listen = "127.0.0.1:{ingest_admin_port}"
 dedup_ttl = "10m"
 drain_delay = "0s"
 [ingest.sources.support]
@@ -151,6 +155,7 @@ user = "Ticket {{{{ meta.message_id }}}} from {{{{ payload.customer.name }}}}: {
         url = amqp.url,
         redis = env.settings.redis.url,
         ingest_port = layout.ingest_port,
+        ingest_admin_port = layout.ingest_admin_port,
         admin_port = layout.admin_port,
         mock_port = layout.mock_port,
         concurrency = layout.concurrency,

@@ -128,8 +128,8 @@ async fn without_redis_ingest_fails_open_by_default_and_closed_when_configured()
             // The status cannot be recorded either: counted, and the 202 stands.
             assert_eq!(ingest.metrics.status_write_failures.get(), 1);
             let accepted: Value = response.json().await.unwrap();
-            let status = client
-                .get(ingest.url(&format!("/events/{}", accepted["id"].as_str().unwrap())))
+            let status = ingest
+                .status(&format!("/events/{}", accepted["id"].as_str().unwrap()))
                 .send()
                 .await
                 .unwrap();
@@ -291,10 +291,11 @@ async fn sigterm_turns_readiness_off_and_lets_in_flight_requests_finish() {
 async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm() {
     let env = TestEnv::new().await;
     let binary = hookfleet_tests::spawn::binary("hookfleet-ingest");
-    let port = {
+    let free_port = || {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
+    let (port, admin_port) = (free_port(), free_port());
     // Removed when dropped, also when the test panics.
     let dir = tempfile::Builder::new()
         .prefix(&format!("hf-{}-", env.namespace))
@@ -303,7 +304,7 @@ async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm()
     let secret = webhook::standard_secret();
     std::fs::write(dir.path().join("secret"), &secret).unwrap();
     let config = format!(
-        "namespace = \"{ns}\"\n[amqp]\nqueue_expires = \"10m\"\nretry_tiers = [\"200ms\", \"1s\"]\n[ingest]\nlisten = \"127.0.0.1:{port}\"\ndrain_delay = \"100ms\"\n[ingest.sources.std]\nscheme = \"standard\"\nsecrets = [{{ secret_file = \"{secret}\" }}]\n",
+        "namespace = \"{ns}\"\n[amqp]\nqueue_expires = \"10m\"\nretry_tiers = [\"200ms\", \"1s\"]\n[ingest]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\ndrain_delay = \"100ms\"\n[ingest.sources.std]\nscheme = \"standard\"\nsecrets = [{{ secret_file = \"{secret}\" }}]\n",
         ns = env.namespace,
         secret = dir.path().join("secret").display(),
     );
@@ -332,7 +333,8 @@ async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm()
     assert_eq!(good.send().await.unwrap().status(), 202);
     let bad = webhook::standard_request(&client, &url, &webhook::standard_secret(), "m2", b"{}");
     assert_eq!(bad.send().await.unwrap().status(), 401);
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap();
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let metrics = client.get(format!("{admin}/metrics")).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
     assert!(
         metrics.contains("hookfleet_ingest_requests_total{outcome=\"accepted\",source=\"std\"} 1"),

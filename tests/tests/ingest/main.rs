@@ -5,6 +5,7 @@
 
 mod accepts;
 mod accounting;
+mod edge;
 mod end_to_end;
 mod faults;
 mod fuzz;

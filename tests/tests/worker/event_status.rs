@@ -54,9 +54,7 @@ async fn send(ingest: &IngestHandle, secret: &str, event_id: &str, text: &str) -
 
 /// `GET path` → (status code, JSON body).
 async fn get(ingest: &IngestHandle, path: &str) -> (u16, Value) {
-    let response = reqwest::get(ingest.url(path))
-        .await
-        .expect("ingest answers");
+    let response = ingest.status(path).send().await.expect("ingest answers");
     let code = response.status().as_u16();
     (code, response.json().await.expect("a JSON body"))
 }
