@@ -7,6 +7,8 @@
 //! - [`enrich`]: HTTP requests before the prompt (`enrich.<step>` in templates).
 //! - [`completion`]: cache (single flight) → limiter → provider.
 //! - [`outcome`]: `classify` — what every failure means.
+//! - [`outbound`]: the client of enrichment and sinks: destination policy,
+//!   no redirects, URLs kept out of errors.
 //! - [`reroute`]: publishing retry and dead-letter copies.
 //! - [`pipeline`]: config → compiled pipelines (globs, minijinja templates).
 //! - [`templates`]: the template context, stage by stage.
@@ -24,6 +26,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod enrich;
 pub mod job;
+pub mod outbound;
 pub mod outcome;
 pub mod pipeline;
 pub mod providers;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig};
+pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig, OutboundConfig};
 pub use ingest::{
     FieldSource, HmacAlgorithm, HmacParams, IngestConfig, RateLimit, SchemeKind, SignatureEncoding,
     SourceConfig,
