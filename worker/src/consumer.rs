@@ -10,7 +10,7 @@
 //! (`reroute.rs`). If that copy cannot be published — the broker may be down — the
 //! delivery is *not* acked: after `worker.requeue_delay` it is nacked with requeue,
 //! and the jobs queue's `x-delivery-limit` ends a loop for good. An ack or nack on
-//! a channel that died returns `Ok(false)` or an error (FACTS.md); both mean "the
+//! a channel that died returns `Ok(false)` or an error (docs/broker-notes.md); both mean "the
 //! broker will redeliver", which the done markers make cheap.
 //!
 //! **Connection loss.** No lapin auto-recover (its acks after a recovery are

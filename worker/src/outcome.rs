@@ -1,6 +1,7 @@
 //! The one place that decides what a failure means: [`classify`].
 //!
-//! DESIGN.md's split, applied to every failure a job can meet:
+//! The permanent/transient split of docs/architecture.md, applied to every failure
+//! a job can meet:
 //!
 //! - **poison** (dead-letter now): no message id, not our headers, a body that is
 //!   not JSON. Retrying cannot help and a requeue would loop.
@@ -427,7 +428,7 @@ fn describe_request(error: &RequestError, prefix: &str) -> (Kind, String) {
     }
 }
 
-/// A 429 that is about money, not pace: never retried (FACTS.md).
+/// A 429 that is about money, not pace: never retried (docs/broker-notes.md).
 fn is_billing(code: Option<&str>) -> bool {
     matches!(
         code,

@@ -85,7 +85,7 @@ pub struct ModelLimits {
     pub tpm: Option<u32>,
     /// Requests that may start at once after an idle spell; default one second's
     /// worth of `rpm` (at least 1). Providers often enforce a per-minute limit per
-    /// second (FACTS.md): a small burst avoids their 429s.
+    /// second (docs/broker-notes.md): a small burst avoids their 429s.
     #[serde(default)]
     pub burst_requests: Option<u32>,
     /// Tokens that may be spent at once after an idle spell; default one second's

@@ -2,7 +2,7 @@
 //! order), honour every filter, and `purge` deletes only what matches — and
 //! only with `--yes`.
 
-mod dlq_common;
+use crate::dlq_common;
 
 use std::time::Duration;
 

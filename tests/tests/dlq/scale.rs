@@ -3,10 +3,10 @@
 //! they take a minute. `bench/dlq.sh` measures the release binary the same way.
 //!
 //! ```text
-//! cargo test -p hookfleet-tests --test dlq_scale -- --ignored --nocapture
+//! cargo test -p hookfleet-tests --test dlq -- scale:: --ignored --nocapture
 //! ```
 
-mod dlq_common;
+use crate::dlq_common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! every letter is either still in the DLQ or in the jobs queue, exactly once —
 //! and a second command cannot interleave with a running one.
 
-mod dlq_common;
+use crate::dlq_common;
 
 use std::time::Duration;
 

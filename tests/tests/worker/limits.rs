@@ -165,7 +165,7 @@ async fn a_429_pauses_every_worker_for_the_providers_retry_time() {
 
 /// Four workers, the mock's limits scaled down to a 10 s window (600 requests and
 /// 600 requests' worth of tokens per window: 60/s), the limiter configured at
-/// 97% of them with small bursts, as the README's sizing section advises. The
+/// 97% of them with small bursts, as docs/operations.md's sizing section advises. The
 /// full-size run (60 s window, 2,000 jobs) is `bench limiter`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_get_no_429s_and_use_at_least_95_percent_of_the_limit() {

@@ -3,7 +3,7 @@
 //! shows it as class `delivery-limit`, and replays it as a fresh job without the
 //! broker's headers.
 
-mod dlq_common;
+use crate::dlq_common;
 
 use std::time::Duration;
 

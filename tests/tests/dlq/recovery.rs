@@ -3,7 +3,7 @@
 //! provider is fixed; `dlq replay --source github` turns exactly GitHub's events
 //! into results, and Stripe's stay in the DLQ, untouched.
 
-mod dlq_common;
+use crate::dlq_common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

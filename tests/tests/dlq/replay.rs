@@ -3,7 +3,7 @@
 //! letter in the DLQ, in its order; with `--dry-run` it changes nothing, and the
 //! loop guard keeps letters replayed too often unless `--force`.
 
-mod dlq_common;
+use crate::dlq_common;
 
 use std::time::Duration;
 

@@ -20,7 +20,7 @@ use hookfleet_tests::wait::wait_until;
 use hookfleet_tests::webhook;
 use serde_json::json;
 
-const EXAMPLE: &str = include_str!("../../examples/support-escalation.toml");
+const EXAMPLE: &str = include_str!("../../../examples/support-escalation.toml");
 const PIPELINE: &str = "support-escalation";
 const SUPPORT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const CHAT_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
