@@ -520,3 +520,43 @@ async fn an_answer_without_usage_keeps_its_reservation_and_is_counted_and_huge_u
     jobs.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_redirect_is_not_followed_and_dead_letters_naming_its_origin() {
+    let env = TestEnv::new().await;
+    let moved = StandIn::start().await;
+    moved.answer_with_headers(
+        Method::POST,
+        COMPLETIONS,
+        308,
+        &[(
+            "location",
+            "https://collector.example.net/v1/chat/completions",
+        )],
+        "",
+    );
+    let mut settings = worker_settings(&env, 3);
+    settings
+        .worker
+        .providers
+        .insert("moved".into(), scripted_provider(&moved));
+    settings.worker.pipelines = vec![pipeline("p", "moved", "Ticket {{ payload.n }}")];
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let jobs = JobPublisher::new(&env).await;
+
+    jobs.publish("support", "ticket.created", &json!({ "n": 1 }))
+        .await;
+    let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    let error = header(&dead[0], "hf-error").unwrap();
+    assert!(error.starts_with("ai_http_308"), "{error}");
+    assert!(error.contains("https://collector.example.net"), "{error}");
+    assert_eq!(
+        header(&dead[0], "hf-error-class").as_deref(),
+        Some("permanent")
+    );
+    assert_eq!(moved.requests().len(), 1, "the API key went nowhere else");
+
+    worker.stop().await.unwrap();
+    jobs.close().await;
+    env.cleanup().await;
+}
