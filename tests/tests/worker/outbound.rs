@@ -12,7 +12,6 @@ use hookfleet_common::config::{
     FallbackConfig, HttpAuth, HttpSinkConfig, ModelLimits, ProviderConfig, ProviderKind, Secret,
     SinkConfig,
 };
-use hookfleet_common::redis::limiter::{Clock, Limiter};
 use hookfleet_common::redis::status::{EventState, Statuses};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
@@ -21,6 +20,7 @@ use hookfleet_tests::fleet::{
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::limits::limiter::{Clock, Limiter};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(30);
