@@ -149,6 +149,9 @@ pub struct WorkerMetrics {
     pub ai_request_duration: HistogramVec,
     /// `ai_tokens_total{provider,model,kind}`; kind is `input` or `output`.
     pub ai_tokens: IntCounterVec,
+    /// `ai_usage_missing_total{provider,model}`: answers without a readable
+    /// `usage`; their limiter reservation is kept as the charge.
+    pub ai_usage_missing: IntCounterVec,
     /// `cache_requests_total{result}`: `hit`, `miss` or `coalesced`.
     pub cache_requests: IntCounterVec,
     /// `ratelimit_wait_seconds{provider,model}`: time spent waiting for the limiter.
@@ -208,6 +211,12 @@ impl WorkerMetrics {
                 "ai_tokens_total",
                 "Tokens reported by AI providers.",
                 &["provider", "model", "kind"],
+            )?,
+            ai_usage_missing: counter(
+                &registry,
+                "ai_usage_missing_total",
+                "AI answers without a readable usage, charged their reservation.",
+                &["provider", "model"],
             )?,
             cache_requests: counter(
                 &registry,

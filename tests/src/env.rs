@@ -55,6 +55,9 @@ impl TestEnv {
         settings.ingest.shutdown_grace = Duration::from_secs(5);
         settings.worker.admin_listen = "127.0.0.1:0".parse().expect("valid address");
         settings.worker.shutdown_grace = Duration::from_secs(10);
+        // Stand-ins listen on 127.0.0.1, which the outbound policy refuses
+        // unless allowed.
+        settings.worker.outbound.allow_hosts = vec!["127.0.0.1".into()];
         let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
             .await
             .expect("RabbitMQ at 127.0.0.1:5672 (run deploy/local/start.sh)");

@@ -51,6 +51,7 @@ struct Rule {
     method: Method,
     prefix: String,
     status: u16,
+    headers: Vec<(String, String)>,
     body: String,
 }
 
@@ -101,12 +102,29 @@ impl StandIn {
 
     /// As [`answer`](Self::answer), with any body text.
     pub fn answer_raw(&self, method: Method, prefix: &str, status: u16, body: &str) {
+        self.answer_with_headers(method, prefix, status, &[], body);
+    }
+
+    /// As [`answer_raw`](Self::answer_raw), with response headers (`retry-after`,
+    /// `location`).
+    pub fn answer_with_headers(
+        &self,
+        method: Method,
+        prefix: &str,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) {
         let mut rules = self.shared.rules.lock().expect("not poisoned");
         rules.retain(|r| !(r.method == method && r.prefix == prefix));
         rules.push(Rule {
             method,
             prefix: prefix.to_owned(),
             status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             body: body.to_owned(),
         });
     }
@@ -162,9 +180,10 @@ async fn answer(
         .filter(|r| r.method == method && path.starts_with(&r.prefix))
         .max_by_key(|r| r.prefix.len())
         .cloned();
-    let (status, text) = rule.map_or((404, r#"{"error":"no such route"}"#.to_owned()), |r| {
-        (r.status, r.body)
-    });
+    let (status, extra, text) = rule.map_or(
+        (404, Vec::new(), r#"{"error":"no such route"}"#.to_owned()),
+        |r| (r.status, r.headers, r.body),
+    );
     shared
         .requests
         .lock()
@@ -177,5 +196,14 @@ async fn answer(
             status,
         });
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [("content-type", "application/json")], text).into_response()
+    let mut response = (status, [("content-type", "application/json")], text).into_response();
+    for (name, value) in extra {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            axum::http::HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }

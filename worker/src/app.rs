@@ -64,7 +64,14 @@ impl Application {
                 .enumerate()
                 .map(|(j, s)| {
                     let field = format!("worker.pipelines[{i}].sinks[{j}]");
-                    Sink::build(&field, s, p.undefined, &publisher, &topology)
+                    Sink::build(
+                        &field,
+                        s,
+                        p.undefined,
+                        &config.outbound,
+                        &publisher,
+                        &topology,
+                    )
                 })
                 .collect()
         })?;
@@ -83,7 +90,8 @@ impl Application {
                 settings.redis.timeout,
             ),
             cache: Cache::new(redis.clone(), topology.clone(), settings.redis.timeout),
-            policy: RetryPolicy::new(config.max_attempts, topology.retry_tiers()),
+            policy: RetryPolicy::new(config.max_attempts, topology.retry_tiers())
+                .with_max_retry_after(config.limits.max_retry_after),
             unmatched: config.unmatched,
             metrics: metrics.clone(),
             owner: owner.clone(),

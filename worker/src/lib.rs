@@ -7,6 +7,8 @@
 //! - [`delivery`]: one message's lifecycle — consume, decide, settle (the only acks).
 //! - [`pipeline`]: the stages of one event — enrich, render, complete, deliver.
 //! - [`providers`]: OpenAI-compatible and Anthropic clients.
+//! - [`outbound`]: the HTTP client of enrichment and sinks: destination policy,
+//!   no redirects, URLs kept out of errors (providers share the last two).
 //! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
 //! - [`dlq`]: the `dlq` commands.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
@@ -16,6 +18,7 @@ pub mod app;
 pub mod delivery;
 pub mod dlq;
 pub mod limits;
+pub mod outbound;
 pub mod pipeline;
 pub mod providers;
 

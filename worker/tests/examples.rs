@@ -66,7 +66,14 @@ async fn the_support_escalation_example_loads_compiles_and_renders() {
             .enumerate()
             .map(|(j, s)| {
                 let field = format!("worker.pipelines[{i}].sinks[{j}]");
-                hookfleet_worker::sinks::Sink::build(&field, s, p.undefined, &publisher, &topology)
+                hookfleet_worker::sinks::Sink::build(
+                    &field,
+                    s,
+                    p.undefined,
+                    &settings.worker.outbound,
+                    &publisher,
+                    &topology,
+                )
             })
             .collect()
     })

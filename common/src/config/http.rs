@@ -64,6 +64,11 @@ pub struct EnrichStepConfig {
     /// transient: the job is retried.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Whether a redirect to the same origin (scheme, host and port) is followed
+    /// (`false`): then it is re-sent without the step's `auth` credentials. A
+    /// redirect elsewhere, or any redirect when off, fails the request.
+    #[serde(default)]
+    pub follow_redirects: bool,
 }
 
 /// An HTTP sink (`{ kind = "http", name = "crm", url = "…" }`): a request made
@@ -100,6 +105,28 @@ pub struct HttpSinkConfig {
     /// Timeout of the request (`10s`). A timeout is transient: the job is retried.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// As for enrichment steps: same-origin redirects only, without credentials.
+    #[serde(default)]
+    pub follow_redirects: bool,
+}
+
+/// Where enrichment steps and HTTP sinks may connect (`[worker.outbound]`).
+///
+/// Their URLs are templates over untrusted payloads, so by default a request to
+/// a loopback, private (RFC 1918, unique-local), link-local (169.254.0.0/16,
+/// `fe80::/10`, cloud metadata endpoints), shared (100.64.0.0/10) or unspecified
+/// address is refused. The check is made on the addresses a name resolves to,
+/// right before connecting, so a public name pointing at 127.0.0.1 is refused
+/// too. AI providers' `base_url`s are operator configuration and not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Host names or IP addresses exempt from the check, as written in URLs
+    /// (`["crm.internal", "127.0.0.1"]`), compared without case.
+    pub allow_hosts: Vec<String>,
+    /// Allow every non-public address (`false`): for a fleet whose every
+    /// destination is internal, and for local development.
+    pub allow_private: bool,
 }
 
 fn default_get() -> String {

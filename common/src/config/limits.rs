@@ -41,6 +41,11 @@ pub struct LimitsConfig {
     /// its lease runs out may be run a second time by a redelivered copy.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// The longest wait a provider's or endpoint's `retry-after` /
+    /// `retry-after-ms` is taken for (`10m`); a longer one (a daily quota's
+    /// `21600`) is cut to it, for the job's retry and for the fleet pause alike.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
     /// Limits per provider and model (`[[worker.limits.models]]`). A model not
     /// listed is not limited, but a fleet pause (after a 429) still holds it.
     pub models: Vec<ModelLimits>,
@@ -51,6 +56,7 @@ impl Default for LimitsConfig {
         Self {
             redis_failure: FailMode::Closed,
             max_wait: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(600),
             models: Vec::new(),
         }
     }
@@ -132,6 +138,12 @@ impl LimitsConfig {
         if self.max_wait.is_zero() {
             return Err(ConfigError::invalid(
                 format!("{field}.max_wait"),
+                "must be greater than 0",
+            ));
+        }
+        if self.max_retry_after.is_zero() {
+            return Err(ConfigError::invalid(
+                format!("{field}.max_retry_after"),
                 "must be greater than 0",
             ));
         }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig};
+pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig, OutboundConfig};
 pub use ingest::{
     ClientIpHeader, FieldSource, HmacAlgorithm, HmacParams, IngestConfig, Listener, RateLimit,
     SchemeKind, SignatureEncoding, SourceConfig,

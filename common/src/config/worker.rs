@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::http::{self, EnrichStepConfig, HttpSinkConfig};
+use super::http::{self, EnrichStepConfig, HttpSinkConfig, OutboundConfig};
 use super::{CacheConfig, ConfigError, LimitsConfig, Secret};
 
 /// The worker fleet's settings.
@@ -62,6 +62,8 @@ pub struct WorkerConfig {
     pub pipelines: Vec<PipelineConfig>,
     /// The fleet-wide rate limits per provider and model (`[worker.limits]`).
     pub limits: LimitsConfig,
+    /// Where enrichment steps and HTTP sinks may connect (`[worker.outbound]`).
+    pub outbound: OutboundConfig,
 }
 
 impl Default for WorkerConfig {
@@ -80,6 +82,7 @@ impl Default for WorkerConfig {
             providers: BTreeMap::new(),
             pipelines: Vec::new(),
             limits: LimitsConfig::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }

@@ -188,3 +188,37 @@ async fn purge_needs_yes_and_deletes_only_what_matches() {
     assert_eq!(env.ready_count(&dead_queue).await, 3);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_and_list_survive_absurd_timestamps_in_a_foreign_letter() {
+    use lapin::types::{AMQPValue, FieldArray};
+    let env = TestEnv::new().await;
+    let (properties, body) = dead_letter(&Spec::exhausted("support"), 0);
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    // Past what RFC 3339 can write (year 10000), and past what time can hold.
+    headers.insert("x-foreign-at".into(), AMQPValue::Timestamp(253_402_300_800));
+    let mut death = FieldTable::default();
+    death.insert("reason".into(), AMQPValue::LongString("rejected".into()));
+    death.insert("queue".into(), AMQPValue::LongString("elsewhere".into()));
+    death.insert("count".into(), AMQPValue::LongLongInt(1));
+    death.insert("time".into(), AMQPValue::Timestamp(u64::MAX));
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+    );
+    let properties = properties.with_headers(headers).with_timestamp(u64::MAX);
+    let published = publish_letters(&env, vec![(properties, body)]).await;
+    let id = published[0].id.clone();
+
+    let (shown, text) = dlq(&env.settings, &["show", &id]).await;
+    shown.expect("show");
+    assert!(text.contains("not a valid time"), "{text}");
+    let (shown, json) = dlq(&env.settings, &["show", &id, "--json"]).await;
+    shown.expect("show --json");
+    assert!(json.contains("not a valid time"), "{json}");
+    let (listed, _) = dlq(&env.settings, &["list"]).await;
+    assert_eq!(listed.expect("list").matched, 1);
+    let (stats, _) = dlq(&env.settings, &["stats"]).await;
+    stats.expect("stats");
+    env.cleanup().await;
+}

@@ -360,3 +360,44 @@ async fn a_job_that_would_wait_past_max_wait_is_refused_and_charges_nothing() {
     assert_eq!(l.state(P, M).await.unwrap(), before);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_pause_set_while_a_caller_waits_never_keeps_it_past_its_max_wait() {
+    let env = TestEnv::new().await;
+    // One request a second, a burst of one.
+    let config = limits(Some(60), None, 1, 1);
+    let l = fleet(&env, &config, 1).remove(0);
+    let first = l.acquire(P, M, 1).await.unwrap();
+    let booked_before = l.state(P, M).await.unwrap().requests_tat;
+    let waiter = l.clone();
+    let began = Instant::now();
+    let waiting =
+        tokio::spawn(async move { waiter.acquire_within(P, M, 1, Duration::from_secs(3)).await });
+    // Once the second caller is booked (about a second ahead), a daily quota's
+    // 429 pauses the model: cut to max_retry_after, still far past max_wait.
+    wait_until(Duration::from_secs(5), || {
+        let l = &l;
+        async move { l.state(P, M).await.unwrap().requests_tat > booked_before }
+    })
+    .await;
+    let paused = l.pause(P, M, Duration::from_secs(21_600)).await.unwrap();
+    assert!(
+        paused > Duration::from_secs(590) && paused <= Duration::from_secs(601),
+        "{paused:?}"
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the caller gives up by its max_wait")
+        .unwrap();
+    assert!(
+        matches!(&outcome, Err(AcquireError::Saturated { wait, .. }) if *wait > Duration::from_secs(60)),
+        "{outcome:?}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    first.release().await.unwrap();
+    env.cleanup().await;
+}

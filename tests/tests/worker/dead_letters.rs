@@ -155,3 +155,30 @@ async fn failing_jobs_are_dead_lettered_once_with_their_reason_and_the_counts_ad
     jobs.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_routing_key_header_past_255_bytes_is_cut_to_fit_the_dead_letter() {
+    let env = TestEnv::new().await;
+    let settings = worker_settings(&env, 3);
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let jobs = JobPublisher::new(&env).await;
+
+    let long = format!("support.{}", "é".repeat(200));
+    let mut headers = lapin::types::FieldTable::default();
+    hookfleet_common::message::put_str(&mut headers, "hf-routing-key", &long);
+    let foreign = BasicProperties::default()
+        .with_message_id("foreign-long-key".into())
+        .with_headers(headers);
+    jobs.publish_raw("support.ticket.created", b"{}", foreign)
+        .await;
+
+    let topology = env.topology();
+    let dead = take(&env, &topology.dead_queue(), 1, Duration::from_secs(20)).await;
+    assert_eq!(reason(&dead[0]), "not_a_hookfleet_event");
+    let key = dead[0].delivery.routing_key.as_str();
+    assert!(key.len() <= 255 && long.starts_with(key), "{key}");
+    assert_eq!(header(&dead[0], "hf-routing-key").as_deref(), Some(key));
+    worker.stop().await.expect("the worker stops cleanly");
+    jobs.close().await;
+    env.cleanup().await;
+}

@@ -28,6 +28,7 @@ fn sink(name: &str, url: String) -> HttpSinkConfig {
         auth: None,
         signing_secret: None,
         timeout: Duration::from_secs(5),
+        follow_redirects: false,
     }
 }
 

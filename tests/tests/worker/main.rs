@@ -1,4 +1,4 @@
-//! The worker end to end: results, retries, dead letters, redeliveries, shutdown, cache, limits, fallbacks, HTTP sinks, event status and the reference workflow.
+//! The worker end to end: results, retries, dead letters, redeliveries, shutdown, cache, limits, fallbacks, HTTP sinks, outbound hardening, event status and the reference workflow.
 //!
 //! One test binary per area: the modules below share one link, and nextest runs each
 //! test in its own process.
@@ -10,6 +10,7 @@ mod fallbacks;
 mod faults;
 mod http_sinks;
 mod limits;
+mod outbound;
 mod redelivery;
 mod redis_outage;
 mod results;

@@ -381,3 +381,29 @@ async fn a_history_that_is_not_json_is_retried_then_dead_lettered() {
     assert_eq!(flow.crm.requests_to(&Method::GET, HISTORY).len(), 2);
     flow.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_id_with_path_syntax_reaches_the_crm_as_one_encoded_segment() {
+    let flow = Workflow::start(3).await;
+    flow.send_ticket(
+        "../../admin?x=1",
+        "My order arrived broken, I want a refund.",
+    )
+    .await;
+    flow.wait_jobs("succeeded", 1).await;
+
+    let updates = flow.crm.requests_to(&Method::PATCH, TICKETS);
+    assert_eq!(updates.len(), 1, "{:?}", flow.crm.requests());
+    assert_eq!(updates[0].path, "/api/tickets/..%2F..%2Fadmin%3Fx%3D1");
+    assert!(
+        flow.crm
+            .requests()
+            .iter()
+            .all(|r| !r.path.starts_with("/admin")),
+        "nothing escaped the tickets path"
+    );
+    // The JSON body is not a URL: the id is written as is there.
+    let posts = flow.chat.requests_to(&Method::POST, CHAT);
+    assert_eq!(posts[0].json()["ticket"], "../../admin?x=1");
+    flow.stop().await;
+}

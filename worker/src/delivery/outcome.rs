@@ -238,6 +238,8 @@ pub struct RetryPolicy {
     /// The wait after the n-th failed attempt is `backoff[n-1]` (the last entry
     /// for every later one): the retry tiers, shortest first.
     pub backoff: Vec<Duration>,
+    /// The longest `retry-after` hint honoured (`worker.limits.max_retry_after`).
+    pub max_retry_after: Duration,
 }
 
 impl RetryPolicy {
@@ -248,6 +250,15 @@ impl RetryPolicy {
         Self {
             max_attempts,
             backoff,
+            max_retry_after: Duration::from_secs(600),
+        }
+    }
+
+    /// This policy, honouring `retry-after` hints up to `max` only.
+    pub fn with_max_retry_after(self, max: Duration) -> Self {
+        Self {
+            max_retry_after: max,
+            ..self
         }
     }
 
@@ -280,7 +291,9 @@ pub fn classify(failure: &Failure, attempt: u32, policy: &RetryPolicy) -> Outcom
         Kind::Transient { retry_after } => {
             let backoff = policy.delay(attempt);
             return Outcome::Retry {
-                after: retry_after.map_or(backoff, |hint| hint.max(backoff)),
+                after: retry_after.map_or(backoff, |hint| {
+                    hint.min(policy.max_retry_after).max(backoff)
+                }),
             };
         }
         Kind::Deferred { after } => {
@@ -394,6 +407,11 @@ fn describe_request(error: &RequestError, prefix: &str) -> (Kind, String) {
         RequestError::Connect(_) => (transient, format!("{prefix}_connect")),
         RequestError::Transport(_) => (transient, format!("{prefix}_transport")),
         RequestError::NotJson(_) => (transient, format!("{prefix}_not_json")),
+        // A redirect not followed is refused like any other non-2xx answer.
+        RequestError::Redirect { status, .. } => {
+            (Kind::Permanent, format!("{prefix}_http_{status}"))
+        }
+        RequestError::Refused(_) => (Kind::Permanent, format!("{prefix}_destination_refused")),
         RequestError::Status {
             status,
             retry_after,

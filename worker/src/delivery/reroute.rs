@@ -94,6 +94,9 @@ pub async fn to_dead(
     // was delivered with.
     let routing_key = message::header_str(&headers, message::ROUTING_KEY)
         .unwrap_or_else(|| delivery_routing_key.to_owned());
+    // A foreign message's header may be longer than an AMQP short string's 255
+    // bytes, which no publish can carry: cut it on a char boundary.
+    let routing_key = message::truncate(&routing_key, 255).to_owned();
     put_str(&mut headers, message::ROUTING_KEY, &routing_key);
     put_str(
         &mut headers,

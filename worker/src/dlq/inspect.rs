@@ -446,8 +446,11 @@ fn properties_json(p: &BasicProperties) -> serde_json::Value {
     put("expiration", text(p.expiration()));
     put(
         "timestamp",
-        p.timestamp()
-            .map(|t| timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t)).into()),
+        p.timestamp().map(|t| {
+            super::letter::epoch_secs(t)
+                .map_or_else(|| format!("{t} (not a valid time)"), timestamp)
+                .into()
+        }),
     );
     put("type", text(p.kind()));
     put("user_id", text(p.user_id()));

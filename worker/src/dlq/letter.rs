@@ -348,7 +348,7 @@ fn read_death(headers: &FieldTable) -> Option<Death> {
                 _ => 0,
             },
             time: match entry.inner().get("time") {
-                Some(AMQPValue::Timestamp(secs)) => Some(UNIX_EPOCH + Duration::from_secs(*secs)),
+                Some(AMQPValue::Timestamp(secs)) => epoch_secs(*secs),
                 _ => None,
             },
         }),
@@ -375,7 +375,20 @@ fn describe_death(death: &Death) -> String {
 }
 
 fn rfc3339_secs(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+    epoch_secs(secs).map_or_else(
+        || format!("{secs} (not a valid time)"),
+        |at| humantime::format_rfc3339_seconds(at).to_string(),
+    )
+}
+
+/// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
+const LATEST_SECS: u64 = 253_402_300_799;
+
+/// An AMQP timestamp (seconds since the epoch) as a time, or none when it is
+/// past what RFC 3339 can write: a foreign message may carry any 64-bit value,
+/// and adding it to the epoch, or printing it, would panic.
+pub fn epoch_secs(secs: u64) -> Option<SystemTime> {
+    (secs <= LATEST_SECS).then(|| UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 #[cfg(test)]

@@ -117,6 +117,7 @@ struct Inner {
     topology: Topology,
     timeout: Duration,
     max_wait: Duration,
+    max_retry_after: Duration,
     fail_mode: FailMode,
     models: HashMap<(String, String), ModelRates>,
 }
@@ -168,6 +169,7 @@ impl Limiter {
                 topology,
                 timeout,
                 max_wait: config.max_wait,
+                max_retry_after: config.max_retry_after,
                 fail_mode: config.redis_failure,
                 models,
             }),
@@ -261,13 +263,16 @@ impl Limiter {
     /// little jitter (up to 10%, at most 1 s), counted on the Redis clock. Nothing
     /// booked for the model starts before the pause ends; everything booked moves
     /// back by the time added. A pause already in force for longer is kept.
-    /// Returns how long the model is paused from now.
+    /// `retry_after` is first cut to `max_retry_after`, so a provider's daily
+    /// quota never stops the fleet for hours. Returns how long the model is
+    /// paused from now.
     pub async fn pause(
         &self,
         provider: &str,
         model: &str,
         retry_after: Duration,
     ) -> Result<Duration, RedisError> {
+        let retry_after = retry_after.min(self.inner.max_retry_after);
         let cap = (retry_after / 10).min(Duration::from_secs(1));
         let jitter = rand::rng().random_range(0..=micros(cap));
         let total = retry_after + Duration::from_micros(jitter);
@@ -319,6 +324,11 @@ impl Limiter {
         self.inner.max_wait
     }
 
+    /// The configured `max_retry_after` (`worker.limits.max_retry_after`).
+    pub fn max_retry_after(&self) -> Duration {
+        self.inner.max_retry_after
+    }
+
     /// Waits for capacity for one request of `tokens` (prompt estimate +
     /// `max_tokens`): books it, sleeps until its start, and follows any pause
     /// set meanwhile. Redis errors are returned as they are
@@ -366,7 +376,19 @@ impl Limiter {
         };
         if !booked.wait.is_zero() {
             tokio::time::sleep(booked.wait).await;
-            self.follow_pauses(provider, model, booked.shift_us).await;
+            let deadline = began
+                .checked_add(max_wait)
+                .unwrap_or_else(|| began + Duration::from_secs(86_400));
+            if let Err(wait) = self
+                .follow_pauses(provider, model, booked.shift_us, deadline)
+                .await
+            {
+                // `pending` gives the reservation back as it drops.
+                return Err(AcquireError::Saturated {
+                    model: format!("{provider}/{model}"),
+                    wait,
+                });
+            }
         }
         pending.armed = false;
         Ok(Permit {
@@ -379,9 +401,17 @@ impl Limiter {
     }
 
     /// After sleeping until its start, a caller checks whether a pause pushed
-    /// the schedule back meanwhile, and sleeps the difference. If Redis cannot
-    /// say, it goes ahead: its booking was made before any pause it missed.
-    async fn follow_pauses(&self, provider: &str, model: &str, mut shift: u64) {
+    /// the schedule back meanwhile, and sleeps the difference — unless that
+    /// would take it past `deadline` (its `max_wait`): then it gives up with
+    /// the wait still ahead, as if it had been refused at booking. If Redis
+    /// cannot say, it goes ahead: its booking was made before any pause it missed.
+    async fn follow_pauses(
+        &self,
+        provider: &str,
+        model: &str,
+        mut shift: u64,
+        deadline: Instant,
+    ) -> Result<(), Duration> {
         let key = self.key(provider, model);
         loop {
             let mut cmd = redis::cmd("HGET");
@@ -396,13 +426,20 @@ impl Limiter {
                 Err(error) => {
                     tracing::warn!(%provider, %model, error = %error,
                         "Cannot check the fleet pause; proceeding on the booked start.");
-                    return;
+                    return Ok(());
                 }
             };
             if now <= shift {
-                return;
+                return Ok(());
             }
-            tokio::time::sleep(Duration::from_micros(now - shift)).await;
+            let pushed = Duration::from_micros(now - shift);
+            if Instant::now()
+                .checked_add(pushed)
+                .is_none_or(|resume| resume > deadline)
+            {
+                return Err(pushed);
+            }
+            tokio::time::sleep(pushed).await;
             shift = now;
         }
     }

@@ -186,6 +186,7 @@ fn answered_by(candidate: Candidate<'_>) -> Answer {
         response: AiResponse {
             text: String::new(),
             usage: Usage::default(),
+            usage_reported: false,
             model: None,
         },
         cached: false,
@@ -240,10 +241,24 @@ async fn call(
     let latency = started.elapsed();
     record(ctx, provider, model, &response, latency);
     let settled = match &response {
+        Ok(answer) if !answer.usage_reported => {
+            // Nothing to reconcile with: the reservation stands as the charge
+            // (a refund would let the fleet overshoot on unmetered answers).
+            ctx.metrics
+                .ai_usage_missing
+                .with_label_values(&[provider, model])
+                .inc();
+            tracing::warn!(%provider, %model,
+                "Provider answered without a readable usage; the reservation is kept.");
+            drop(permit);
+            Ok(())
+        }
         Ok(answer) => {
-            permit
-                .reconcile(answer.usage.input_tokens + answer.usage.output_tokens)
-                .await
+            let used = answer
+                .usage
+                .input_tokens
+                .saturating_add(answer.usage.output_tokens);
+            permit.reconcile(used).await
         }
         Err(AiError::Status {
             status: 429,
@@ -331,6 +346,8 @@ fn from_cached(value: CachedCompletion) -> AiResponse {
             input_tokens: value.input_tokens,
             output_tokens: value.output_tokens,
         },
+        // Served from the cache: no provider call, nothing to reconcile.
+        usage_reported: true,
         model: value.model,
     }
 }

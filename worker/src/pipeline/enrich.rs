@@ -11,7 +11,7 @@
 //! Steps are requests that read (GET) by intent: they run again on every attempt,
 //! and their answers are not cached.
 
-use hookfleet_common::config::{EnrichStepConfig, UndefinedMode};
+use hookfleet_common::config::{EnrichStepConfig, OutboundConfig, UndefinedMode};
 use minijinja::Value;
 use serde_json::Map;
 
@@ -48,6 +48,7 @@ impl Enrichment {
         field: &str,
         steps: &[EnrichStepConfig],
         undefined: UndefinedMode,
+        outbound: &OutboundConfig,
     ) -> Result<Self, PipelineError> {
         let steps = steps
             .iter()
@@ -62,6 +63,8 @@ impl Enrichment {
                         body: step.body.as_deref(),
                         auth: step.auth.as_ref(),
                         timeout: step.timeout,
+                        follow_redirects: step.follow_redirects,
+                        outbound,
                     },
                     undefined,
                 )?;

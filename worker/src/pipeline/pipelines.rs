@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use hookfleet_common::config::{CacheSettings, PipelineConfig, ResponseFormat, WorkerConfig};
+use hookfleet_common::config::{
+    CacheSettings, OutboundConfig, PipelineConfig, ResponseFormat, WorkerConfig,
+};
 use minijinja::Environment;
 
 use crate::enrich::Enrichment;
@@ -144,6 +146,7 @@ impl Pipeline {
         config: &PipelineConfig,
         providers: &HashMap<String, Arc<Provider>>,
         sinks: Vec<Sink>,
+        outbound: &OutboundConfig,
     ) -> Result<Self, PipelineError> {
         let field = format!("worker.pipelines[{index}]");
         let provider = providers.get(&config.provider).cloned().ok_or_else(|| {
@@ -162,7 +165,7 @@ impl Pipeline {
             &config.user,
             &format!("{field}.user"),
         )?;
-        let enrichment = Enrichment::build(&field, &config.enrich, config.undefined)?;
+        let enrichment = Enrichment::build(&field, &config.enrich, config.undefined, outbound)?;
         Ok(Self {
             name: config.name.clone(),
             sources: globs(&config.sources, &format!("{field}.sources"))?,
@@ -283,7 +286,9 @@ impl Pipelines {
             .pipelines
             .iter()
             .enumerate()
-            .map(|(i, p)| Pipeline::build(i, p, providers, sinks(i, p)?).map(Arc::new))
+            .map(|(i, p)| {
+                Pipeline::build(i, p, providers, sinks(i, p)?, &config.outbound).map(Arc::new)
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { pipelines })
     }
@@ -364,7 +369,14 @@ mod tests {
     }
 
     fn pipeline(user: &str) -> Pipeline {
-        Pipeline::build(0, &config(user), &providers(), vec![]).unwrap()
+        Pipeline::build(
+            0,
+            &config(user),
+            &providers(),
+            vec![],
+            &OutboundConfig::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -412,14 +424,28 @@ mod tests {
 
     #[test]
     fn bad_globs_and_templates_fail_at_build_with_their_field() {
-        let err = Pipeline::build(3, &config("{{ payload.x "), &providers(), vec![]).unwrap_err();
+        let err = Pipeline::build(
+            3,
+            &config("{{ payload.x "),
+            &providers(),
+            vec![],
+            &OutboundConfig::default(),
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains("worker.pipelines[3].user"),
             "{err}"
         );
         let mut bad_glob = config("x");
         bad_glob.event_types = vec!["ok".into(), "ticket.[".into()];
-        let err = Pipeline::build(0, &bad_glob, &providers(), vec![]).unwrap_err();
+        let err = Pipeline::build(
+            0,
+            &bad_glob,
+            &providers(),
+            vec![],
+            &OutboundConfig::default(),
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("worker.pipelines[0].event_types[1]"),

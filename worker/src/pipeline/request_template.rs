@@ -9,23 +9,47 @@
 //! This module reports *what* happened ([`RequestError`]); what it means (retry or
 //! dead letter) is decided in `outcome::classify`, like every other failure.
 //! Credentials come from secrets and are marked sensitive, so they are never
-//! printed; error messages carry the status and the start of the answer's body,
-//! never the request's headers.
+//! printed; error messages carry the origin (scheme, host, port), the status and
+//! the start of the answer's body, never the request's path, query or headers.
+//!
+//! **URLs encode.** A value written into the URL template (`{{ payload.id }}`)
+//! is percent-encoded as one component (everything but `A-Za-z0-9-._~`), so a
+//! payload's `../../admin?x=1` stays one path segment; `| raw_url` inserts a
+//! value as is, for a template that builds a URL's structure from trusted data.
+//!
+//! **Redirects and destinations** (`crate::outbound`): a 3xx fails the request
+//! with [`RequestError::Redirect`], unless the step has `follow_redirects` and
+//! the target has the same origin; then it is re-sent without the step's
+//! credentials (at most [`MAX_REDIRECTS`] hops). A non-public destination is
+//! refused ([`RequestError::Refused`]) unless `worker.outbound` allows it.
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use hookfleet_common::config::{HttpAuth, UndefinedMode};
+use hookfleet_common::config::{HttpAuth, OutboundConfig, UndefinedMode};
 use minijinja::{Environment, Value};
-use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION};
+use reqwest::{Method, StatusCode};
 
+use crate::outbound::{self, DestinationRefused, Policy};
 use crate::pipeline::PipelineError;
 use crate::providers::{retry_after, truncate};
 use crate::templates;
 
 /// How much of an error answer's body an error keeps.
 const MAX_ERROR_BODY: usize = 200;
+
+/// The most same-origin redirects a `follow_redirects` request follows.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// What a value rendered into a URL keeps as is: RFC 3986's unreserved
+/// characters. Everything else, `/ ? # & = %` included, is percent-encoded.
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// The configured parts of a request, as written in the config.
 pub struct RequestParts<'a> {
@@ -41,6 +65,10 @@ pub struct RequestParts<'a> {
     pub auth: Option<&'a HttpAuth>,
     /// The request's timeout.
     pub timeout: Duration,
+    /// Whether same-origin redirects are followed (without credentials).
+    pub follow_redirects: bool,
+    /// Where requests may go (`worker.outbound`).
+    pub outbound: &'a OutboundConfig,
 }
 
 /// Why an outbound request did not give a usable answer.
@@ -85,6 +113,18 @@ pub enum RequestError {
     /// A 2xx answer that should be JSON (an enrichment step's) is not.
     #[error("the answer is not JSON")]
     NotJson(#[source] serde_json::Error),
+    /// A redirect, not followed: redirects are off, it leads to another origin,
+    /// or there were more than [`MAX_REDIRECTS`].
+    #[error("answered HTTP {status}, a redirect to `{location}`, which is not followed")]
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// The `Location`'s origin (scheme, host, port), or `none`.
+        location: String,
+    },
+    /// The destination is not allowed by `worker.outbound`.
+    #[error(transparent)]
+    Refused(DestinationRefused),
 }
 
 /// A request rendered for one event, ready to send.
@@ -107,6 +147,8 @@ pub struct RequestTemplate {
     has_body: bool,
     auth: Option<HttpAuth>,
     timeout: Duration,
+    follow_redirects: bool,
+    policy: Policy,
     client: reqwest::Client,
 }
 
@@ -119,6 +161,10 @@ impl RequestTemplate {
         undefined: UndefinedMode,
     ) -> Result<Self, PipelineError> {
         let mut env = templates::environment(undefined);
+        env.set_formatter(encode_url_values);
+        env.add_filter("raw_url", |value: Value| {
+            Value::from_safe_string(value.to_string())
+        });
         templates::compile(&mut env, "method", parts.method, &format!("{field}.method"))?;
         templates::compile(&mut env, "url", parts.url, &format!("{field}.url"))?;
         if !is_template(parts.method) && Method::from_bytes(parts.method.as_bytes()).is_err() {
@@ -153,19 +199,19 @@ impl RequestTemplate {
         if let Some(body) = parts.body {
             templates::compile(&mut env, "body", body, &format!("{field}.body"))?;
         }
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("hookfleet/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| PipelineError::Client {
-                field: field.to_owned(),
-                source,
-            })?;
+        let policy = Policy::new(parts.outbound);
+        let client = outbound::client(&policy).map_err(|source| PipelineError::Client {
+            field: field.to_owned(),
+            source,
+        })?;
         Ok(Self {
             templates: env,
             headers,
             has_body: parts.body.is_some(),
             auth: parts.auth.cloned(),
             timeout: parts.timeout,
+            follow_redirects: parts.follow_redirects,
+            policy,
             client,
         })
     }
@@ -217,28 +263,81 @@ impl RequestTemplate {
     }
 
     /// Sends `request` with the step's credentials and timeout; the body of a 2xx
-    /// answer, or what went wrong.
+    /// answer, or what went wrong. Follows same-origin redirects without the
+    /// credentials when the step allows it (module docs).
     pub async fn send(&self, request: RenderedRequest) -> Result<Bytes, RequestError> {
-        let mut headers = request.headers;
-        if let Some(auth) = &self.auth {
-            let (name, value) = credentials(auth)?;
-            headers.insert(name, value);
+        let mut hop = Hop {
+            method: request.method,
+            url: request.url,
+            body: request.body,
+            credentials: self.auth.as_ref().map(credentials).transpose()?,
+        };
+        let mut hops = 0;
+        loop {
+            let response = self.send_once(&hop, &request.headers).await?;
+            let status = response.status();
+            if !status.is_redirection() {
+                return self.answer(response).await;
+            }
+            let target = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|location| hop.url.join(location).ok());
+            match target {
+                Some(next)
+                    if self.follow_redirects
+                        && hops < MAX_REDIRECTS
+                        && next.origin() == hop.url.origin() =>
+                {
+                    hops += 1;
+                    hop.redirect(status, next);
+                }
+                _ => {
+                    return Err(RequestError::Redirect {
+                        status: status.as_u16(),
+                        location: target.map_or_else(|| "none".into(), |u| outbound::origin(&u)),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        hop: &Hop,
+        headers: &HeaderMap,
+    ) -> Result<reqwest::Response, RequestError> {
+        self.policy
+            .check_literal(&hop.url)
+            .map_err(RequestError::Refused)?;
+        let mut headers = headers.clone();
+        if let Some((name, value)) = &hop.credentials {
+            headers.insert(name.clone(), value.clone());
         }
         let mut builder = self
             .client
-            .request(request.method, request.url)
+            .request(hop.method.clone(), hop.url.clone())
             .headers(headers)
             .timeout(self.timeout);
-        if let Some(body) = request.body {
-            builder = builder.body(body);
+        if let Some(body) = &hop.body {
+            builder = builder.body(body.clone());
         }
-        let response = builder.send().await.map_err(|e| self.transport_error(e))?;
+        builder
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, &hop.url))
+    }
+
+    /// The body of a 2xx answer, else the status error.
+    async fn answer(&self, response: reqwest::Response) -> Result<Bytes, RequestError> {
         let status = response.status();
+        let url = response.url().clone();
         let answer_headers = response.headers().clone();
         let body = response
             .bytes()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.transport_error(e, &url))?;
         if status.is_success() {
             return Ok(body);
         }
@@ -249,7 +348,12 @@ impl RequestTemplate {
         })
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> RequestError {
+    /// The error, its URL cut to the origin: a path or query may hold a token.
+    fn transport_error(&self, e: reqwest::Error, url: &reqwest::Url) -> RequestError {
+        if let Some(refused) = outbound::refusal(&e) {
+            return RequestError::Refused(refused);
+        }
+        let e = outbound::redact(e, url);
         if e.is_timeout() {
             RequestError::Timeout(self.timeout)
         } else if e.is_connect() {
@@ -258,6 +362,44 @@ impl RequestTemplate {
             RequestError::Transport(e)
         }
     }
+}
+
+/// One request of a possibly redirected exchange.
+struct Hop {
+    method: Method,
+    url: reqwest::Url,
+    body: Option<String>,
+    credentials: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Hop {
+    /// Moves to `next` as browsers do (303, or 301/302 after a POST, become a
+    /// GET without a body), never with the credentials.
+    fn redirect(&mut self, status: StatusCode, next: reqwest::Url) {
+        let to_get = status == StatusCode::SEE_OTHER
+            || (matches!(status.as_u16(), 301 | 302) && self.method == Method::POST);
+        if to_get {
+            self.method = Method::GET;
+            self.body = None;
+        }
+        self.url = next;
+        self.credentials = None;
+    }
+}
+
+/// The formatter of a request's templates: a value written into the `url`
+/// template is percent-encoded unless marked safe (`| raw_url`).
+fn encode_url_values(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    if state.name() != "url" || value.is_safe() || value.is_undefined() || value.is_none() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = value.to_string();
+    write!(out, "{}", utf8_percent_encode(&text, URL_COMPONENT))
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
 }
 
 /// The header a secret goes in, marked sensitive so it is never printed.
@@ -313,8 +455,15 @@ mod tests {
             body,
             auth: None,
             timeout: Duration::from_secs(1),
+            follow_redirects: false,
+            outbound: &STRICT,
         }
     }
+
+    static STRICT: OutboundConfig = OutboundConfig {
+        allow_hosts: Vec::new(),
+        allow_private: false,
+    };
 
     #[test]
     fn a_request_renders_method_url_headers_and_body() {
@@ -336,6 +485,35 @@ mod tests {
         assert_eq!(request.url.as_str(), "http://crm.test/t/t-1");
         assert_eq!(request.headers["x-ticket"], "t-1");
         assert_eq!(request.body.as_deref(), Some(r#"{"id":"t-1"}"#));
+    }
+
+    #[test]
+    fn values_in_the_url_are_encoded_unless_raw_and_nowhere_else() {
+        let headers = BTreeMap::from([("X-Id".to_owned(), "{{ payload.id }}".to_owned())]);
+        let template = RequestTemplate::compile(
+            "f",
+            parts(
+                "POST",
+                "{{ payload.base | raw_url }}/t/{{ payload.id }}?q={{ payload.q }}&n={{ payload.n }}",
+                &headers,
+                Some("{{ payload.id }}"),
+            ),
+            UndefinedMode::SemiStrict,
+        )
+        .unwrap();
+        let context = context! { payload => context! {
+            base => "http://crm.test/api",
+            id => "../../admin?x=1#f",
+            q => "a b&c=d/é",
+            n => 7,
+        } };
+        let request = template.render(&context).unwrap();
+        assert_eq!(
+            request.url.as_str(),
+            "http://crm.test/api/t/..%2F..%2Fadmin%3Fx%3D1%23f?q=a%20b%26c%3Dd%2F%C3%A9&n=7"
+        );
+        assert_eq!(request.headers["x-id"], "../../admin?x=1#f");
+        assert_eq!(request.body.as_deref(), Some("../../admin?x=1#f"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AiError, AiRequest, AiResponse, Http, Usage};
+use super::{AiError, AiRequest, AiResponse, Http, read_usage};
 
 /// `max_tokens` sent when the pipeline sets none (the API requires one).
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
@@ -72,20 +72,13 @@ pub fn parse_response(body: &[u8]) -> Result<AiResponse, AiError> {
     struct Message {
         model: Option<String>,
         content: Vec<Block>,
-        usage: Option<AnthropicUsage>,
+        usage: Option<serde_json::Value>,
     }
     #[derive(Deserialize)]
     struct Block {
         #[serde(rename = "type")]
         kind: String,
         text: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct AnthropicUsage {
-        #[serde(default)]
-        input_tokens: u64,
-        #[serde(default)]
-        output_tokens: u64,
     }
     let message: Message = serde_json::from_slice(body)
         .map_err(|e| AiError::InvalidResponse(format!("not a message: {e}")))?;
@@ -98,16 +91,11 @@ pub fn parse_response(body: &[u8]) -> Result<AiResponse, AiError> {
     if texts.is_empty() {
         return Err(AiError::InvalidResponse("no text content".into()));
     }
-    let usage = message
-        .usage
-        .map(|u| Usage {
-            input_tokens: u.input_tokens,
-            output_tokens: u.output_tokens,
-        })
-        .unwrap_or_default();
+    let usage = read_usage(message.usage.as_ref(), "input_tokens", "output_tokens");
     Ok(AiResponse {
         text: texts.concat(),
-        usage,
+        usage: usage.unwrap_or_default(),
+        usage_reported: usage.is_some(),
         model: message.model,
     })
 }
@@ -115,6 +103,7 @@ pub fn parse_response(body: &[u8]) -> Result<AiResponse, AiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::Usage;
 
     #[test]
     fn the_system_prompt_is_a_top_level_field_and_max_tokens_is_always_sent() {

@@ -48,6 +48,9 @@ pub struct AiResponse {
     pub text: String,
     /// Token usage, zero when the provider reported none.
     pub usage: Usage,
+    /// Whether the provider reported a readable usage: without it, the
+    /// limiter's reservation stands as the charge.
+    pub usage_reported: bool,
     /// The model that answered, as the provider reports it.
     pub model: Option<String>,
 }
@@ -110,6 +113,9 @@ impl Provider {
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("hookfleet-worker/", env!("CARGO_PKG_VERSION")))
+            // A provider's redirect is an error (its `Location` named), never
+            // followed: it would carry the API key to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let http = Http {
             name: name.to_owned(),
@@ -182,12 +188,21 @@ impl Http {
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
         let headers = response.headers().clone();
+        let redirect = status.is_redirection().then(|| redirect_message(&response));
         let body = response
             .bytes()
             .await
             .map_err(|e| self.transport_error(e))?;
         if status.is_success() {
             return Ok(body);
+        }
+        if let Some(message) = redirect {
+            return Err(AiError::Status {
+                status: status.as_u16(),
+                code: None,
+                message,
+                retry_after: None,
+            });
         }
         Err(status_error(
             status.as_u16(),
@@ -197,7 +212,12 @@ impl Http {
         ))
     }
 
+    /// The error, its URL cut to the origin (a proxy's query may hold a key).
     fn transport_error(&self, e: reqwest::Error) -> AiError {
+        let e = match reqwest::Url::parse(&self.base_url) {
+            Ok(url) => crate::outbound::redact(e, &url),
+            Err(_) => e.without_url(),
+        };
         if e.is_timeout() {
             AiError::Timeout(self.timeout)
         } else if e.is_connect() {
@@ -206,6 +226,17 @@ impl Http {
             AiError::Transport(e)
         }
     }
+}
+
+/// What a redirect's error says: where it pointed (the origin only).
+fn redirect_message(response: &reqwest::Response) -> String {
+    let target = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|location| response.url().join(location).ok())
+        .map_or_else(|| "none".to_owned(), |u| crate::outbound::origin(&u));
+    format!("a redirect to `{target}`, which is not followed")
 }
 
 /// The error an error status means, with the provider's code and retry hint.
@@ -253,7 +284,9 @@ pub fn status_error(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTi
 
 /// The wait a response asks for: `retry-after-ms` (milliseconds, as OpenAI's SDKs
 /// read it), else `retry-after` as seconds (possibly fractional) or an HTTP date.
-/// A date in the past means "now"; a missing or unreadable value means no hint.
+/// A date in the past means "now"; a missing or unreadable value (negative, NaN)
+/// means no hint; one too large for a `Duration` (`1e20`) saturates. Callers cap
+/// it by `worker.limits.max_retry_after`.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| {
         headers
@@ -261,18 +294,36 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
+    if let Some(wait) = header("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| seconds(ms / 1000.0))
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(wait);
     }
     let value = header("retry-after")?;
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    if let Ok(secs) = value.parse::<f64>() {
+        return seconds(secs);
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The `input`/`output` counts of a provider's `usage` object, when both are
+/// unsigned integers; anything else (absent, negative, beyond `u64`, not a
+/// number) is no usage, so it is never half-trusted.
+pub fn read_usage(usage: Option<&serde_json::Value>, input: &str, output: &str) -> Option<Usage> {
+    let usage = usage?;
+    Some(Usage {
+        input_tokens: usage.get(input)?.as_u64()?,
+        output_tokens: usage.get(output)?.as_u64()?,
+    })
+}
+
+/// `secs` as a wait: none when negative or not a number, saturated when too
+/// large (`Duration::from_secs_f64` would panic on either).
+fn seconds(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
 }
 
 /// The start of `text`, at most `max` bytes, cut on a char boundary.
@@ -337,6 +388,20 @@ mod tests {
                 Some(Duration::ZERO),
             ),
             (&[("retry-after", "-1")], None),
+            (&[("retry-after", "1e20")], Some(Duration::MAX)),
+            (&[("retry-after", "NaN")], None),
+            (&[("retry-after", "inf")], None),
+            (&[("retry-after", "-0.5")], None),
+            (&[("retry-after-ms", "1e30")], Some(Duration::MAX)),
+            (
+                &[("retry-after-ms", "-5"), ("retry-after", "21600")],
+                Some(Duration::from_secs(21600)),
+            ),
+            (
+                &[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")],
+                Some(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799))
+                    .and_then(|t| t.duration_since(now).ok()),
+            ),
             (&[("retry-after", "tomorrow")], None),
             (&[], None),
         ];

@@ -9,7 +9,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AiError, AiRequest, AiResponse, Http, Usage};
+use super::{AiError, AiRequest, AiResponse, Http, read_usage};
 
 /// An OpenAI-compatible endpoint.
 #[derive(Debug)]
@@ -67,7 +67,7 @@ pub fn parse_response(body: &[u8]) -> Result<AiResponse, AiError> {
     struct Completion {
         model: Option<String>,
         choices: Vec<Choice>,
-        usage: Option<OpenAiUsage>,
+        usage: Option<serde_json::Value>,
     }
     #[derive(Deserialize)]
     struct Choice {
@@ -77,13 +77,6 @@ pub fn parse_response(body: &[u8]) -> Result<AiResponse, AiError> {
     struct Message {
         content: Option<String>,
         refusal: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct OpenAiUsage {
-        #[serde(default)]
-        prompt_tokens: u64,
-        #[serde(default)]
-        completion_tokens: u64,
     }
     let completion: Completion = serde_json::from_slice(body)
         .map_err(|e| AiError::InvalidResponse(format!("not a chat completion: {e}")))?;
@@ -102,16 +95,15 @@ pub fn parse_response(body: &[u8]) -> Result<AiResponse, AiError> {
         }
         (None, None) => return Err(AiError::InvalidResponse("no content".into())),
     };
-    let usage = completion
-        .usage
-        .map(|u| Usage {
-            input_tokens: u.prompt_tokens,
-            output_tokens: u.completion_tokens,
-        })
-        .unwrap_or_default();
+    let usage = read_usage(
+        completion.usage.as_ref(),
+        "prompt_tokens",
+        "completion_tokens",
+    );
     Ok(AiResponse {
         text,
-        usage,
+        usage: usage.unwrap_or_default(),
+        usage_reported: usage.is_some(),
         model: completion.model,
     })
 }
@@ -119,6 +111,7 @@ pub fn parse_response(body: &[u8]) -> Result<AiResponse, AiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::Usage;
 
     #[test]
     fn a_json_pipeline_asks_for_a_json_object() {
@@ -165,6 +158,33 @@ mod tests {
             }
         );
         assert_eq!(response.model.as_deref(), Some("gpt-4o-mini-2024-07-18"));
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_usage_is_reported_as_missing() {
+        let with = |usage: &str| {
+            let body = format!(r#"{{"choices": [{{"message": {{"content": "hi"}}}}]{usage}}}"#);
+            parse_response(body.as_bytes()).unwrap()
+        };
+        let none = with("");
+        assert!(!none.usage_reported);
+        assert_eq!(none.usage, Usage::default());
+        for usage in [
+            r#", "usage": null"#,
+            r#", "usage": {"prompt_tokens": -1, "completion_tokens": 2}"#,
+            r#", "usage": {"prompt_tokens": 1e30, "completion_tokens": 2}"#,
+            r#", "usage": {"prompt_tokens": 184467440737095516160, "completion_tokens": 2}"#,
+            r#", "usage": {"completion_tokens": 2}"#,
+        ] {
+            let answer = with(usage);
+            assert!(!answer.usage_reported, "{usage}");
+            assert_eq!(answer.text, "hi", "the answer is kept: {usage}");
+        }
+        let max = with(
+            r#", "usage": {"prompt_tokens": 18446744073709551615, "completion_tokens": 18446744073709551615}"#,
+        );
+        assert!(max.usage_reported);
+        assert_eq!(max.usage.input_tokens, u64::MAX);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! Success is a 2xx; anything else is a [`RequestError`] classified by
 //! `outcome::classify`.
 
-use hookfleet_common::config::{HttpSinkConfig, UndefinedMode};
+use hookfleet_common::config::{HttpSinkConfig, OutboundConfig, UndefinedMode};
 use hookfleet_common::signature::standard;
 use minijinja::Environment;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
@@ -41,6 +41,7 @@ impl HttpSink {
         field: &str,
         config: &HttpSinkConfig,
         undefined: UndefinedMode,
+        outbound: &OutboundConfig,
     ) -> Result<Self, PipelineError> {
         let request = RequestTemplate::compile(
             field,
@@ -51,6 +52,8 @@ impl HttpSink {
                 body: config.body.as_deref(),
                 auth: config.auth.as_ref(),
                 timeout: config.timeout,
+                follow_redirects: config.follow_redirects,
+                outbound,
             },
             undefined,
         )?;

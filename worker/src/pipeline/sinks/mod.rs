@@ -24,7 +24,7 @@ pub mod http;
 use std::time::Duration;
 
 use crate::limits::markers::Markers;
-use hookfleet_common::config::{SinkConfig, UndefinedMode};
+use hookfleet_common::config::{OutboundConfig, SinkConfig, UndefinedMode};
 use hookfleet_common::publisher::{PublishError, Publisher};
 use hookfleet_common::telemetry::error_chain;
 use hookfleet_common::topology::Topology;
@@ -120,14 +120,15 @@ impl Sink {
         field: &str,
         config: &SinkConfig,
         undefined: UndefinedMode,
+        outbound: &OutboundConfig,
         publisher: &Publisher,
         topology: &Topology,
     ) -> Result<Self, PipelineError> {
         Ok(match config {
             SinkConfig::Amqp => Self::Amqp(amqp::AmqpSink::new(publisher.clone(), topology)),
-            SinkConfig::Http(http) => {
-                Self::Http(Box::new(http::HttpSink::build(field, http, undefined)?))
-            }
+            SinkConfig::Http(http) => Self::Http(Box::new(http::HttpSink::build(
+                field, http, undefined, outbound,
+            )?)),
         })
     }
 
