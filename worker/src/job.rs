@@ -306,10 +306,7 @@ async fn attempt_pipeline(
     let request = pipeline.request(prompt);
     let answer = completion::answer(ctx, pipeline, &request).await?;
     let response = answer.response;
-    let output_json = match pipeline.response_format {
-        ResponseFormat::Json => Some(parse_json_output(&response.text).map_err(Failure::Output)?),
-        ResponseFormat::Text => None,
-    };
+    let output_json = check_output(pipeline, &response.text)?;
     let result = JobResult {
         message_id: meta.message_id.clone(),
         source: meta.source.clone(),
@@ -342,6 +339,15 @@ async fn attempt_pipeline(
     };
     let failures = sinks::deliver_all(&pipeline.sinks, &delivery, &sent).await;
     Failure::from_sinks(failures).map_or(Ok(result), Err)
+}
+
+/// The pipeline's output check: the answer's JSON when the pipeline asks for
+/// JSON, `None` for text. Run before an answer is cached (see `completion`).
+pub fn check_output(pipeline: &Pipeline, text: &str) -> Result<Option<serde_json::Value>, Failure> {
+    match pipeline.response_format {
+        ResponseFormat::Json => parse_json_output(text).map(Some).map_err(Failure::Output),
+        ResponseFormat::Text => Ok(None),
+    }
 }
 
 /// The answer as JSON, also when the model wrapped it in a Markdown code fence
