@@ -26,8 +26,8 @@ fi
 cargo build --quiet --release -p hookfleet-worker
 echo "Filling ${NS}.dead with ${N} letters…" >&2
 DLQ_BENCH_NAMESPACE=$NS DLQ_BENCH_AMQP_URL=$AMQP_URL DLQ_SCALE_COUNT=$N \
-  cargo test --quiet -p hookfleet-tests --test dlq_scale -- \
-  --ignored --exact fill_a_dead_letter_queue_for_the_bench --nocapture >&2
+  cargo test --quiet -p hookfleet-tests --test dlq -- \
+  --ignored --exact scale::fill_a_dead_letter_queue_for_the_bench --nocapture >&2
 
 export HOOKFLEET__NAMESPACE=$NS HOOKFLEET__AMQP__URL=$AMQP_URL
 export HOOKFLEET__TELEMETRY__LOG_LEVEL=warn

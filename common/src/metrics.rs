@@ -131,7 +131,7 @@ fn plain_counter(registry: &Registry, name: &str, help: &str) -> Result<IntCount
     Ok(metric)
 }
 
-/// The worker's metrics (DESIGN.md § Metrics).
+/// The worker's metrics (docs/operations.md lists them).
 #[derive(Clone)]
 pub struct WorkerMetrics {
     /// The registry they are registered in (served at `/metrics`).

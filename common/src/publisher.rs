@@ -3,7 +3,7 @@
 //!
 //! Every publish is `mandatory` on a channel in confirm mode, and its confirm is
 //! awaited with a deadline. RabbitMQ answers an unroutable mandatory publish with a
-//! `basic.return` *and then an ack* (FACTS.md), so `Ack(Some(returned))` is a failure
+//! `basic.return` *and then an ack* (docs/broker-notes.md), so `Ack(Some(returned))` is a failure
 //! here, not a success. Many publishes are in flight at once (one per caller, spread
 //! over `publisher_channels` channels): awaiting confirms one at a time caps a
 //! channel near 100 msg/s.

@@ -329,7 +329,7 @@ impl Topology {
         }
         // at-least-once: the message leaves the source queue only once the target
         // queue confirmed it. RabbitMQ silently falls back to at-most-once unless the
-        // overflow mode is reject-publish (FACTS.md), so both are set together.
+        // overflow mode is reject-publish (docs/broker-notes.md), so both are set together.
         args.insert(
             "x-dead-letter-strategy".into(),
             AMQPValue::LongString("at-least-once".into()),

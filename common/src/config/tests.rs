@@ -168,10 +168,28 @@ fn the_deploy_configs_are_valid() {
     }
 }
 
+#[test]
+fn the_readmes_minimal_config_is_valid() {
+    let readme = std::fs::read_to_string(format!("{}/../README.md", env!("CARGO_MANIFEST_DIR")));
+    let readme = readme.unwrap();
+    let block = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md shows a TOML config");
+    let s = load_text(block.to_owned(), "README.md");
+    assert_eq!(s.worker.pipelines.len(), 1);
+    assert!(s.ingest.sources.contains_key("github"));
+}
+
 /// Loads a config file of the repository, its secrets pointed at files.
 fn load_shipped(relative: &str) -> Settings {
     let path = format!("{}/../{relative}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap();
+    load_text(std::fs::read_to_string(&path).unwrap(), relative)
+}
+
+/// Loads config `text`, its secrets pointed at files made here.
+fn load_text(text: String, relative: &str) -> Settings {
     // Secrets are referenced by env name or by a mounted file's path; point
     // every reference at a file made here.
     let dir = std::env::temp_dir().join(format!("hf-cfg-{}", ulid::Ulid::new()));

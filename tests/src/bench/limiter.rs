@@ -6,7 +6,7 @@
 //! admitted in the steady window, as a share of its limits (the target is at
 //! least 95%).
 //!
-//! The workers are configured as the README's sizing section advises: the key's
+//! The workers are configured as docs/operations.md's sizing section advises: the key's
 //! limits less 3% (a provider counts arrivals, and network delays bunch them),
 //! bursts of two requests, `refund_unused = false` (the mock, like OpenAI,
 //! counts `max_tokens` at admission). Every job has its own prompt, all of the

@@ -189,31 +189,72 @@ fn per_second(runs: &[Throughput]) -> Vec<f64> {
     runs.iter().map(|r| r.per_second).collect()
 }
 
+/// What every section of the report reads.
+struct Ctx<'a> {
+    suite: &'a Suite,
+    params: &'a SuiteParams,
+    commands: Commands,
+    ratios: Ratios,
+    e2e_rate: f64,
+    ingest_rss: u64,
+    worker_rss: u64,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(suite: &'a Suite, params: &'a SuiteParams, bench: &str) -> Self {
+        let e2e_rate = suite.e2e.first().map_or(0.0, |r| r.rate);
+        let ingest_rss = suite.ingest.iter().map(|r| r.peak_rss_kib).max();
+        let worker_rss = suite
+            .worker_fast
+            .iter()
+            .chain(&suite.worker_slow)
+            .map(|r| r.peak_rss_kib)
+            .max();
+        Self {
+            suite,
+            params,
+            commands: Commands::new(bench, params, e2e_rate),
+            ratios: Ratios::of(suite, params),
+            e2e_rate,
+            ingest_rss: ingest_rss.unwrap_or(0),
+            worker_rss: worker_rss.unwrap_or(0),
+        }
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
 /// The whole report.
 pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&str>) -> String {
     let bench = "target/release/bench";
-    let e2e_rate = suite.e2e.first().map_or(0.0, |r| r.rate);
-    let commands = Commands::new(bench, params, e2e_rate);
-    let ratios = Ratios::of(suite, params);
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    let ingest_rss = suite
-        .ingest
-        .iter()
-        .map(|r| r.peak_rss_kib)
-        .max()
-        .unwrap_or(0);
-    let worker_rss = suite
-        .worker_fast
-        .iter()
-        .chain(&suite.worker_slow)
-        .map(|r| r.peak_rss_kib)
-        .max()
-        .unwrap_or(0);
-    let ideal = params.worker_slow.ideal_per_second().unwrap_or(f64::NAN);
-    let runs = params.runs;
+    let c = Ctx::new(suite, params, bench);
     let mut out = String::new();
     let w = &mut out;
+    header(w, params, host, bench);
+    targets(w, &c);
+    publish_section(w, &c);
+    ingest_section(w, &c);
+    worker_section(w, &c);
+    e2e_section(w, &c);
+    memory_section(w, &c);
+    if !suite.limiter.is_empty() {
+        limiter_section(w, &suite.limiter, &c.commands.limiter);
+    }
+    if let Some(notes) = notes {
+        let _ = writeln!(w, "{}", notes.trim_end());
+    }
+    out
+}
 
+/// The title, the machine and how to read the figures.
+fn header(w: &mut String, params: &SuiteParams, host: &Host, bench: &str) {
+    let runs = params.runs;
     let _ = writeln!(w, "# hookfleet benchmarks\n");
     let _ = writeln!(
         w,
@@ -249,11 +290,18 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
          network work, and anything else running on the machine).\n",
         host.cores * 100
     );
+}
 
+/// The targets table.
+fn targets(w: &mut String, c: &Ctx) {
+    let suite = c.suite;
+    let params = c.params;
+    let ratios = &c.ratios;
+    let ideal = params.worker_slow.ideal_per_second().unwrap_or(f64::NAN);
+    let (ingest_rss, worker_rss) = (c.ingest_rss, c.worker_rss);
     let _ = writeln!(w, "## Targets\n");
     let _ = writeln!(w, "| target | measured (medians) | ratio | goal | |");
     let _ = writeln!(w, "|---|---|---|---|---|");
-    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
     let r_ingest = median(ratios.ingest.iter().copied());
     let _ = writeln!(
         w,
@@ -326,8 +374,13 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
         );
     }
     let _ = writeln!(w);
+}
 
-    // a
+/// Section a: the broker's publish ceiling.
+fn publish_section(w: &mut String, c: &Ctx) {
+    let suite = c.suite;
+    let params = c.params;
+    let commands = &c.commands;
     let _ = writeln!(w, "## a. Broker ceiling: publish with confirms\n");
     let _ = writeln!(w, "```sh\n{}\n```\n", commands.publish);
     let _ = writeln!(
@@ -338,8 +391,12 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
         params.publish.channels, params.publish.in_flight, params.publish.body_bytes
     );
     throughput_table(w, &suite.publish, "msg/s");
+}
 
-    // b
+/// Section b: ingest.
+fn ingest_section(w: &mut String, c: &Ctx) {
+    let params = c.params;
+    let commands = &c.commands;
     let _ = writeln!(
         w,
         "## b. Ingest at {} connections\n",
@@ -357,6 +414,14 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
         params.ingest.duration.as_secs_f64()
     );
     let _ = writeln!(w, "```sh\n{}\n```\n", commands.loadgen);
+    ingest_runs(w, c);
+}
+
+/// Section b's table of runs, and where a request's time goes.
+fn ingest_runs(w: &mut String, c: &Ctx) {
+    let suite = c.suite;
+    let params = c.params;
+    let ratios = &c.ratios;
     let _ = writeln!(
         w,
         "| run | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | statuses | landed | peak RSS | CPU |"
@@ -408,8 +473,14 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
         );
     }
     ratio_line(w, "ingest ÷ publish ceiling", &ratios.ingest);
+}
 
-    // c
+/// Section c: the worker against its ceilings.
+fn worker_section(w: &mut String, c: &Ctx) {
+    let suite = c.suite;
+    let params = c.params;
+    let commands = &c.commands;
+    let ratios = &c.ratios;
     let _ = writeln!(w, "## c. Worker throughput\n");
     let _ = writeln!(w, "### Consume-and-ack ceiling\n");
     let _ = writeln!(w, "```sh\n{}\n```\n", commands.consume);
@@ -429,7 +500,7 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
          every job needs, without Redis, HTTP or the AI.\n"
     );
     throughput_table(w, &suite.relay, "msg/s");
-    for (title, command, runs, ratio, against) in [
+    let rows = [
         (
             format!(
                 "### Worker, mock-ai at {} ms\n",
@@ -450,64 +521,85 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
             &ratios.worker_slow,
             "worker ÷ (concurrency ÷ latency)",
         ),
-    ] {
-        let _ = writeln!(w, "{title}");
-        let _ = writeln!(w, "```sh\n{command}\n```\n");
-        let _ = writeln!(
-            w,
-            "`hookfleet-worker run` (release, shipped defaults but `concurrency = {}`) draining a \
-             backlog of {} jobs; `mock-ai` as its own process. Timed from `/readyz` turning 200 to \
-             the results queue holding one result per job; afterwards the jobs and dead-letter \
-             queues must be empty.\n",
-            params.worker_fast.concurrency,
-            runs.first().map_or(0, |r| r.jobs)
-        );
-        let _ = writeln!(
-            w,
-            "| run | jobs/s | seconds | worker peak RSS | mock-ai peak RSS | CPU |"
-        );
-        let _ = writeln!(w, "|---|---|---|---|---|---|");
-        for (i, r) in runs.iter().enumerate() {
-            let _ = writeln!(
-                w,
-                "| {} | {:.0} | {:.2} | {:.1} MiB | {:.1} MiB | {} |",
-                i + 1,
-                r.per_second,
-                r.seconds,
-                mib(r.peak_rss_kib),
-                mib(r.mock_peak_rss_kib),
-                r.cpu.summary()
-            );
-        }
-        let _ = writeln!(
-            w,
-            "| **median** | **{:.0}** | | | | |\n",
-            median(runs.iter().map(|r| r.per_second))
-        );
-        let cpu: Vec<(f64, &CpuSplit)> = runs.iter().map(|r| (r.per_second, &r.cpu)).collect();
-        cpu_line(w, &cpu, "job");
-        if let Some(run) = median_run(runs, |r| r.per_second) {
-            let slots = f64::from(params.worker_fast.concurrency);
-            let _ = writeln!(
-                w,
-                "Where a job's time goes (the median run; Little's law and the worker's own \
-                 histograms): each of the {slots:.0} prefetch slots turns over every {:.1} ms; \
-                 a job takes {:.1} ms from lease to done marker, of which {:.1} ms is the AI \
-                 call; the rest of the turn is the delivery, the ack and the wait for a core.\n",
-                slots / run.per_second.max(1e-9) * 1000.0,
-                run.job_ms,
-                run.ai_ms,
-            );
-        }
-        ratio_line(w, against, ratio);
+    ];
+    for (title, command, runs, ratio, against) in rows {
+        worker_runs(w, c, &title, command, runs, ratio, against);
     }
     ratio_line(
         w,
         "worker (0 ms) ÷ consume-publish-ack ceiling",
         &ratios.worker_relay,
     );
+}
 
-    // d
+/// One worker latency's table of runs, and where a job's time goes.
+fn worker_runs(
+    w: &mut String,
+    c: &Ctx,
+    title: &str,
+    command: &str,
+    runs: &[super::worker::WorkerRun],
+    ratio: &[f64],
+    against: &str,
+) {
+    let params = c.params;
+    let _ = writeln!(w, "{title}");
+    let _ = writeln!(w, "```sh\n{command}\n```\n");
+    let _ = writeln!(
+        w,
+        "`hookfleet-worker run` (release, shipped defaults but `concurrency = {}`) draining a \
+         backlog of {} jobs; `mock-ai` as its own process. Timed from `/readyz` turning 200 to \
+         the results queue holding one result per job; afterwards the jobs and dead-letter \
+         queues must be empty.\n",
+        params.worker_fast.concurrency,
+        runs.first().map_or(0, |r| r.jobs)
+    );
+    let _ = writeln!(
+        w,
+        "| run | jobs/s | seconds | worker peak RSS | mock-ai peak RSS | CPU |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|");
+    for (i, r) in runs.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "| {} | {:.0} | {:.2} | {:.1} MiB | {:.1} MiB | {} |",
+            i + 1,
+            r.per_second,
+            r.seconds,
+            mib(r.peak_rss_kib),
+            mib(r.mock_peak_rss_kib),
+            r.cpu.summary()
+        );
+    }
+    let _ = writeln!(
+        w,
+        "| **median** | **{:.0}** | | | | |\n",
+        median(runs.iter().map(|r| r.per_second))
+    );
+    let cpu: Vec<(f64, &CpuSplit)> = runs.iter().map(|r| (r.per_second, &r.cpu)).collect();
+    cpu_line(w, &cpu, "job");
+    if let Some(run) = median_run(runs, |r| r.per_second) {
+        let slots = f64::from(params.worker_fast.concurrency);
+        let _ = writeln!(
+            w,
+            "Where a job's time goes (the median run; Little's law and the worker's own \
+             histograms): each of the {slots:.0} prefetch slots turns over every {:.1} ms; \
+             a job takes {:.1} ms from lease to done marker, of which {:.1} ms is the AI \
+             call; the rest of the turn is the delivery, the ack and the wait for a core.\n",
+            slots / run.per_second.max(1e-9) * 1000.0,
+            run.job_ms,
+            run.ai_ms,
+        );
+    }
+    ratio_line(w, against, ratio);
+}
+
+/// Section d: end to end.
+fn e2e_section(w: &mut String, c: &Ctx) {
+    let suite = c.suite;
+    let params = c.params;
+    let commands = &c.commands;
+    let e2e_rate = c.e2e_rate;
     let _ = writeln!(w, "## d. End to end: POST → result\n");
     let _ = writeln!(w, "```sh\n{}\n```\n", commands.e2e);
     let _ = writeln!(
@@ -554,8 +646,13 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
             "| **median** | | **{p50:.1} ms** | | **{p99:.1} ms** | | | | | | | |\n"
         );
     }
+}
 
-    // e
+/// Section e: peak memory.
+fn memory_section(w: &mut String, c: &Ctx) {
+    let suite = c.suite;
+    let params = c.params;
+    let (ingest_rss, worker_rss) = (c.ingest_rss, c.worker_rss);
     let _ = writeln!(w, "## e. Peak memory\n");
     let _ = writeln!(
         w,
@@ -593,15 +690,6 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
         mib(e2e_ingest),
         mib(e2e_worker)
     );
-
-    if !suite.limiter.is_empty() {
-        limiter_section(w, &suite.limiter, &commands.limiter);
-    }
-
-    if let Some(notes) = notes {
-        let _ = writeln!(w, "{}", notes.trim_end());
-    }
-    out
 }
 
 /// Section f: the fleet-wide limiter's accuracy.
@@ -628,7 +716,7 @@ pub fn limiter_section(w: &mut String, runs: &[LimiterRun], command: &str) {
          its prompt estimate plus `max_tokens`, {} tokens here, counted at admission as OpenAI \
          does); above either limit it answers 429. Each job has its own prompt of the same length, \
          so the cache absorbs nothing. The workers share one limiter in Redis, configured as the \
-         README's sizing section advises: {} rpm and {} tpm (the key's limits less 3%), bursts of \
+         docs/operations.md's sizing section advises: {} rpm and {} tpm (the key's limits less 3%), bursts of \
          two requests, `refund_unused = false`. Figures are the mock's own counts; the steady \
          window runs from a second after its first admission (the burst) to its last.\n",
         first.workers,

@@ -2,7 +2,7 @@
 //! other subcommand reproduces one figure of `BENCHMARKS.md` on its own. The
 //! measurements live in `hookfleet_tests::bench`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -172,42 +172,13 @@ async fn main() -> anyhow::Result<()> {
                 channels,
                 body_bytes,
             };
-            let mut rates = Vec::new();
-            for run in 1..=runs {
-                let result = suite::publish(&params).await?;
-                println!(
-                    "run {run}: {:.0} msg/s ({} in {:.2} s); CPU {}",
-                    result.per_second,
-                    result.messages,
-                    result.seconds,
-                    result.cpu.summary()
-                );
-                print_json(json, &result)?;
-                rates.push(result.per_second);
-            }
-            println!("median: {:.0} msg/s", median(rates));
+            publish(&params, runs, json).await
         }
-        Command::Consume { messages, prefetch } | Command::Relay { messages, prefetch } => {
-            let relay = matches!(args.command, Command::Relay { .. });
-            let publish = SuiteParams::standard(runs).publish;
-            let mut rates = Vec::new();
-            for run in 1..=runs {
-                let result = if relay {
-                    suite::relay(messages, prefetch, &publish).await?
-                } else {
-                    suite::consume(messages, prefetch, &publish).await?
-                };
-                println!(
-                    "run {run}: {:.0} msg/s ({} in {:.2} s); CPU {}",
-                    result.per_second,
-                    result.messages,
-                    result.seconds,
-                    result.cpu.summary()
-                );
-                print_json(json, &result)?;
-                rates.push(result.per_second);
-            }
-            println!("median: {:.0} msg/s", median(rates));
+        Command::Consume { messages, prefetch } => {
+            consume(false, messages, prefetch, runs, json).await
+        }
+        Command::Relay { messages, prefetch } => {
+            consume(true, messages, prefetch, runs, json).await
         }
         Command::Ingest {
             concurrency,
@@ -220,26 +191,7 @@ async fn main() -> anyhow::Result<()> {
                 duration,
                 body_bytes,
             };
-            let mut rates = Vec::new();
-            for run in 1..=runs {
-                let r = ingest::run(&lab, &params).await?;
-                println!(
-                    "run {run}: {:.0} req/s; statuses {:?}; errors {}; landed {}; latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2}; peak RSS {:.1} MiB; CPU {}",
-                    r.load.rps,
-                    r.load.statuses,
-                    r.load.errors,
-                    r.landed,
-                    r.load.p50_ms,
-                    r.load.p90_ms,
-                    r.load.p99_ms,
-                    r.load.p999_ms,
-                    r.peak_rss_kib as f64 / 1024.0,
-                    r.cpu.summary()
-                );
-                print_json(json, &r)?;
-                rates.push(r.load.rps);
-            }
-            println!("median: {:.0} req/s", median(rates));
+            ingest_runs(&lab, &params, runs, json).await
         }
         Command::Worker {
             jobs,
@@ -254,27 +206,7 @@ async fn main() -> anyhow::Result<()> {
                 latency_ms,
                 body_bytes,
             };
-            let mut rates = Vec::new();
-            for run in 1..=runs {
-                let r = worker::run(&lab, &params).await?;
-                println!(
-                    "run {run}: {:.0} jobs/s ({jobs} in {:.2} s); worker peak RSS {:.1} MiB; CPU {}",
-                    r.per_second,
-                    r.seconds,
-                    r.peak_rss_kib as f64 / 1024.0,
-                    r.cpu.summary()
-                );
-                print_json(json, &r)?;
-                rates.push(r.per_second);
-            }
-            let rate = median(rates);
-            match params.ideal_per_second() {
-                Some(ideal) => println!(
-                    "median: {rate:.0} jobs/s = {:.2} × concurrency ÷ latency ({ideal:.0})",
-                    rate / ideal
-                ),
-                None => println!("median: {rate:.0} jobs/s"),
-            }
+            worker_runs(&lab, &params, runs, json).await
         }
         Command::E2e {
             rate,
@@ -291,30 +223,7 @@ async fn main() -> anyhow::Result<()> {
                 latency_ms,
                 body_bytes,
             };
-            let (mut p50, mut p99) = (Vec::new(), Vec::new());
-            for run in 1..=runs {
-                let r = e2e::run(&lab, &params).await?;
-                println!(
-                    "run {run}: {} results at {rate:.0} req/s; POST→result ms p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}; server p50 {:.1} p99 {:.1}; CPU {}",
-                    r.results,
-                    r.latency.p50_ms,
-                    r.latency.p90_ms,
-                    r.latency.p99_ms,
-                    r.latency.p999_ms,
-                    r.latency.max_ms,
-                    r.server.p50_ms,
-                    r.server.p99_ms,
-                    r.cpu.summary()
-                );
-                print_json(json, &r)?;
-                p50.push(r.latency.p50_ms);
-                p99.push(r.latency.p99_ms);
-            }
-            println!(
-                "median: p50 {:.1} ms, p99 {:.1} ms",
-                median(p50),
-                median(p99)
-            );
+            e2e_runs(&lab, &params, runs, json).await
         }
         Command::Limiter {
             jobs,
@@ -331,53 +240,214 @@ async fn main() -> anyhow::Result<()> {
                 rpm,
                 latency_ms,
             };
-            let mut all = Vec::new();
-            for run in 1..=runs {
-                let r = limiter::run(&lab, &params).await?;
-                println!(
-                    "run {run}: {} 429s; steady {:.1} req/min = {:.1}% of {}, {:.0} tokens/min = {:.1}% of {}; busiest 60 s {}",
-                    r.rate_limited,
-                    r.requests_per_minute,
-                    r.share_of_rpm * 100.0,
-                    r.rpm_limit,
-                    r.tokens_per_minute,
-                    r.share_of_tpm * 100.0,
-                    r.tpm_limit,
-                    r.busiest_minute
-                );
-                print_json(json, &r)?;
-                all.push(r);
-            }
-            let mut section = String::new();
-            let command = report::limiter_command("target/release/bench", &params);
-            report::limiter_section(&mut section, &all, &command);
-            println!("\n{section}");
+            limiter_runs(&lab, &params, runs, json).await
         }
         Command::All {
             out,
             notes,
             results,
             smoke,
-        } => {
-            let params = if smoke {
-                SuiteParams::smoke()
-            } else {
-                SuiteParams::standard(runs)
-            };
-            let suite = suite::run(&lab, &params).await?;
-            if let Some(dir) = results.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&results, serde_json::to_vec_pretty(&suite)?)
-                .with_context(|| format!("cannot write {}", results.display()))?;
-            let notes = std::fs::read_to_string(&notes).ok();
-            let text = report::render(&suite, &params, &Host::detect(), notes.as_deref());
-            std::fs::write(&out, &text)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            print_summary(&text);
-            eprintln!("wrote {} and {}", out.display(), results.display());
-        }
+        } => all(&lab, runs, smoke, &out, &notes, &results).await,
     }
+}
+
+/// `bench publish`: the broker's confirmed-publish ceiling.
+async fn publish(params: &PublishParams, runs: usize, json: bool) -> anyhow::Result<()> {
+    let mut rates = Vec::new();
+    for run in 1..=runs {
+        let result = suite::publish(params).await?;
+        println!(
+            "run {run}: {:.0} msg/s ({} in {:.2} s); CPU {}",
+            result.per_second,
+            result.messages,
+            result.seconds,
+            result.cpu.summary()
+        );
+        print_json(json, &result)?;
+        rates.push(result.per_second);
+    }
+    println!("median: {:.0} msg/s", median(rates));
+    Ok(())
+}
+
+/// `bench consume` / `bench relay`: the broker's consume ceilings.
+async fn consume(
+    relay: bool,
+    messages: u64,
+    prefetch: u16,
+    runs: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let publish = SuiteParams::standard(runs).publish;
+    let mut rates = Vec::new();
+    for run in 1..=runs {
+        let result = if relay {
+            suite::relay(messages, prefetch, &publish).await?
+        } else {
+            suite::consume(messages, prefetch, &publish).await?
+        };
+        println!(
+            "run {run}: {:.0} msg/s ({} in {:.2} s); CPU {}",
+            result.per_second,
+            result.messages,
+            result.seconds,
+            result.cpu.summary()
+        );
+        print_json(json, &result)?;
+        rates.push(result.per_second);
+    }
+    println!("median: {:.0} msg/s", median(rates));
+    Ok(())
+}
+
+/// `bench ingest`.
+async fn ingest_runs(
+    lab: &Lab,
+    params: &IngestParams,
+    runs: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut rates = Vec::new();
+    for run in 1..=runs {
+        let r = ingest::run(lab, params).await?;
+        println!(
+            "run {run}: {:.0} req/s; statuses {:?}; errors {}; landed {}; latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2}; peak RSS {:.1} MiB; CPU {}",
+            r.load.rps,
+            r.load.statuses,
+            r.load.errors,
+            r.landed,
+            r.load.p50_ms,
+            r.load.p90_ms,
+            r.load.p99_ms,
+            r.load.p999_ms,
+            r.peak_rss_kib as f64 / 1024.0,
+            r.cpu.summary()
+        );
+        print_json(json, &r)?;
+        rates.push(r.load.rps);
+    }
+    println!("median: {:.0} req/s", median(rates));
+    Ok(())
+}
+
+/// `bench worker`.
+async fn worker_runs(
+    lab: &Lab,
+    params: &WorkerParams,
+    runs: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let jobs = params.jobs;
+    let mut rates = Vec::new();
+    for run in 1..=runs {
+        let r = worker::run(lab, params).await?;
+        println!(
+            "run {run}: {:.0} jobs/s ({jobs} in {:.2} s); worker peak RSS {:.1} MiB; CPU {}",
+            r.per_second,
+            r.seconds,
+            r.peak_rss_kib as f64 / 1024.0,
+            r.cpu.summary()
+        );
+        print_json(json, &r)?;
+        rates.push(r.per_second);
+    }
+    let rate = median(rates);
+    match params.ideal_per_second() {
+        Some(ideal) => println!(
+            "median: {rate:.0} jobs/s = {:.2} × concurrency ÷ latency ({ideal:.0})",
+            rate / ideal
+        ),
+        None => println!("median: {rate:.0} jobs/s"),
+    }
+    Ok(())
+}
+
+/// `bench e2e`.
+async fn e2e_runs(lab: &Lab, params: &E2eParams, runs: usize, json: bool) -> anyhow::Result<()> {
+    let rate = params.rate;
+    let (mut p50, mut p99) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let r = e2e::run(lab, params).await?;
+        println!(
+            "run {run}: {} results at {rate:.0} req/s; POST→result ms p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}; server p50 {:.1} p99 {:.1}; CPU {}",
+            r.results,
+            r.latency.p50_ms,
+            r.latency.p90_ms,
+            r.latency.p99_ms,
+            r.latency.p999_ms,
+            r.latency.max_ms,
+            r.server.p50_ms,
+            r.server.p99_ms,
+            r.cpu.summary()
+        );
+        print_json(json, &r)?;
+        p50.push(r.latency.p50_ms);
+        p99.push(r.latency.p99_ms);
+    }
+    println!(
+        "median: p50 {:.1} ms, p99 {:.1} ms",
+        median(p50),
+        median(p99)
+    );
+    Ok(())
+}
+
+/// `bench limiter`.
+async fn limiter_runs(
+    lab: &Lab,
+    params: &LimiterParams,
+    runs: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for run in 1..=runs {
+        let r = limiter::run(lab, params).await?;
+        println!(
+            "run {run}: {} 429s; steady {:.1} req/min = {:.1}% of {}, {:.0} tokens/min = {:.1}% of {}; busiest 60 s {}",
+            r.rate_limited,
+            r.requests_per_minute,
+            r.share_of_rpm * 100.0,
+            r.rpm_limit,
+            r.tokens_per_minute,
+            r.share_of_tpm * 100.0,
+            r.tpm_limit,
+            r.busiest_minute
+        );
+        print_json(json, &r)?;
+        all.push(r);
+    }
+    let mut section = String::new();
+    let command = report::limiter_command("target/release/bench", params);
+    report::limiter_section(&mut section, &all, &command);
+    println!("\n{section}");
+    Ok(())
+}
+
+/// `bench all`: the whole suite, written to BENCHMARKS.md and a JSON file.
+async fn all(
+    lab: &Lab,
+    runs: usize,
+    smoke: bool,
+    out: &Path,
+    notes: &Path,
+    results: &Path,
+) -> anyhow::Result<()> {
+    let params = if smoke {
+        SuiteParams::smoke()
+    } else {
+        SuiteParams::standard(runs)
+    };
+    let suite = suite::run(lab, &params).await?;
+    if let Some(dir) = results.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(results, serde_json::to_vec_pretty(&suite)?)
+        .with_context(|| format!("cannot write {}", results.display()))?;
+    let notes = std::fs::read_to_string(notes).ok();
+    let text = report::render(&suite, &params, &Host::detect(), notes.as_deref());
+    std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
+    print_summary(&text);
+    eprintln!("wrote {} and {}", out.display(), results.display());
     Ok(())
 }
 

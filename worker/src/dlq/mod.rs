@@ -11,7 +11,7 @@
 //! - `inspect` (stats, list, show), `replay`, `purge`: the commands.
 //! - `output`: progress bar, table, JSON.
 //!
-//! Operators' guide: README.md, "Dead letters: runbook and `dlq` reference".
+//! Operators' guide: docs/dead-letters.md.
 
 mod filter;
 mod inspect;

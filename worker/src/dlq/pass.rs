@@ -610,7 +610,7 @@ impl<'a> Engine<'a> {
     /// Republishes a kept letter to the tail of the DLQ, on the one put-back
     /// channel. Its publish frames are queued here, in queue order: lapin queues
     /// them synchronously on the first poll of `basic_publish` (checked against
-    /// lapin 4.12; `tests/tests/dlq_replay.rs` fails if a put-back pass reorders),
+    /// lapin 4.12; `tests/tests/dlq/replay.rs` fails if a put-back pass reorders),
     /// so the future is polled once before it joins the others awaiting confirms.
     fn requeue(&mut self, delivery: Delivery, letter: Letter) {
         let channel = self.requeue.clone();

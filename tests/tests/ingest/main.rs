@@ -1,0 +1,10 @@
+//! Ingest end to end: what it accepts and rejects, its accounting under faults, and the whole path to a result.
+//!
+//! One test binary per area: the modules below share one link, and nextest runs each
+//! test in its own process.
+
+mod accepts;
+mod accounting;
+mod end_to_end;
+mod faults;
+mod rejects;

@@ -1,0 +1,17 @@
+//! The worker end to end: results, retries, dead letters, redeliveries, shutdown, cache, limits, fallbacks, HTTP sinks, event status and the reference workflow.
+//!
+//! One test binary per area: the modules below share one link, and nextest runs each
+//! test in its own process.
+
+mod cache;
+mod dead_letters;
+mod event_status;
+mod fallbacks;
+mod faults;
+mod http_sinks;
+mod limits;
+mod redelivery;
+mod redis_outage;
+mod results;
+mod shutdown;
+mod workflow_support_escalation;

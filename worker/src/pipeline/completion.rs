@@ -1,0 +1,414 @@
+//! A pipeline's answer to one request: the response cache first (single flight
+//! across the fleet), then the fleet-wide limiter, then the provider — for the
+//! pipeline's primary provider/model, then for each of its `fallbacks` in turn.
+//!
+//! The order is the point. A cache hit costs nothing, so it skips the limiter;
+//! only a flight's leader books capacity, so N identical concurrent jobs spend
+//! one request of the provider's budget, not N.
+//!
+//! **Fallbacks.** Every candidate goes the same way (its own cache key, since
+//! the key includes provider and model; its own limiter bucket; its own metric
+//! labels). The next one is tried exactly when `classify` would retry the
+//! failure — transient AI errors and limiter refusals
+//! ([`Failure::falls_through`]); a permanent one (a 4xx, a billing 429) ends the
+//! chain, since the request itself is refused. A candidate with a fallback after
+//! it waits at most `fallback_wait` for the limiter, so a model paused by a 429
+//! falls through at once; the last one waits the full `max_wait`. When all fail,
+//! the job fails with the most informative failure: the last provider error if
+//! any candidate was called (so the attempt counts), else the limiter refusal
+//! that frees up first (a deferral).
+//!
+//! **Only checked answers are cached.** The pipeline's output check (JSON when
+//! `response_format = "json"`) runs inside the cached computation, so an answer
+//! that fails it is never stored: the job's retry asks the provider again
+//! instead of reading the same unusable answer back from the cache. A failed
+//! check ends the chain (no fallback), as it did when the check ran after it.
+//!
+//! Redis trouble never fails a job here by itself: the cache is bypassed
+//! (`cache_requests_total{result="bypassed"}`) and the provider called directly,
+//! and the limiter applies `worker.limits.redis_failure` — `closed` waits for
+//! Redis up to `max_wait` and then defers the job to a retry tier; `open` calls
+//! without limiting.
+//!
+//! The limiter's permit is settled by what the provider did with the request:
+//! usage reconciled after an answer; the whole reservation given back after a
+//! 429 (the provider refused it without counting it, and the fleet is paused for
+//! its retry time) or a refused connection (nothing was sent); kept charged
+//! otherwise, since the provider may have counted it.
+
+use std::time::{Duration, Instant};
+
+use crate::limits::cache::{CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError};
+use crate::limits::limiter::AcquireError;
+use hookfleet_common::telemetry::error_chain;
+
+use crate::job::{JobContext, check_output};
+use crate::outcome::Failure;
+use crate::pipeline::{Candidate, Pipeline};
+use crate::providers::anthropic::DEFAULT_MAX_TOKENS;
+use crate::providers::{AiError, AiRequest, AiResponse, Usage};
+
+/// A pause used when a 429 carries no `retry-after`.
+const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+/// An answer and where it came from.
+#[derive(Debug)]
+pub struct Answer {
+    /// The provider's answer (possibly from the cache).
+    pub response: AiResponse,
+    /// Whether it was served from the cache (a hit, or another job's call).
+    pub cached: bool,
+    /// How long the provider call took (zero when cached).
+    pub latency: Duration,
+    /// The configured name of the provider that answered.
+    pub provider: String,
+    /// The model asked of it.
+    pub model: String,
+    /// `None` when the primary answered, else the index of the fallback that did.
+    pub fallback: Option<usize>,
+}
+
+/// The answer to `request` for `pipeline`: each candidate in turn (module docs),
+/// through the cache and the limiter.
+pub async fn answer(
+    ctx: &JobContext,
+    pipeline: &Pipeline,
+    request: &AiRequest,
+) -> Result<Answer, Failure> {
+    let count = pipeline.fallbacks.len() + 1;
+    let mut failed: Option<Failure> = None;
+    for (i, candidate) in pipeline.candidates().enumerate() {
+        let last = i + 1 == count;
+        let max_wait = if last {
+            ctx.limiter.max_wait()
+        } else {
+            pipeline.fallback_wait.min(ctx.limiter.max_wait())
+        };
+        let mut request = request.clone();
+        request.model = candidate.model.to_owned();
+        let failure = match ask(ctx, pipeline, candidate, &request, max_wait).await {
+            Ok(answer) => return Ok(answer),
+            Err(failure @ Failure::Output(_)) => return Err(failure),
+            Err(failure) if !failure.falls_through() => return Err(failure),
+            Err(failure) => failure,
+        };
+        let provider = candidate.provider.name();
+        if !last {
+            let reason = if failure.is_deferred() {
+                "limiter"
+            } else {
+                "error"
+            };
+            ctx.metrics
+                .ai_fallbacks
+                .with_label_values(&[provider, candidate.model, reason])
+                .inc();
+            tracing::warn!(pipeline = %pipeline.name, %provider, model = candidate.model,
+                error = %error_chain(&failure), "AI candidate failed; trying the next fallback.");
+        }
+        failed = Some(match failed {
+            Some(earlier) => most_informative(earlier, failure),
+            None => failure,
+        });
+    }
+    // `candidates()` is never empty; this is only reached after a failure.
+    Err(failed.unwrap_or(Failure::Limiter(AcquireError::Saturated {
+        model: pipeline.model.clone(),
+        wait: Duration::ZERO,
+    })))
+}
+
+/// Which of two candidates' failures the job fails with: a provider error over
+/// a limiter refusal (a call was made: the attempt counts), the later of two
+/// provider errors, the refusal that frees up first of two refusals.
+fn most_informative(earlier: Failure, later: Failure) -> Failure {
+    match (&earlier, &later) {
+        (Failure::Limiter(a), Failure::Limiter(b)) => match (a, b) {
+            (
+                AcquireError::Saturated { wait: wa, .. },
+                AcquireError::Saturated { wait: wb, .. },
+            ) if wa <= wb => earlier,
+            (AcquireError::Saturated { .. }, AcquireError::Unavailable(_)) => earlier,
+            _ => later,
+        },
+        (_, Failure::Limiter(_)) => earlier,
+        _ => later,
+    }
+}
+
+/// One candidate's answer, through the cache and the limiter.
+async fn ask(
+    ctx: &JobContext,
+    pipeline: &Pipeline,
+    candidate: Candidate<'_>,
+    request: &AiRequest,
+    max_wait: Duration,
+) -> Result<Answer, Failure> {
+    let Some(settings) = pipeline
+        .cache
+        .as_ref()
+        .filter(|s| s.caches(request.temperature))
+    else {
+        return call(ctx, candidate, request, max_wait).await;
+    };
+    let key = match CacheKey::new(
+        settings.namespace_for(&pipeline.name),
+        candidate.provider.name(),
+        &request.model,
+        request,
+    ) {
+        Ok(key) => key,
+        Err(e) => return bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
+    };
+    let mut latency = Duration::ZERO;
+    let computed = ctx
+        .cache
+        .get_or_compute(&key, settings, || async {
+            let answer = call(ctx, candidate, request, max_wait).await?;
+            latency = answer.latency;
+            // Checked before it is stored: a cached answer is one that passed.
+            check_output(pipeline, &answer.response.text)?;
+            Ok::<_, Failure>(to_cached(&answer.response))
+        })
+        .await;
+    match computed {
+        Ok((value, outcome)) => {
+            count(ctx, outcome.as_str());
+            Ok(Answer {
+                response: from_cached(value),
+                cached: outcome != CacheOutcome::Miss,
+                latency,
+                ..answered_by(candidate)
+            })
+        }
+        Err(FlightError::Compute(failure)) => {
+            count(ctx, CacheOutcome::Miss.as_str());
+            Err(failure)
+        }
+        Err(FlightError::Cache(e)) => bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
+    }
+}
+
+/// An empty answer naming `candidate`, to fill in.
+fn answered_by(candidate: Candidate<'_>) -> Answer {
+    Answer {
+        response: AiResponse {
+            text: String::new(),
+            usage: Usage::default(),
+            model: None,
+        },
+        cached: false,
+        latency: Duration::ZERO,
+        provider: candidate.provider.name().to_owned(),
+        model: candidate.model.to_owned(),
+        fallback: candidate.fallback,
+    }
+}
+
+async fn bypass(
+    ctx: &JobContext,
+    pipeline: &Pipeline,
+    candidate: Candidate<'_>,
+    request: &AiRequest,
+    max_wait: Duration,
+    error: &CacheError,
+) -> Result<Answer, Failure> {
+    count(ctx, "bypassed");
+    tracing::warn!(pipeline = %pipeline.name, error = %error_chain(error),
+        "Response cache unavailable; calling the provider without it.");
+    call(ctx, candidate, request, max_wait).await
+}
+
+fn count(ctx: &JobContext, result: &str) {
+    ctx.metrics
+        .cache_requests
+        .with_label_values(&[result])
+        .inc();
+}
+
+/// The provider call, inside a limiter permit.
+async fn call(
+    ctx: &JobContext,
+    candidate: Candidate<'_>,
+    request: &AiRequest,
+    max_wait: Duration,
+) -> Result<Answer, Failure> {
+    let provider = candidate.provider.name();
+    let model = request.model.as_str();
+    let permit = ctx
+        .limiter
+        .acquire_with_policy_within(provider, model, reserved_tokens(request), max_wait)
+        .await
+        .map_err(Failure::Limiter)?;
+    ctx.metrics
+        .ratelimit_wait
+        .with_label_values(&[provider, model])
+        .observe(permit.waited().as_secs_f64());
+    let started = Instant::now();
+    let response = candidate.provider.complete(request).await;
+    let latency = started.elapsed();
+    record(ctx, provider, model, &response, latency);
+    let settled = match &response {
+        Ok(answer) => {
+            permit
+                .reconcile(answer.usage.input_tokens + answer.usage.output_tokens)
+                .await
+        }
+        Err(AiError::Status {
+            status: 429,
+            retry_after,
+            ..
+        }) => {
+            let pause = retry_after.unwrap_or(DEFAULT_PAUSE);
+            match ctx.limiter.pause(provider, model, pause).await {
+                Ok(paused) => tracing::warn!(%provider, %model, ?paused,
+                    "Provider answered 429; the fleet is paused for this model."),
+                Err(e) => tracing::warn!(%provider, %model, error = %error_chain(&e),
+                    "Provider answered 429 and the fleet pause cannot be set."),
+            }
+            permit.release().await
+        }
+        Err(AiError::Connect(_)) => permit.release().await,
+        Err(_) => {
+            // The provider may have counted it: the reservation stays charged.
+            drop(permit);
+            Ok(())
+        }
+    };
+    if let Err(e) = settled {
+        tracing::warn!(%provider, %model, error = %error_chain(&e),
+            "Cannot settle the rate-limit reservation; it is paid off with time.");
+    }
+    Ok(Answer {
+        response: response.map_err(Failure::Ai)?,
+        latency,
+        ..answered_by(candidate)
+    })
+}
+
+/// What a request may cost in tokens, reserved up front: the prompt estimated
+/// at one token per four characters (what tokenizers average on English) plus
+/// the most the answer may use. Usage reported afterwards corrects it.
+pub fn reserved_tokens(request: &AiRequest) -> u64 {
+    let chars =
+        request.system.as_deref().map_or(0, |s| s.chars().count()) + request.user.chars().count();
+    let prompt = u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX);
+    prompt.saturating_add(u64::from(request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)))
+}
+
+fn record(
+    ctx: &JobContext,
+    provider: &str,
+    model: &str,
+    response: &Result<AiResponse, AiError>,
+    latency: Duration,
+) {
+    let status = match response {
+        Ok(_) => "200".to_owned(),
+        Err(e) => e.status_label(),
+    };
+    let m = &ctx.metrics;
+    m.ai_requests
+        .with_label_values(&[provider, model, status.as_str()])
+        .inc();
+    m.ai_request_duration
+        .with_label_values(&[provider, model])
+        .observe(latency.as_secs_f64());
+    if let Ok(r) = response {
+        m.ai_tokens
+            .with_label_values(&[provider, model, "input"])
+            .inc_by(r.usage.input_tokens);
+        m.ai_tokens
+            .with_label_values(&[provider, model, "output"])
+            .inc_by(r.usage.output_tokens);
+    }
+}
+
+fn to_cached(response: &AiResponse) -> CachedCompletion {
+    CachedCompletion {
+        text: response.text.clone(),
+        input_tokens: response.usage.input_tokens,
+        output_tokens: response.usage.output_tokens,
+        model: response.model.clone(),
+    }
+}
+
+fn from_cached(value: CachedCompletion) -> AiResponse {
+    AiResponse {
+        text: value.text,
+        usage: Usage {
+            input_tokens: value.input_tokens,
+            output_tokens: value.output_tokens,
+        },
+        model: value.model,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saturated(secs: u64) -> Failure {
+        Failure::Limiter(AcquireError::Saturated {
+            model: "p/m".into(),
+            wait: Duration::from_secs(secs),
+        })
+    }
+
+    fn server_error(status: u16) -> Failure {
+        Failure::Ai(AiError::Status {
+            status,
+            code: None,
+            message: "m".into(),
+            retry_after: None,
+        })
+    }
+
+    fn status_of(failure: &Failure) -> Option<u16> {
+        match failure {
+            Failure::Ai(AiError::Status { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn wait_of(failure: &Failure) -> Option<Duration> {
+        match failure {
+            Failure::Limiter(AcquireError::Saturated { wait, .. }) => Some(*wait),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_provider_error_outweighs_a_limiter_refusal_whatever_the_order() {
+        let f = most_informative(server_error(503), saturated(5));
+        assert_eq!(status_of(&f), Some(503));
+        let f = most_informative(saturated(5), server_error(502));
+        assert_eq!(status_of(&f), Some(502));
+        let f = most_informative(server_error(500), server_error(529));
+        assert_eq!(status_of(&f), Some(529), "the later provider error");
+        let f = most_informative(saturated(5), saturated(2));
+        assert_eq!(
+            wait_of(&f),
+            Some(Duration::from_secs(2)),
+            "the sooner refusal"
+        );
+        let f = most_informative(saturated(1), saturated(2));
+        assert_eq!(wait_of(&f), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn the_reservation_is_the_prompt_estimate_plus_the_answer_limit() {
+        let mut request = AiRequest {
+            model: "m".into(),
+            system: Some("abcd".into()),
+            user: "abcde".into(),
+            temperature: Some(0.0),
+            max_tokens: Some(100),
+            json: false,
+        };
+        // 9 characters → 3 tokens.
+        assert_eq!(reserved_tokens(&request), 103);
+        request.max_tokens = None;
+        assert_eq!(reserved_tokens(&request), 3 + u64::from(DEFAULT_MAX_TOKENS));
+    }
+}
