@@ -222,9 +222,7 @@ impl Publisher {
             channels.push(channel);
         }
         if let Some(topology) = &self.inner.topology {
-            let channel = connection.create_channel().await?;
-            topology.declare(&channel).await?;
-            let _ = channel.close(200, "declared".into()).await;
+            topology.declare_on(&connection).await?;
         }
         Ok(Live {
             connection,

@@ -15,14 +15,31 @@
 //! re-declaration with *different* arguments fails with 406 PRECONDITION_FAILED,
 //! which we surface with the queue's name (changing a queue's arguments needs a
 //! migration, not a restart).
+//!
+//! **The dead-letter queue never drops a letter.** RabbitMQ 4.0 gives every
+//! quorum queue without one a delivery limit of 20, and a queue without a
+//! dead-letter exchange *drops* a message returned more often than that; every
+//! `dlq list/stats/show` pass returns the letters it reads (4.0–4.2 count those
+//! returns; 4.3 counts only `basic.reject`). `x-delivery-limit = -1` disables
+//! the limit on 4.x but drops at the first return on 3.10 (measured), and the
+//! server's version is not exposed by lapin, so the DLQ is declared with
+//! [`DEAD_QUEUE_DELIVERY_LIMIT`] — a positive limit both lines accept and no
+//! number of passes reaches. A DLQ declared by an older release has no limit
+//! and refuses the new argument (406): [`Topology::declare_on`] then declares it
+//! as it is, warns, and the operator migrates it (docs: dead letters).
 
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::config::AmqpConfig;
+
+/// The DLQ's `x-delivery-limit`: `i32::MAX` returns, out of reach of any
+/// number of read-only passes, and accepted by RabbitMQ 3.x and 4.x alike.
+pub const DEAD_QUEUE_DELIVERY_LIMIT: i64 = i32::MAX as i64;
 
 /// The names of everything hookfleet creates, for one namespace.
 #[derive(Debug, Clone)]
@@ -43,6 +60,29 @@ pub struct TopologyError {
     name: String,
     #[source]
     source: lapin::Error,
+}
+
+impl TopologyError {
+    /// Whether the broker refused a re-declaration of `queue` with different
+    /// arguments (406 PRECONDITION_FAILED).
+    fn is_inequivalent(&self, queue: &str) -> bool {
+        self.what == "queue"
+            && self.name == queue
+            && matches!(
+                self.source.kind(),
+                lapin::ErrorKind::ProtocolError(e)
+                    if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+            )
+    }
+}
+
+/// How the dead-letter queue is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeadQueue {
+    /// With [`DEAD_QUEUE_DELIVERY_LIMIT`].
+    Kept,
+    /// As releases before it declared it: no delivery limit argument.
+    Legacy,
 }
 
 impl Topology {
@@ -129,6 +169,56 @@ impl Topology {
 
     /// Declares every exchange, queue and binding. Safe to call from every replica.
     pub async fn declare(&self, channel: &Channel) -> Result<(), TopologyError> {
+        self.declare_with(channel, DeadQueue::Kept).await
+    }
+
+    /// [`Topology::declare`] on channels of its own, accepting a dead-letter
+    /// queue an older release declared without a delivery limit: it is declared
+    /// as it is, with a warning to migrate it (module docs).
+    pub async fn declare_on(&self, connection: &Connection) -> Result<(), TopologyError> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|source| TopologyError {
+                what: "a channel for",
+                name: self.namespace.clone(),
+                source,
+            })?;
+        let declared = self.declare_with(&channel, DeadQueue::Kept).await;
+        let dead_queue = self.dead_queue();
+        let declared = match declared {
+            Err(e) if e.is_inequivalent(&dead_queue) => {
+                tracing::warn!(queue = %dead_queue, limit = DEAD_QUEUE_DELIVERY_LIMIT,
+                    "The dead-letter queue has no delivery limit (declared by an older release); \
+                     RabbitMQ 4 drops letters returned more than 20 times from it. Migrate it \
+                     (docs: dead letters).");
+                // The 406 closed the channel.
+                let channel =
+                    connection
+                        .create_channel()
+                        .await
+                        .map_err(|source| TopologyError {
+                            what: "a channel for",
+                            name: self.namespace.clone(),
+                            source,
+                        })?;
+                let declared = self.declare_with(&channel, DeadQueue::Legacy).await;
+                let _ = channel.close(200, "declared".into()).await;
+                declared
+            }
+            other => other,
+        };
+        if channel.status().connected() {
+            let _ = channel.close(200, "declared".into()).await;
+        }
+        declared
+    }
+
+    async fn declare_with(
+        &self,
+        channel: &Channel,
+        dead_queue: DeadQueue,
+    ) -> Result<(), TopologyError> {
         let events = self.events_exchange();
         let dead = self.dead_exchange();
         let results = self.results_exchange();
@@ -137,10 +227,17 @@ impl Topology {
         self.exchange(channel, &results, ExchangeKind::Topic)
             .await?;
 
-        // Dead letters: a plain quorum queue, no limit, no DLX. It only grows until an
-        // operator acts, so it must never drop anything.
+        // Dead letters: a quorum queue without a DLX. It only grows until an operator
+        // acts, so it must never drop anything: a delivery limit no pass reaches
+        // keeps RabbitMQ 4's default of 20 away (module docs).
+        let mut dead_args = self.base_args();
+        if dead_queue == DeadQueue::Kept {
+            dead_args.insert("x-delivery-limit".into(), long(DEAD_QUEUE_DELIVERY_LIMIT));
+        }
+        // An older DLQ refuses the limit with a 406, which closes the channel:
+        // `declare_on` starts over on a new one.
         let dead_queue = self.dead_queue();
-        self.queue(channel, &dead_queue, self.base_args()).await?;
+        self.queue(channel, &dead_queue, dead_args).await?;
         self.bind(channel, &dead_queue, &dead, "").await?;
 
         let mut jobs = self.base_args();

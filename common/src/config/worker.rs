@@ -38,9 +38,10 @@ pub struct WorkerConfig {
     #[serde(with = "humantime_serde")]
     pub done_ttl: Duration,
     /// How long a worker's claim on a job (`{ns}:lease:{pipeline}:{message_id}`)
-    /// lasts. A redelivered copy waits while another worker holds the claim, so
-    /// it must exceed the longest job: every provider's `timeout` plus publishing
-    /// the result (`2m`). After a crash, copies wait at most this long.
+    /// lasts without renewal. The running job renews it every third of this, so
+    /// a redelivered copy waits for however long the job takes; after a crash,
+    /// copies wait at most this long (`2m`). Kept above every provider's
+    /// `timeout` (checked), though renewal no longer depends on it.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
     /// First pause before reconnecting to RabbitMQ after the connection is lost;

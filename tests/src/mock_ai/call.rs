@@ -131,7 +131,10 @@ pub(crate) async fn handle(
     lock(&shared.counters).note_admitted(now);
     tokio::time::sleep(delay).await;
 
-    let completion = prompt::complete(&call.prompt, call.json_requested, call.max_tokens);
+    let mut completion = prompt::complete(&call.prompt, call.json_requested, call.max_tokens);
+    if attempt <= u64::from(config.prose_first_attempts) {
+        completion = prompt::prose(&call.prompt);
+    }
     let mut response = json_response(200, success_body(provider, &call, &completion, id));
     add_limit_headers(provider, &usage, response.headers_mut());
     let answer = Answer::Completed {

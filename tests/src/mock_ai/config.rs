@@ -54,6 +54,11 @@ pub struct MockConfig {
     /// ones are served normally. 0 turns this off. Counted per prompt hash since
     /// the last counters reset.
     pub fail_first_attempts: u32,
+    /// The first this-many requests carrying each distinct prompt get a 200
+    /// whose text is prose, not the JSON asked for (a model ignoring JSON mode);
+    /// later ones are served normally. 0 turns this off. Counted like
+    /// `fail_first_attempts`.
+    pub prose_first_attempts: u32,
     /// Requests admitted per model per [`rate_window`](Self::rate_window); `None`
     /// is unlimited. Each model has its own window.
     pub rpm_limit: Option<u32>,
@@ -90,6 +95,7 @@ impl Default for MockConfig {
             rate_limit_marker: None,
             rate_limit_retry_after: Duration::from_secs(1),
             fail_first_attempts: 0,
+            prose_first_attempts: 0,
             rpm_limit: None,
             tpm_limit: None,
             model_limits: BTreeMap::new(),
@@ -125,6 +131,7 @@ impl MockConfig {
             bad_request_marker: None,
             rate_limit_marker: None,
             fail_first_attempts: 0,
+            prose_first_attempts: 0,
             ..self
         }
     }

@@ -146,6 +146,17 @@ pub struct Completion {
     pub truncated: bool,
 }
 
+/// A prose answer to `prompt`, whatever it asked for: a model ignoring JSON mode.
+pub fn prose(prompt: &Prompt) -> Completion {
+    let echo: String = prompt.last_user().chars().take(40).collect();
+    let text = format!("Sure! Here is what I think about \"{echo}\": it looks fine.");
+    Completion {
+        tokens: estimate_tokens(text.chars().count()),
+        text,
+        truncated: false,
+    }
+}
+
 /// The completion for `prompt`. `json_requested` is the request's own JSON flag;
 /// a prompt mentioning JSON turns JSON mode on too. A text longer than
 /// `max_tokens * 4` characters is cut there, as a real model stops mid-answer.

@@ -2,16 +2,24 @@
 //! `x-delivery-limit` — has no `hf-error*` headers; `dlq` reads its `x-death`,
 //! shows it as class `delivery-limit`, and replays it as a fresh job without the
 //! broker's headers.
+//!
+//! The DLQ itself never drops a letter however often read-only passes return
+//! it (RabbitMQ 4's default delivery limit of 20), and a DLQ an older release
+//! declared without a limit still lets every service start.
 
 use crate::dlq_common;
 
 use std::time::Duration;
 
-use dlq_common::{dlq, header, header_u32};
+use dlq_common::{Spec, dlq, header, header_u32, ids, ids_of, publish_specs};
 use hookfleet_common::message;
-use hookfleet_tests::env::TestEnv;
+use hookfleet_common::publisher::Publisher;
+use hookfleet_common::topology::DEAD_QUEUE_DELIVERY_LIMIT;
+use hookfleet_tests::env::{AMQP_URL, TestEnv};
 use hookfleet_tests::fleet::JobPublisher;
-use lapin::options::{BasicGetOptions, BasicNackOptions};
+use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,5 +135,95 @@ async fn letters_rabbitmq_dead_lettered_are_shown_from_x_death_and_replayed() {
     assert!(last.starts_with("delivery-limit: delivery_limit"), "{last}");
     assert_eq!(env.ready_count(&topology.dead_queue()).await, 0);
     jobs.close().await;
+    env.cleanup().await;
+}
+
+/// `{ns}.dead`'s arguments as the test environment declares them, with a
+/// delivery limit or without one (as releases before it did).
+fn dead_queue_args(limit: Option<i64>) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert("x-expires".into(), AMQPValue::LongLongInt(600_000));
+    if let Some(limit) = limit {
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
+    }
+    args
+}
+
+/// Declares `queue` on a throwaway channel (a refusal closes the channel).
+async fn declare_queue(queue: &str, args: FieldTable) -> Result<(), lapin::Error> {
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = channel.queue_declare(queue.into(), options, args).await;
+    let _ = connection.close(200, "done".into()).await;
+    declared.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_list_passes_over_a_five_letter_dlq_keep_all_five() {
+    let env = TestEnv::new().await;
+    let dead = env.topology().dead_queue();
+    let published = ids_of(
+        &publish_specs(&env, &vec![Spec::exhausted("github"); 5]).await,
+        |_| true,
+    );
+
+    // Each pass reads every letter and returns it to the queue: on RabbitMQ
+    // 4.0-4.2 each return counts toward the delivery limit, which defaults to 20
+    // and drops letters of a queue without a dead-letter exchange past it.
+    for pass in 0..30 {
+        let (listed, _) = dlq(&env.settings, &["list", "--json", "--no-progress"]).await;
+        assert_eq!(listed.expect("list").matched, 5, "pass {pass}");
+        assert_eq!(env.ready_count(&dead).await, 5, "after pass {pass}");
+    }
+    // The DLQ carries a delivery limit of its own, out of reach of any number
+    // of passes: a re-declaration with it is accepted (a 406 otherwise).
+    declare_queue(&dead, dead_queue_args(Some(DEAD_QUEUE_DELIVERY_LIMIT)))
+        .await
+        .expect("the DLQ was declared with the large delivery limit");
+
+    let letters = env.drain(&dead).await;
+    assert_eq!(ids(&letters), published, "all five, in order");
+    // RabbitMQ counted every return (here, 3.10: it stamps the count once the
+    // queue has a limit), well past 4.0's default limit of 20.
+    for letter in &letters {
+        let returned = header_u32(letter, "x-delivery-count");
+        assert!(returned >= Some(30), "returns counted: {returned:?}");
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlq_an_older_release_declared_without_a_limit_is_kept_as_it_is() {
+    let env = TestEnv::new().await;
+    let topology = env.topology();
+    topology
+        .delete(env.channel())
+        .await
+        .expect("delete the default topology");
+    declare_queue(&topology.dead_queue(), dead_queue_args(None))
+        .await
+        .expect("the old DLQ");
+
+    // What every service does at start (the worker's consumer likewise).
+    let publisher = Publisher::new(&env.settings.amqp, "test-upgrade", Some(topology.clone()));
+    publisher
+        .connect()
+        .await
+        .expect("the topology declares around the old DLQ");
+    publisher.close().await;
+    assert_eq!(env.ready_count(&topology.jobs_queue()).await, 0, "declared");
+    declare_queue(&topology.dead_queue(), dead_queue_args(None))
+        .await
+        .expect("the old DLQ is unchanged");
     env.cleanup().await;
 }

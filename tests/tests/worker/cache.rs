@@ -505,3 +505,40 @@ cache = {{ lease = "1s" }}
     drop(mock);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_fails_the_output_check_is_not_cached_and_the_retry_asks_again() {
+    let env = TestEnv::new().await;
+    // The first answer to each prompt is prose although JSON was asked for.
+    let mock = MockAi::start(MockConfig {
+        prose_first_attempts: 1,
+        ..MockConfig::default()
+    })
+    .await;
+    let worker = WorkerHandle::start_consuming(settings(
+        &env,
+        &mock,
+        vec![pipeline("triage", "mock", USER)],
+    ))
+    .await;
+    let jobs = JobPublisher::new(&env).await;
+
+    let result = one_result(&env, &jobs, "Is my order lost?").await;
+    let body = json_body(&result);
+    assert!(body["output_json"].is_object(), "{body}");
+    assert_eq!(body["attempts"], 2, "the second attempt succeeded: {body}");
+    assert!(!is_cached(&result), "the retry was a fresh call");
+    assert_eq!(
+        mock.counters().requests,
+        2,
+        "the retry called the provider again"
+    );
+    assert_eq!(worker.jobs("triage", "retried"), 1);
+    assert_eq!(cache_count(&worker, "hit"), 0, "the prose was never stored");
+    assert_eq!(stored_answers(&env).await, 1, "only the JSON answer is");
+    assert_eq!(pending_jobs(&env).await, 0);
+
+    worker.stop().await.unwrap();
+    jobs.close().await;
+    env.cleanup().await;
+}

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use hookfleet_common::config::FallbackConfig;
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
@@ -115,6 +116,62 @@ async fn a_copy_delivered_while_the_first_is_still_running_waits_for_it_instead_
     );
     let results = env.drain(&env.topology().results_queue()).await;
     assert_eq!(results.len(), 1);
+    assert_eq!(pending_jobs(&env).await, 0);
+    jobs.close().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlasting_its_lease_keeps_it_so_a_copy_never_runs_beside_it() {
+    let env = TestEnv::new().await;
+    // Each call takes 0.9 s; the first call of a prompt fails (500), so the job
+    // runs its fallback too: 1.8 s in all, longer than the 1.5 s lease, although
+    // every single call fits in it (as the config checks require).
+    let mock = MockAi::start(MockConfig {
+        latency: Duration::from_millis(900),
+        fail_first_attempts: 1,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut settings = worker_settings(&env, 3);
+    settings.worker.lease_ttl = Duration::from_millis(1500);
+    settings.worker.limits.max_wait = Duration::from_millis(100);
+    let mut provider = mock_openai(&mock);
+    provider.timeout = Duration::from_millis(1200);
+    settings.worker.providers.insert("mock".into(), provider);
+    let mut triage = pipeline("triage", "mock", USER);
+    triage.fallbacks = vec![FallbackConfig {
+        provider: "mock".into(),
+        model: "gpt-4o".into(),
+    }];
+    settings.worker.pipelines = vec![triage];
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let jobs = JobPublisher::new(&env).await;
+    let body = json!({ "ticket": { "body": "my parcel never came" } }).to_string();
+
+    // Two copies at once, as after a channel loss mid-job.
+    let meta = event("support", "ticket.created");
+    jobs.publish_meta(&meta, body.as_bytes()).await;
+    jobs.publish_meta(&meta, body.as_bytes()).await;
+    wait_until(Duration::from_secs(15), || {
+        let settled = worker.jobs("triage", "succeeded") + worker.jobs("triage", "duplicate");
+        async move { settled >= 2 }
+    })
+    .await;
+    let settled = (
+        worker.jobs("triage", "succeeded"),
+        worker.jobs("triage", "duplicate"),
+    );
+    worker.stop().await.expect("the worker stops cleanly");
+
+    assert_eq!(
+        mock.counters().requests,
+        2,
+        "the primary and the fallback, once: the copy waited"
+    );
+    assert_eq!(settled, (1, 1), "one run, one duplicate");
+    let results = env.drain(&env.topology().results_queue()).await;
+    assert_eq!(results.len(), 1, "one result");
     assert_eq!(pending_jobs(&env).await, 0);
     jobs.close().await;
     env.cleanup().await;

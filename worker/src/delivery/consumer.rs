@@ -246,9 +246,9 @@ impl Consumer {
 
     async fn open(&self) -> Result<(Session, lapin::Consumer), ConsumerError> {
         let connection = broker::connect(&self.config.amqp, &self.config.name).await?;
-        let channel = connection.create_channel().await?;
         // Idempotent; makes a fresh or wiped broker usable before the first delivery.
-        self.topology.declare(&channel).await?;
+        self.topology.declare_on(&connection).await?;
+        let channel = connection.create_channel().await?;
         // Per-consumer prefetch (global=false): the broker sends at most this many
         // unacked deliveries, matching the semaphore.
         channel

@@ -9,7 +9,8 @@
 //! `{ns}:lease:{pipeline}:{message_id}` and checks `{ns}:done:…` (see
 //! `crate::limits::markers`). A done pipeline is skipped; a pipeline
 //! another run is still working on (a copy redelivered while the first one's
-//! channel was dead) is waited for, then skipped if that run published. If Redis
+//! channel was dead) is waited for, then skipped if that run published. The
+//! run renews its lease while it lasts, so however slow it is, its copy waits. If Redis
 //! does not answer, the pipeline runs anyway (fail-open, counted): at-least-once
 //! still holds, only the "no second AI call" promise is suspended.
 
@@ -212,7 +213,17 @@ async fn run_pipeline(
         tracing::info!(message_id = %id, pipeline = %name, "Result already published; skipping the redelivered job.");
         return (Outcome::Ack, false, None);
     }
-    let result = attempt_pipeline(ctx, pipeline, payload, meta, attempt).await;
+    let attempt_run = attempt_pipeline(ctx, pipeline, payload, meta, attempt);
+    let result = match lease {
+        Lease::Held => {
+            tokio::select! {
+                biased;
+                result = attempt_run => result,
+                never = keep_lease(ctx, name, id) => match never {},
+            }
+        }
+        _ => attempt_run.await,
+    };
     let marked = match (&result, &lease) {
         (Ok(_), _) => {
             ctx.markers
@@ -257,6 +268,45 @@ async fn run_pipeline(
         .with_label_values(&[name, outcome.label()])
         .inc();
     (outcome, deferred, published)
+}
+
+/// Renews the lease every third of `lease_ttl` for as long as it is polled
+/// (the run it covers, raced against it), so a redelivered copy keeps waiting
+/// for a slow run — fallbacks, enrichment, sinks and confirms included —
+/// instead of running beside it. Never returns.
+async fn keep_lease(
+    ctx: &JobContext,
+    pipeline: &str,
+    message_id: &str,
+) -> std::convert::Infallible {
+    let mut ticks = tokio::time::interval(ctx.lease_ttl / 3);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut held = true;
+    loop {
+        ticks.tick().await;
+        if !held {
+            continue;
+        }
+        match ctx
+            .markers
+            .renew(pipeline, message_id, &ctx.owner, ctx.lease_ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                held = false;
+                tracing::warn!(
+                    message_id,
+                    pipeline,
+                    "Lost the job's lease (it lapsed); a redelivered copy may run beside this one."
+                );
+            }
+            Err(e) => {
+                tracing::warn!(message_id, pipeline, error = %error_chain(&e), "Cannot renew the job's lease; trying again.");
+            }
+        }
+    }
 }
 
 /// Claims the pipeline's run, waiting while another run holds it.
@@ -306,10 +356,7 @@ async fn attempt_pipeline(
     let request = pipeline.request(prompt);
     let answer = completion::answer(ctx, pipeline, &request).await?;
     let response = answer.response;
-    let output_json = match pipeline.response_format {
-        ResponseFormat::Json => Some(parse_json_output(&response.text).map_err(Failure::Output)?),
-        ResponseFormat::Text => None,
-    };
+    let output_json = check_output(pipeline, &response.text)?;
     let result = JobResult {
         message_id: meta.message_id.clone(),
         source: meta.source.clone(),
@@ -342,6 +389,15 @@ async fn attempt_pipeline(
     };
     let failures = sinks::deliver_all(&pipeline.sinks, &delivery, &sent).await;
     Failure::from_sinks(failures).map_or(Ok(result), Err)
+}
+
+/// The pipeline's output check: the answer's JSON when the pipeline asks for
+/// JSON, `None` for text. Run before an answer is cached (see `completion`).
+pub fn check_output(pipeline: &Pipeline, text: &str) -> Result<Option<serde_json::Value>, Failure> {
+    match pipeline.response_format {
+        ResponseFormat::Json => parse_json_output(text).map(Some).map_err(Failure::Output),
+        ResponseFormat::Text => Ok(None),
+    }
 }
 
 /// The answer as JSON, also when the model wrapped it in a Markdown code fence

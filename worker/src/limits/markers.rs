@@ -8,7 +8,8 @@
 //! - `{ns}:lease:{pipeline}:{message_id}` — a claim held (with `worker.lease_ttl`)
 //!   while a worker runs the pipeline. A copy redelivered while the first is still
 //!   running (its channel died mid-call) sees the claim and waits for the outcome
-//!   instead of making a second AI call.
+//!   instead of making a second AI call. The holder renews it (every third of
+//!   the TTL) for as long as its run lasts, so a slow run never loses it.
 //!
 //! - `{ns}:sent:{pipeline}:{message_id}:{sink}` — set (with `worker.done_ttl`)
 //!   once one sink confirmed delivery (an HTTP sink's 2xx). When another sink of
@@ -33,6 +34,14 @@ use hookfleet_common::topology::Topology;
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Extends the lease by ARGV[2] ms only if `owner` (ARGV[1]) still holds it.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 ";
@@ -173,6 +182,26 @@ impl Markers {
             .arg(owner)
             .ignore();
         self.query::<()>(&pipe).await
+    }
+
+    /// Extends `owner`'s lease to `lease_ttl` from now; `false` if `owner` no
+    /// longer holds it (it lapsed, and maybe another run took it).
+    pub async fn renew(
+        &self,
+        pipeline: &str,
+        message_id: &str,
+        owner: &str,
+        lease_ttl: Duration,
+    ) -> Result<bool, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(RENEW)
+            .arg(1)
+            .arg(self.lease_key(pipeline, message_id))
+            .arg(owner)
+            .arg(millis(lease_ttl));
+        let (renewed,): (i64,) = self.query(&pipe).await?;
+        Ok(renewed == 1)
     }
 
     /// Drops `owner`'s lease without marking the pipeline done (the attempt failed).

@@ -18,6 +18,12 @@
 //! any candidate was called (so the attempt counts), else the limiter refusal
 //! that frees up first (a deferral).
 //!
+//! **Only checked answers are cached.** The pipeline's output check (JSON when
+//! `response_format = "json"`) runs inside the cached computation, so an answer
+//! that fails it is never stored: the job's retry asks the provider again
+//! instead of reading the same unusable answer back from the cache. A failed
+//! check ends the chain (no fallback), as it did when the check ran after it.
+//!
 //! Redis trouble never fails a job here by itself: the cache is bypassed
 //! (`cache_requests_total{result="bypassed"}`) and the provider called directly,
 //! and the limiter applies `worker.limits.redis_failure` — `closed` waits for
@@ -36,7 +42,7 @@ use crate::limits::cache::{CacheError, CacheKey, CacheOutcome, CachedCompletion,
 use crate::limits::limiter::AcquireError;
 use hookfleet_common::telemetry::error_chain;
 
-use crate::job::JobContext;
+use crate::job::{JobContext, check_output};
 use crate::outcome::Failure;
 use crate::pipeline::{Candidate, Pipeline};
 use crate::providers::anthropic::DEFAULT_MAX_TOKENS;
@@ -82,6 +88,7 @@ pub async fn answer(
         request.model = candidate.model.to_owned();
         let failure = match ask(ctx, pipeline, candidate, &request, max_wait).await {
             Ok(answer) => return Ok(answer),
+            Err(failure @ Failure::Output(_)) => return Err(failure),
             Err(failure) if !failure.falls_through() => return Err(failure),
             Err(failure) => failure,
         };
@@ -159,6 +166,8 @@ async fn ask(
         .get_or_compute(&key, settings, || async {
             let answer = call(ctx, candidate, request, max_wait).await?;
             latency = answer.latency;
+            // Checked before it is stored: a cached answer is one that passed.
+            check_output(pipeline, &answer.response.text)?;
             Ok::<_, Failure>(to_cached(&answer.response))
         })
         .await;
