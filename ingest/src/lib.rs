@@ -8,6 +8,7 @@
 //! - [`error`]: the request path's one error type and its responses.
 
 pub mod app;
+pub mod dedupe;
 pub mod error;
 pub mod routes;
 pub mod source;
