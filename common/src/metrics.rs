@@ -53,11 +53,25 @@ pub fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, Me
     Ok(metric)
 }
 
-/// Latency buckets from 1 ms to 60 s.
+/// Latency buckets from 1 ms to 300 s: a job may wait for the limiter, then for
+/// an AI call up to its timeout, then for each fallback and sink, well past 60 s.
 pub fn latency_buckets() -> Vec<f64> {
     vec![
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        120.0, 300.0,
     ]
+}
+
+/// A fresh registry with the standard `process_*` metrics of this process (CPU
+/// seconds, resident memory, open file descriptors, start time), under their
+/// usual names so that generic dashboards and alerts find them.
+fn registry_with_process_metrics() -> Result<Registry, MetricsError> {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(registry)
 }
 
 /// The ingest service's metrics.
@@ -83,7 +97,7 @@ pub struct IngestMetrics {
 impl IngestMetrics {
     /// Registers the ingest metrics in a fresh registry.
     pub fn new() -> Result<Self, MetricsError> {
-        let registry = Registry::new();
+        let registry = registry_with_process_metrics()?;
         Ok(Self {
             requests: counter(
                 &registry,
@@ -162,6 +176,10 @@ pub struct WorkerMetrics {
     pub ai_fallbacks: IntCounterVec,
     /// `inflight_jobs`: deliveries being processed right now.
     pub inflight: IntGauge,
+    /// `deliveries_settled_total{outcome}`: deliveries acked off the jobs queue;
+    /// outcome is `completed`, `dead_lettered`, or `retried` (moved to a retry
+    /// tier: it comes back, so it is not throughput).
+    pub deliveries_settled: IntCounterVec,
     /// `dead_letters_total{reason}`: dead letters confirmed into `{ns}.dead`;
     /// reason is a bounded code (`ai_http_401`, `template_error`, …).
     pub dead_letters: IntCounterVec,
@@ -178,7 +196,7 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     /// Registers the worker metrics in a fresh registry.
     pub fn new() -> Result<Self, MetricsError> {
-        let registry = Registry::new();
+        let registry = registry_with_process_metrics()?;
         Ok(Self {
             jobs: counter(
                 &registry,
@@ -238,6 +256,12 @@ impl WorkerMetrics {
                 &["provider", "model", "reason"],
             )?,
             inflight: gauge(&registry, "inflight_jobs", "Deliveries being processed.")?,
+            deliveries_settled: counter(
+                &registry,
+                "deliveries_settled_total",
+                "Deliveries acked off the jobs queue, by outcome.",
+                &["outcome"],
+            )?,
             dead_letters: counter(
                 &registry,
                 "dead_letters_total",
@@ -261,5 +285,28 @@ impl WorkerMetrics {
             )?,
             registry,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_registries_export_process_metrics_and_buckets_reach_300_seconds() {
+        let ingest = render(&IngestMetrics::new().unwrap().registry);
+        let worker = WorkerMetrics::new().unwrap();
+        worker.job_duration.with_label_values(&["p"]).observe(200.0);
+        let worker = render(&worker.registry);
+        for text in [&ingest, &worker] {
+            assert!(text.contains("process_resident_memory_bytes "), "{text}");
+            assert!(text.contains("process_cpu_seconds_total "), "{text}");
+        }
+        assert!(
+            worker.contains("hookfleet_job_duration_seconds_bucket{pipeline=\"p\",le=\"300\"} 1")
+        );
+        assert!(
+            worker.contains("hookfleet_job_duration_seconds_bucket{pipeline=\"p\",le=\"120\"} 0")
+        );
     }
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Offline checks of deploy/, run by deploy/validate.sh (one subcommand per step).
 
-Every subcommand prints one line per thing it checked ("ok", "FAIL", "skip") and
-exits 1 when anything failed.
+Every subcommand prints one line per thing it checked ("ok", "FAIL") and exits 1
+when anything failed. Nothing is skipped: a check that cannot run fails.
 
   schemas      Kubernetes objects against the API schemas (kubernetes-validate,
                strict: unknown fields fail); KEDA and Prometheus Operator objects
@@ -10,7 +10,10 @@ exits 1 when anything failed.
   policy       What a schema cannot see: security context, probes, grace periods
                against hookfleet.toml, KEDA trigger and alert queue names against the
                config's namespace, references between objects, Secret keys.
-  rules        Extract a PrometheusRule's groups to a Prometheus rule file.
+  rules        Extract a PrometheusRule's groups to a Prometheus rule file (none
+               found fails).
+  alerts       Every alert has `for`, a severity, a namespace label, a runbook_url
+               into docs/ whose section exists, and promtool tests firing and not.
   dashboard    The Grafana dashboard's structure; its queries as a rule file for
                `promtool check rules` (PromQL syntax).
   metrics      Every hookfleet_* metric (and its label matchers) used by the alerts
@@ -18,8 +21,6 @@ exits 1 when anything failed.
   images       Binaries named by the Dockerfile exist in the workspace, and every
                command of the compose file and the manifests is in its image.
   compose      The compose stack's config references match its environment.
-  compose-schema  The compose file against the Compose Specification's JSON schema
-               (when dclint itself cannot run: it needs Node.js 20.19+).
 """
 
 from __future__ import annotations
@@ -49,9 +50,6 @@ class Report:
     def fail(self, msg: str) -> None:
         self.failed += 1
         print(f"  FAIL  {msg}")
-
-    def skip(self, msg: str) -> None:
-        print(f"  skip  {msg}")
 
     def check(self, cond: bool, msg: str, why: str = "") -> bool:
         if cond:
@@ -133,7 +131,7 @@ def cmd_schemas(args) -> int:
     report = Report("schemas")
     models, why_not = crd_models()
     if models is None:
-        report.skip(f"custom resources will not be validated: {why_not}")
+        report.fail(f"custom resources cannot be validated: {why_not}")
     versions = args.k8s_version
     print(f"  Kubernetes schemas: kubernetes-validate {kubernetes_validate.__version__}, "
           f"strict, API versions {', '.join(versions)}")
@@ -144,7 +142,7 @@ def cmd_schemas(args) -> int:
             if "." in str(key[0]).split("/")[0] and not str(key[0]).split("/")[0].endswith("k8s.io"):
                 # A custom resource (its group is a domain that is not Kubernetes').
                 if models is None:
-                    report.skip(f"{name} ({key[0]}): no CRD schema available")
+                    report.fail(f"{name} ({key[0]}): not validated, no CRD schema available")
                     continue
                 model = models.get(key)
                 if model is None:
@@ -248,6 +246,43 @@ def secret_refs_in_config(value, path="") -> list[tuple[str, str, str]]:
         for i, v in enumerate(value):
             out += secret_refs_in_config(v, f"{path}[{i}]")
     return out
+
+
+# The worker's model of a job's length, as WorkerConfig::longest_job in
+# common/src/config/worker.rs has it (with its defaults); both are tested against
+# the deploy configs, so the two agree on what these manifests need.
+WORKER_SHUTDOWN_GRACE_DEFAULT = "90s"
+CLOSE_SLACK = 10  # seconds after shutdown_grace to close channels and exit
+
+
+def longest_job(wc: dict) -> float:
+    """Seconds the slowest pipeline may run: every enrichment step in turn, each AI
+    candidate in turn (limiter wait: fallback_wait, the last one limits.max_wait;
+    plus its provider's timeout), then the slowest sink (sinks run concurrently)."""
+    timeout = {n: duration_seconds(p.get("timeout", "60s")) for n, p in wc.get("providers", {}).items()}
+    max_wait = duration_seconds(wc.get("limits", {}).get("max_wait", "30s"))
+    longest = 0.0
+    for p in wc.get("pipelines", []):
+        candidates = [p["provider"]] + [f["provider"] for f in p.get("fallbacks", [])]
+        fallback_wait = duration_seconds(p.get("fallback_wait", "250ms"))
+        ai = sum((max_wait if i == len(candidates) - 1 else fallback_wait) + timeout.get(c, 0)
+                 for i, c in enumerate(candidates))
+        enrich = sum(duration_seconds(e.get("timeout", "10s")) for e in p.get("enrich", []))
+        sinks = max([duration_seconds(k.get("timeout", "10s")) for k in p.get("sinks", [])
+                     if k.get("kind") == "http"] or [0])
+        longest = max(longest, enrich + ai + sinks)
+    return longest
+
+
+def check_keda(report: Report, label: str, so: dict, config: dict) -> None:
+    """KEDA's fallback (replicas kept when the trigger fails) and an explicit vhost."""
+    fallback = so["spec"].get("fallback", {})
+    report.check(fallback.get("failureThreshold", 0) >= 1 and fallback.get("replicas", 0) >= 1,
+                 f"{label}: {kn(so)} has a fallback (replicas while the broker's API cannot be read)",
+                 f"fallback {fallback}")
+    for t in so["spec"]["triggers"]:
+        report.check(bool(t.get("metadata", {}).get("vhostName")),
+                     f"{label}: {kn(so)} trigger names its vhostName explicitly")
 
 
 def cmd_policy(args) -> int:
@@ -355,25 +390,29 @@ def cmd_policy(args) -> int:
                                  f"{label}: {kn(svc)} exposes one ingest listener, not both ({sorted(map(str, targets))})")
         if worker:
             wc = config.get("worker", {})
-            timeouts = [duration_seconds(p.get("timeout", "60s")) for p in wc.get("providers", {}).values()] or [60]
-            need = duration_seconds(wc.get("shutdown_grace", "30s")) + max(timeouts)
+            grace = duration_seconds(wc.get("shutdown_grace", WORKER_SHUTDOWN_GRACE_DEFAULT))
+            longest = longest_job(wc)
+            report.check(grace >= longest, f"{label}: worker.shutdown_grace ({grace:g}s) >= the longest job "
+                         f"({longest:g}s: enrichment + each AI candidate's limiter wait and timeout + slowest sink)")
             have = pod_spec(worker).get("terminationGracePeriodSeconds", 30)
-            report.check(have > need, f"{label}: worker terminationGracePeriodSeconds {have} > "
-                         f"worker.shutdown_grace + longest provider timeout ({need:g}s)")
+            report.check(have >= grace + CLOSE_SLACK, f"{label}: worker terminationGracePeriodSeconds {have} >= "
+                         f"worker.shutdown_grace + {CLOSE_SLACK}s to close ({grace + CLOSE_SLACK:g}s)")
             port = int(wc.get("admin_listen", "0.0.0.0:9090").rsplit(":", 1)[1])
             report.check(any(p["containerPort"] == port for p in pod_spec(worker)["containers"][0]["ports"]),
                          f"{label}: worker containerPort matches worker.admin_listen ({port})")
 
-        # Autoscaling owns replicas; targets and selectors resolve.
-        scaled = set()
+        # Autoscaling owns replicas, one autoscaler per Deployment (an HPA and a
+        # KEDA ScaledObject, whose own HPA it is, would fight over replicas).
+        scalers: dict[str, list[str]] = {}
         for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values():
             target = hpa["spec"]["scaleTargetRef"]["name"]
-            scaled.add(target)
+            scalers.setdefault(target, []).append(kn(hpa))
             report.check(target in deployments, f"{label}: {kn(hpa)} targets Deployment {target} in the build")
         for so in by_kind.get("ScaledObject", {}).values():
             target = so["spec"]["scaleTargetRef"]["name"]
-            scaled.add(target)
+            scalers.setdefault(target, []).append(kn(so))
             report.check(target in deployments, f"{label}: {kn(so)} targets Deployment {target} in the build")
+            check_keda(report, label, so, config)
             for t in so["spec"]["triggers"]:
                 md = t.get("metadata", {})
                 report.check(t["type"] == "rabbitmq" and md.get("protocol") == "http" and md.get("mode") == "QueueLength",
@@ -397,12 +436,19 @@ def cmd_policy(args) -> int:
                         report.check(ref["key"] in example_keys.get(ref["name"], set()),
                                      f"{label}: {kn(ta)} {ref['parameter']} <- Secret {ref['name']} key "
                                      f"{ref['key']} in {rel(args.secrets)}")
+        for target, names in sorted(scalers.items()):
+            report.check(len(names) == 1, f"{label}: Deployment/{target} has one autoscaler",
+                         f"two autoscalers on one Deployment: {names}")
+        scaled = set(scalers)
         for name in scaled & set(deployments):
             report.check("replicas" not in deployments[name]["spec"],
                          f"{label}: Deployment/{name} leaves replicas to its autoscaler")
         for pdb in by_kind.get("PodDisruptionBudget", {}).values():
             report.check(any(selects(pdb["spec"]["selector"], pod_labels(d)) for d in deployments.values()),
                          f"{label}: {kn(pdb)} selects a Deployment's pods")
+            # Otherwise a broker outage (every pod unready) blocks node drains.
+            report.check(pdb["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow",
+                         f"{label}: {kn(pdb)} unhealthyPodEvictionPolicy AlwaysAllow")
         for svc in by_kind.get("Service", {}).values():
             sel = svc["spec"].get("selector", {})
             report.check(any(selects({"matchLabels": sel}, pod_labels(d)) for d in deployments.values()),
@@ -421,8 +467,15 @@ def cmd_policy(args) -> int:
         for rule in by_kind.get("PrometheusRule", {}).values():
             exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
             queues = {q for e in exprs for q in re.findall(r'queue="([^"]+)"', e)}
-            report.check(queues <= {jobs_queue}, f"{label}: {kn(rule)} queue matchers {sorted(queues)} "
-                         f"are the config's jobs queue ({jobs_queue})")
+            report.check(queues <= {jobs_queue, f"{ns}.dead"}, f"{label}: {kn(rule)} queue matchers {sorted(queues)} "
+                         f"are the config's jobs and dead-letter queues ({jobs_queue}, {ns}.dead)")
+            k8s_ns = {n for e in exprs for n in re.findall(r'namespace="([^"]+)"', e)}
+            report.check(k8s_ns <= {rule["metadata"].get("namespace")}, f"{label}: {kn(rule)} namespace "
+                         f"matchers {sorted(k8s_ns)} are the build's namespace")
+            hpas = {h for e in exprs for h in re.findall(r'horizontalpodautoscaler="([^"]+)"', e)}
+            keda_hpas = {f"keda-hpa-{n}" for n in by_kind.get("ScaledObject", {})}
+            report.check(hpas <= keda_hpas, f"{label}: {kn(rule)} HPA matchers {sorted(hpas)} are KEDA's "
+                         f"HPAs of the build {sorted(keda_hpas)}")
             deps = {q for e in exprs for q in re.findall(r'deployment="([^"]+)"', e)}
             report.check(deps <= set(deployments), f"{label}: {kn(rule)} deployment matchers {sorted(deps)} "
                          f"exist in the build")
@@ -452,15 +505,78 @@ def cmd_rules(args) -> int:
         for g in groups:
             for r in g["rules"]:
                 r.pop("annotations", None)
+    count = sum(len(g.get("rules", [])) for g in groups)
+    if count == 0:
+        # promtool passes an empty rule file: an extraction that found nothing fails.
+        print(f"  FAIL  no PrometheusRule rules found in {rel(args.file)}")
+        return 1
     Path(args.out).write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
-    print(f"  wrote {len(groups)} group(s), {sum(len(g['rules']) for g in groups)} rule(s) to {args.out}")
+    print(f"  wrote {len(groups)} group(s), {count} rule(s) to {args.out}")
     return 0
+
+
+# --------------------------------------------------------------------------- alerts
+
+RUNBOOK_PREFIX = "https://github.com/example/hookfleet/blob/main/"
+
+
+def markdown_anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings."""
+    out = set()
+    for line in text.splitlines():
+        m = re.match(r"#{1,6}\s+(.*?)\s*$", line)
+        if m:
+            anchor = re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-")
+            out.add(anchor)
+    return out
+
+
+def cmd_alerts(args) -> int:
+    """Every alert: `for`, severity, a namespace label, a runbook_url into docs/ whose
+    section exists; and a promtool test of it firing and one of it not firing."""
+    report = Report("alerts")
+    alerts = [r for d in load_docs(Path(args.file)) if d.get("kind") == "PrometheusRule"
+              for g in d["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    report.check(bool(alerts), f"{rel(args.file)} has alerts")
+    tests = yaml.safe_load(Path(args.tests).read_text()).get("tests", [])
+    cases = [c for t in tests for c in t.get("alert_rule_test", [])]
+    for r in alerts:
+        name = r["alert"]
+        report.check(bool(r.get("for")), f"{name}: has `for:`", "no `for:` (fires on one bad scrape)")
+        report.check(r.get("labels", {}).get("severity") in ("warning", "critical"),
+                     f"{name}: severity warning or critical", f"severity {r.get('labels', {}).get('severity')!r}")
+        expr = r.get("expr", "")
+        keeps_ns = bool(re.search(r"by \([^)]*\bnamespace\b|\"namespace\", \"\$1\"|namespace=\"", expr))
+        report.check(keeps_ns or "namespace" in r.get("labels", {}),
+                     f"{name}: the alert carries a namespace label", "its expression drops `namespace`")
+        url = r.get("annotations", {}).get("runbook_url", "")
+        path, _, anchor = url.removeprefix(RUNBOOK_PREFIX).partition("#")
+        doc = ROOT / path
+        ok = (url.startswith(RUNBOOK_PREFIX) and path.startswith("docs/") and doc.is_file()
+              and anchor in markdown_anchors(doc.read_text()))
+        report.check(ok, f"{name}: runbook_url {url or '(none)'} is a section of docs/",
+                     "no runbook_url" if not url else f"no heading #{anchor} in {path}")
+        fires = any(c.get("alertname") == name and c.get("exp_alerts") for c in cases)
+        quiet = any(c.get("alertname") == name and not c.get("exp_alerts") for c in cases)
+        report.check(fires and quiet, f"{name}: {rel(args.tests)} tests it firing and not firing",
+                     f"firing tested: {fires}, not firing tested: {quiet}")
+    return report.done()
 
 
 # --------------------------------------------------------------------------- dashboard
 
 GRAFANA_VARS = [("$__rate_interval", "5m"), ("$__interval", "1m"), ("$__range", "6h"),
                 ("${namespace}", "hookfleet"), ("$namespace", "hookfleet")]
+
+
+DASHBOARD_REQUIRED = [
+    (r"rabbitmq_queue_messages\{[^}]*dead", "the dead-letter queue's depth"),
+    ("rabbitmq_queue_messages_unacked", "unacked messages"),
+    ("rabbitmq_queue_consumers", "the jobs queue's consumers"),
+    ("kube_deployment_status_replicas_available", "replicas"),
+    ("process_cpu_seconds_total", "CPU"),
+    ("process_resident_memory_bytes", "memory"),
+]
 
 
 def dashboard_exprs(dash: dict) -> list[tuple[str, str]]:
@@ -522,8 +638,21 @@ def cmd_dashboard(args) -> int:
         report.check(ds.get("uid") == "${datasource}" and targets
                      and all(t.get("datasource", ds).get("uid") == "${datasource}" and t.get("expr") for t in targets),
                      f"{name}: {len(targets)} quer{'y' if len(targets) == 1 else 'ies'} on $datasource")
+    exprs = dashboard_exprs(dash)
+    for where, expr in exprs:
+        # $__interval is the step: with a step under the scrape interval a range
+        # holds under two samples and rate/increase return nothing.
+        report.check("$__interval" not in expr, f"{where}: no $__interval (use $__rate_interval)",
+                     "uses $__interval")
+        for m in re.finditer(r"\b(rabbitmq_\w+)\s*(\{[^}]*\})?", expr):
+            report.check(re.search(r'queue=~?"[^"]*\$namespace', m.group(2) or "") is not None,
+                         f"{where}: {m.group(1)} is filtered to the selected namespace's queue",
+                         "no queue matcher on $namespace: it mixes every queue of the broker")
+    used = " ".join(e for _, e in exprs)
+    for metric, panel in DASHBOARD_REQUIRED:
+        report.check(re.search(rf"\b{metric}\b", used) is not None, f"a panel shows {panel} ({metric})")
     rules = []
-    for i, (where, expr) in enumerate(dashboard_exprs(dash)):
+    for i, (where, expr) in enumerate(exprs):
         for var, value in GRAFANA_VARS:
             expr = expr.replace(var, value)
         leftover = re.findall(r"\$\{?\w+", expr)
@@ -749,25 +878,6 @@ def cmd_compose(args) -> int:
     return report.done()
 
 
-def cmd_compose_schema(args) -> int:
-    import warnings
-
-    import jsonschema
-
-    # The schema names draft-07 without the trailing "#"; it is draft-07 all the same.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    report = Report("compose schema")
-    schema = json.loads(Path(args.schema).read_text())
-    doc = yaml.safe_load(Path(args.compose).read_text())
-    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)(schema)
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
-    for e in errors:
-        report.fail(f"{rel(args.compose)}: {'.'.join(map(str, e.path)) or '(top)'}: {e.message}")
-    if not errors:
-        report.ok(f"{rel(args.compose)} matches the Compose Specification schema ({rel(args.schema)})")
-    return report.done()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -782,6 +892,9 @@ def main() -> int:
     p.add_argument("--strip-annotations", action="store_true")
     p.add_argument("file")
     p.add_argument("out")
+    p = sub.add_parser("alerts")
+    p.add_argument("--tests", required=True, help="the promtool test file")
+    p.add_argument("file")
     p = sub.add_parser("dashboard")
     p.add_argument("--rules-out", required=True)
     p.add_argument("file")
@@ -795,13 +908,9 @@ def main() -> int:
     p.add_argument("manifests", nargs="*")
     p = sub.add_parser("compose")
     p.add_argument("compose")
-    p = sub.add_parser("compose-schema")
-    p.add_argument("schema")
-    p.add_argument("compose")
     args = ap.parse_args()
-    return {"schemas": cmd_schemas, "policy": cmd_policy, "rules": cmd_rules, "dashboard": cmd_dashboard,
-            "metrics": cmd_metrics, "images": cmd_images, "compose": cmd_compose,
-            "compose-schema": cmd_compose_schema}[args.cmd](args)
+    return {"schemas": cmd_schemas, "policy": cmd_policy, "rules": cmd_rules, "alerts": cmd_alerts, "dashboard": cmd_dashboard,
+            "metrics": cmd_metrics, "images": cmd_images, "compose": cmd_compose}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,14 @@ impl Application {
         if pipelines.is_empty() {
             tracing::warn!("No pipelines configured: every event is unmatched.");
         }
+        let longest_job = config.longest_job();
+        if config.shutdown_grace < longest_job {
+            tracing::warn!(
+                shutdown_grace = ?config.shutdown_grace,
+                ?longest_job,
+                "worker.shutdown_grace is shorter than the longest job: a scale-down abandons such jobs and their AI calls are paid again."
+            );
+        }
         let redis = hredis::pool(&settings.redis).context("cannot set up the Redis pool")?;
         let metrics = WorkerMetrics::new().context("cannot register metrics")?;
         let ctx = Arc::new(JobContext {

@@ -220,6 +220,45 @@ fn the_readmes_minimal_config_is_valid() {
     assert!(s.ingest.sources.contains_key("github"));
 }
 
+/// The Kubernetes configs: their worker grace covers their longest job, and the
+/// worker pod's `terminationGracePeriodSeconds` leaves time to close after it
+/// (deploy/validate/checks.py checks the same model on the rendered manifests).
+#[test]
+fn the_deploy_configs_let_the_longest_job_finish_before_the_pod_is_killed() {
+    let pod = format!(
+        "{}/../deploy/k8s/base/worker-deployment.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let pod = std::fs::read_to_string(pod).unwrap();
+    let pod_grace: u64 = pod
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for path in [
+        "deploy/k8s/base/hookfleet.toml",
+        "deploy/k8s/overlays/dev/hookfleet.toml",
+    ] {
+        let worker = load_shipped(path).worker;
+        let (grace, longest) = (worker.shutdown_grace, worker.longest_job());
+        assert_eq!(
+            longest,
+            Duration::from_secs(90),
+            "{path}: limiter wait 30s + timeout 60s"
+        );
+        assert!(
+            grace >= longest,
+            "{path}: shutdown_grace {grace:?} < longest job {longest:?}"
+        );
+        assert!(
+            Duration::from_secs(pod_grace) >= grace + Duration::from_secs(10),
+            "{path}: terminationGracePeriodSeconds {pod_grace} leaves under 10s after {grace:?}"
+        );
+    }
+}
+
 /// Loads a config file of the repository, its secrets pointed at files.
 fn load_shipped(relative: &str) -> Settings {
     let path = format!("{}/../{relative}", env!("CARGO_MANIFEST_DIR"));

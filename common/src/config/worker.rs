@@ -22,8 +22,11 @@ pub struct WorkerConfig {
     pub admin_listen: SocketAddr,
     /// Jobs processed at once by one worker; also the AMQP prefetch (16).
     pub concurrency: u16,
-    /// How long in-flight jobs may take to finish after SIGTERM (`30s`). Jobs still
-    /// running then are abandoned; the broker redelivers them.
+    /// How long in-flight jobs may take to finish after SIGTERM (`90s`: the limiter's
+    /// `max_wait` plus a provider's default `timeout`). Jobs still running then are
+    /// abandoned; the broker redelivers them and their AI calls are paid twice, so
+    /// keep it at least [`WorkerConfig::longest_job`] (a warning at start says when
+    /// it is not) and the pod's `terminationGracePeriodSeconds` above it.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Attempts per job, the first included (5). A transient failure on the last
@@ -72,7 +75,7 @@ impl Default for WorkerConfig {
         Self {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
             concurrency: 16,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(90),
             max_attempts: 5,
             unmatched: UnmatchedPolicy::Ack,
             done_ttl: Duration::from_secs(24 * 3600),
@@ -458,6 +461,50 @@ impl WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// The longest one delivery's slowest pipeline may run, the measure for
+    /// `shutdown_grace`: every enrichment step in turn, then each AI candidate in
+    /// turn (its limiter wait — `fallback_wait`, the last one `limits.max_wait` —
+    /// plus its provider's `timeout`), then the slowest sink (sinks run
+    /// concurrently). deploy/validate/checks.py applies the same model to the
+    /// manifests.
+    pub fn longest_job(&self) -> Duration {
+        self.pipelines
+            .iter()
+            .map(|p| self.longest_pipeline(p))
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    fn longest_pipeline(&self, pipeline: &PipelineConfig) -> Duration {
+        let timeout = |name: &str| {
+            self.providers
+                .get(name)
+                .map_or(Duration::ZERO, |p| p.timeout)
+        };
+        let candidates = std::iter::once(pipeline.provider.as_str())
+            .chain(pipeline.fallbacks.iter().map(|f| f.provider.as_str()));
+        let last = pipeline.fallbacks.len();
+        let ai: Duration = candidates
+            .enumerate()
+            .map(|(i, provider)| {
+                let wait = if i == last {
+                    self.limits.max_wait
+                } else {
+                    pipeline.fallback_wait
+                };
+                wait + timeout(provider)
+            })
+            .sum();
+        let enrich: Duration = pipeline.enrich.iter().map(|s| s.timeout).sum();
+        let sinks = pipeline
+            .sinks
+            .iter()
+            .filter_map(SinkConfig::timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        enrich + ai + sinks
+    }
+
     /// Enrichment steps and HTTP sinks: their fields, unique names, and that a
     /// job's slowest path (every step in turn, the AI call, the slowest sink)
     /// ends before its lease does.
@@ -595,6 +642,25 @@ user = "Ticket: {{ payload.ticket.body }}"
         assert_eq!(p.response_format, ResponseFormat::Json);
         assert!(matches!(p.sinks[..], [SinkConfig::Amqp]));
         assert_eq!(p.undefined, UndefinedMode::SemiStrict);
+    }
+
+    #[test]
+    fn the_longest_job_adds_enrichment_each_candidate_and_the_slowest_sink() {
+        let toml = format!(
+            "{SAMPLE}fallbacks = [{{ provider = \"claude\", model = \"haiku\" }}]\n\
+             fallback_wait = \"1s\"\n\
+             enrich = [{{ name = \"crm\", url = \"https://crm.example/x\", timeout = \"2s\" }}]\n\
+             sinks = [{{ kind = \"amqp\" }}, {{ kind = \"http\", name = \"a\", url = \"https://a.example/\", timeout = \"3s\" }}, \
+             {{ kind = \"http\", name = \"b\", url = \"https://b.example/\", timeout = \"4s\" }}]\n\
+             [worker.limits]\nmax_wait = \"20s\"\n"
+        );
+        let s = load(&toml).unwrap();
+        // enrich 2s + (fallback_wait 1s + mock 5s) + (max_wait 20s + claude 60s) + slowest sink 4s
+        assert_eq!(s.worker.longest_job(), Duration::from_secs(92));
+        assert_eq!(
+            WorkerConfig::default().shutdown_grace,
+            Duration::from_secs(90)
+        );
     }
 
     #[test]

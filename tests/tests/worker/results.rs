@@ -70,6 +70,9 @@ async fn every_job_gets_exactly_one_result_despite_transient_ai_failures() {
         "hookfleet_ai_request_duration_seconds",
         "hookfleet_ai_tokens_total",
         "hookfleet_inflight_jobs",
+        "hookfleet_deliveries_settled_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
     ] {
         assert!(exposition.contains(name), "{name} missing from /metrics");
     }
@@ -95,6 +98,15 @@ async fn every_job_gets_exactly_one_result_despite_transient_ai_failures() {
         retried > 0,
         "the mock injected failures, so some jobs retried"
     );
+    let settled = |outcome: &str| {
+        metrics
+            .deliveries_settled
+            .with_label_values(&[outcome])
+            .get()
+    };
+    assert_eq!(settled("completed"), n, "each job settles once for good");
+    assert_eq!(settled("retried"), retried, "retries are settled apart");
+    assert_eq!(settled("dead_lettered"), 0);
     let extra_attempts: u64 = results
         .iter()
         .map(|m| json_body(m)["attempts"].as_u64().expect("attempts") - 1)

@@ -447,7 +447,18 @@ impl Settler {
             }
         };
         if durable {
-            self.ack(delivery).await;
+            if self.ack(delivery).await {
+                let outcome = match &decision.outcome {
+                    Outcome::Ack => "completed",
+                    Outcome::Retry { .. } => "retried",
+                    Outcome::DeadLetter { .. } => "dead_lettered",
+                };
+                self.ctx
+                    .metrics
+                    .deliveries_settled
+                    .with_label_values(&[outcome])
+                    .inc();
+            }
             let next_in = match &decision.outcome {
                 Outcome::Retry { after } => Some(self.topology.retry_queue_for(*after).1),
                 _ => None,
@@ -461,14 +472,17 @@ impl Settler {
         }
     }
 
-    async fn ack(&self, delivery: &Delivery) {
+    /// Acks `delivery`; true if the ack went out on the delivery's channel.
+    async fn ack(&self, delivery: &Delivery) -> bool {
         match delivery.acker.ack(BasicAckOptions::default()).await {
-            Ok(true) => {}
+            Ok(true) => true,
             Ok(false) => {
-                tracing::info!("Channel gone before the ack; the broker will redeliver the job.")
+                tracing::info!("Channel gone before the ack; the broker will redeliver the job.");
+                false
             }
             Err(e) => {
-                tracing::info!(error = %error_chain(&e), "Ack failed; the broker will redeliver the job.")
+                tracing::info!(error = %error_chain(&e), "Ack failed; the broker will redeliver the job.");
+                false
             }
         }
     }
