@@ -6,8 +6,10 @@
 //!   `/metrics`.
 //! - [`source`]: a configured source compiled for the request path.
 //! - [`error`]: the request path's one error type and its responses.
+//! - [`cli`]: the command line (run, `health`).
 
 pub mod app;
+pub mod cli;
 pub mod error;
 pub mod routes;
 pub mod source;

@@ -16,9 +16,11 @@
 //!   at most once per event.
 //! - [`status`]: what the worker records of each event's progress.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`cli`]: the command line (`run`, `dlq …`, `health`).
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod completion;
 pub mod consumer;
 pub mod dlq;
