@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dedupe::Dedupe;
 use anyhow::Context;
 use axum::Router;
 use axum::routing::{get, post};
@@ -18,7 +19,7 @@ use hookfleet_common::config::{IngestConfig, Settings};
 use hookfleet_common::metrics::IngestMetrics;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
-use hookfleet_common::redis::{self as hredis, Pool, dedupe::Dedupe};
+use hookfleet_common::redis::{self as hredis, Pool};
 use hookfleet_common::topology::Topology;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod dedupe;
 pub mod error;
 pub mod routes;
 pub mod source;

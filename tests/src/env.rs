@@ -2,8 +2,8 @@
 //! RabbitMQ and Redis, settings tuned for tests, and helpers to read queues.
 //!
 //! Every queue is declared with `x-expires` and every Redis key the services write
-//! has a TTL, so an aborted run cleans itself up; `cleanup()` removes everything at
-//! once at the end of a passing test.
+//! has a TTL, so an aborted run cleans itself up; dropping the environment (at the
+//! end of a test, passing or panicking) removes everything at once.
 
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ pub struct TestEnv {
     pub settings: Settings,
     connection: Connection,
     channel: Channel,
+    cleaned: bool,
 }
 
 impl TestEnv {
@@ -58,6 +59,7 @@ impl TestEnv {
             settings,
             connection,
             channel,
+            cleaned: false,
         };
         env.topology()
             .declare(&env.channel)
@@ -133,34 +135,71 @@ impl TestEnv {
         out
     }
 
-    /// Deletes the namespace's queues, exchanges and Redis keys.
-    pub async fn cleanup(self) {
-        let _ = self.topology().delete(&self.channel).await;
-        let pool = self.redis();
-        let pattern = format!("{}:*", self.namespace);
-        let mut cursor: u64 = 0;
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let Ok((next, keys)) =
-                hredis::run::<(u64, Vec<String>)>(&pool, Duration::from_secs(2), &cmd).await
-            else {
-                break;
-            };
-            if !keys.is_empty() {
-                let mut del = redis::cmd("DEL");
-                del.arg(keys);
-                let _ = hredis::run::<i64>(&pool, Duration::from_secs(2), &del).await;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+    /// Deletes the namespace's queues, exchanges and Redis keys now (dropping the
+    /// environment does the same).
+    pub async fn cleanup(mut self) {
+        remove_namespace(&self.namespace, &self.settings).await;
         let _ = self.connection.close(200, "test done".into()).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for TestEnv {
+    /// Removes the namespace on a thread of its own, with its own runtime and
+    /// connections: the test's runtime may be a single thread that this call blocks.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let (namespace, settings) = (self.namespace.clone(), self.settings.clone());
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(remove_namespace(&namespace, &settings));
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Deletes `namespace`'s queues and exchanges (on a connection of its own) and its
+/// Redis keys.
+async fn remove_namespace(namespace: &str, settings: &Settings) {
+    let topology = Topology::new(namespace, &settings.amqp);
+    if let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = topology.delete(&channel).await;
+        }
+        let _ = connection.close(200, "test done".into()).await;
+    }
+    let Ok(pool) = hredis::pool(&settings.redis) else {
+        return;
+    };
+    let pattern = format!("{namespace}:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000);
+        let Ok((next, keys)) =
+            hredis::run::<(u64, Vec<String>)>(&pool, Duration::from_secs(2), &cmd).await
+        else {
+            break;
+        };
+        if !keys.is_empty() {
+            let mut del = redis::cmd("DEL");
+            del.arg(keys);
+            let _ = hredis::run::<i64>(&pool, Duration::from_secs(2), &del).await;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
     }
 }

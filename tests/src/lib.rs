@@ -1,6 +1,7 @@
 //! hookfleet-tests: the harness for end-to-end tests against the real RabbitMQ and
 //! Redis, the `mock-ai` server, and the `loadgen` tool.
 //!
+//! - [`app`]: [`app::TestApp`], the builder every end-to-end test starts from.
 //! - [`bench`]: the benchmarks behind `make bench` and `BENCHMARKS.md`.
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
@@ -12,6 +13,7 @@
 //! - [`loadgen`]: closed- and open-loop signed load, and queue accounting.
 //! - [`mock_ai`]: the fake AI provider (the only fake; broker and Redis are real).
 
+pub mod app;
 pub mod bench;
 pub mod env;
 pub mod fleet;

@@ -9,14 +9,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::limits::cache::Cache;
+use crate::limits::limiter::Limiter;
+use crate::limits::markers::Markers;
 use anyhow::Context;
 use hookfleet_common::config::Settings;
 use hookfleet_common::metrics::WorkerMetrics;
 use hookfleet_common::publisher::Publisher;
-use hookfleet_common::redis::cache::Cache;
-use hookfleet_common::redis::limiter::Limiter;
 use hookfleet_common::redis::status::Statuses;
-use hookfleet_common::redis::{self as hredis, markers::Markers};
+use hookfleet_common::redis::{self as hredis};
 use hookfleet_common::telemetry::error_chain;
 use hookfleet_common::topology::Topology;
 use tokio::net::TcpListener;

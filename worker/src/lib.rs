@@ -1,38 +1,28 @@
 //! hookfleet-worker: consumes jobs from `{ns}.jobs`, runs the matching pipelines
 //! (prompt → AI provider → sinks) and acks, retries or dead-letters each one.
 //!
+//! The folders are the layers, top to bottom:
+//!
 //! - [`app`]: `Application` — build, bind the admin port, run until stopped.
-//! - [`consumer`]: the consumer loop, reconnection, shutdown; the only acks.
-//! - [`job`]: one delivery → one decision (`process_one`), redelivery safety.
-//! - [`enrich`]: HTTP requests before the prompt (`enrich.<step>` in templates).
-//! - [`completion`]: cache (single flight) → limiter → provider.
-//! - [`outcome`]: `classify` — what every failure means.
-//! - [`reroute`]: publishing retry and dead-letter copies.
-//! - [`pipeline`]: config → compiled pipelines (globs, minijinja templates).
-//! - [`templates`]: the template context, stage by stage.
-//! - [`request_template`]: templated HTTP requests (enrichment and HTTP sinks).
+//! - [`delivery`]: one message's lifecycle — consume, decide, settle (the only acks).
+//! - [`pipeline`]: the stages of one event — enrich, render, complete, deliver.
 //! - [`providers`]: OpenAI-compatible and Anthropic clients.
-//! - [`sinks`]: where results go (the results exchange, HTTP endpoints), each
-//!   at most once per event.
-//! - [`status`]: what the worker records of each event's progress.
+//! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
+//! - [`dlq`]: the `dlq` commands.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`cli`]: the command line (`run`, `dlq …`, `health`).
 
 pub mod admin;
 pub mod app;
 pub mod cli;
-pub mod completion;
-pub mod consumer;
+pub mod delivery;
 pub mod dlq;
-pub mod enrich;
-pub mod job;
-pub mod outcome;
+pub mod limits;
 pub mod pipeline;
 pub mod providers;
-pub mod request_template;
-pub mod reroute;
-pub mod sinks;
-pub mod status;
-pub mod templates;
+
+// The modules' former paths, while branches written against them land.
+pub use delivery::{consumer, job, outcome, reroute, status};
+pub use pipeline::{completion, enrich, request_template, sinks, templates};
 
 pub use app::Application;

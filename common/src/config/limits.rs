@@ -1,8 +1,8 @@
 //! Settings of the fleet-wide AI rate limiter (`[worker.limits]`) and of a
 //! pipeline's response cache (`cache = …` in `[[worker.pipelines]]`).
 //!
-//! Only the settings live here; the Redis primitives that use them are
-//! `crate::redis::limiter` and `crate::redis::cache`. Validation names the
+//! Only the settings live here; the Redis primitives that use them are the
+//! worker's `limits::limiter` and `limits::cache`. Validation names the
 //! offending field, with the prefix the caller passes (where the section sits).
 
 use std::collections::HashSet;
@@ -266,9 +266,9 @@ impl Default for CacheSettings {
 
 impl CacheSettings {
     /// Whether a request at `temperature` is cached under these settings
-    /// ([`crate::redis::cache::cacheable`]).
+    /// ([`cacheable`]).
     pub fn caches(&self, temperature: Option<f32>) -> bool {
-        crate::redis::cache::cacheable(temperature, self.nondeterministic)
+        cacheable(temperature, self.nondeterministic)
     }
 
     /// The cache namespace: the configured one, or `pipeline`'s name.
@@ -340,6 +340,14 @@ impl<'de> Deserialize<'de> for CacheConfig {
 
         deserializer.deserialize_any(CacheVisitor)
     }
+}
+
+/// Whether a request's answer may be cached: deterministic requests
+/// (temperature exactly 0) always, others only when the pipeline opts in
+/// (`nondeterministic = true`). An unset temperature is the provider's default,
+/// which samples (1.0 at OpenAI), so it is not deterministic.
+pub fn cacheable(temperature: Option<f32>, opt_in: bool) -> bool {
+    opt_in || temperature == Some(0.0)
 }
 
 #[cfg(test)]

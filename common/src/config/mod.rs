@@ -23,7 +23,7 @@ pub use ingest::{
     FieldSource, HmacAlgorithm, HmacParams, IngestConfig, RateLimit, SchemeKind, SignatureEncoding,
     SourceConfig,
 };
-pub use limits::{CacheConfig, CacheSettings, LimitsConfig, ModelLimits};
+pub use limits::{CacheConfig, CacheSettings, LimitsConfig, ModelLimits, cacheable};
 pub use secret::Secret;
 pub use worker::{
     FallbackConfig, PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, SinkConfig,

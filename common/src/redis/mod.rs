@@ -1,5 +1,6 @@
-//! Redis: the connection pool and the primitives built on it (deduplication; the
-//! limiter, cache, effect markers and event status live beside it).
+//! Redis: the connection pool, the shared multiplexed connection and the event
+//! status, which both services use. Ingest's deduplication and the worker's
+//! limiter, cache and effect markers live in their own crates.
 //!
 //! Every operation is bounded by `redis.timeout`, including waiting for a pooled
 //! connection, so a Redis outage turns into a fast error the caller can apply its
@@ -9,10 +10,6 @@
 //! multiplexed connection instead of taking one from the pool per command:
 //! [`shared`] explains why.
 
-pub mod cache;
-pub mod dedupe;
-pub mod limiter;
-pub mod markers;
 pub mod shared;
 pub mod status;
 

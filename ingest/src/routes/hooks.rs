@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::dedupe::Claim;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
@@ -21,7 +22,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hookfleet_common::config::{FailMode, SchemeKind};
 use hookfleet_common::message::{EventMeta, now_rfc3339};
-use hookfleet_common::redis::dedupe::Claim;
 use hookfleet_common::redis::status::{EventState, Update};
 use hookfleet_common::telemetry::error_chain;
 use http_body_util::{BodyExt, LengthLimitError, Limited};

@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hookfleet_common::config::{CacheSettings, RedisConfig};
-use hookfleet_common::redis::cache::{
-    Cache, CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError, Lookup,
-};
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::mock_ai::{MockAi, MockConfig, Prompt};
+use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::limits::cache::{
+    Cache, CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError, Lookup,
+};
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use tokio::time::Instant;
@@ -198,7 +199,12 @@ async fn a_leader_slower_than_its_lease_keeps_its_claim_by_renewing_it() {
             .unwrap()
     };
     let leader = tokio::spawn(run(workers[0].clone(), Arc::clone(&computed), k.clone()));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The leader holds the claim once it computes; only then does the waiter come.
+    wait_until(Duration::from_secs(2), || {
+        let started = computed.load(Ordering::SeqCst) == 1;
+        async move { started }
+    })
+    .await;
     let waiter = tokio::spawn(run(workers[1].clone(), Arc::clone(&computed), k.clone()));
     assert_eq!(leader.await.unwrap().1, CacheOutcome::Miss);
     assert_eq!(waiter.await.unwrap().1, CacheOutcome::Coalesced);

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookfleet_common::config::{FailMode, LimitsConfig, ModelLimits, RedisConfig};
-use hookfleet_common::redis::limiter::{AcquireError, Clock, Limiter};
 use hookfleet_common::redis::{self as hredis};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::limits::limiter::{AcquireError, Clock, Limiter};
 use tokio::time::Instant;
 
 const P: &str = "openai";
@@ -141,13 +141,18 @@ async fn waiters_are_served_in_arrival_order_even_behind_a_large_request() {
     {
         let l = limiters[i % 4].clone();
         let order = Arc::clone(&order);
+        let booked_before = limiters[0].state(P, M).await.unwrap().tokens_tat;
         tasks.push(tokio::spawn(async move {
             let permit = l.acquire(P, M, tokens).await.unwrap();
             order.lock().unwrap().push(i);
             (i, permit.waited(), permit)
         }));
-        // Arrival order is what the test sets: let each booking land first.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Arrival order is what the test sets: each booking moves the token
+        // bucket's schedule on, so wait for that before the next arrives.
+        wait_until(Duration::from_secs(2), || async {
+            limiters[0].state(P, M).await.unwrap().tokens_tat != booked_before
+        })
+        .await;
     }
     for task in tasks {
         let (i, waited, permit) = task.await.unwrap();
@@ -179,11 +184,15 @@ async fn a_pause_holds_new_and_already_waiting_acquisitions() {
     let _first = limiters[0].acquire(P, M, 1).await.unwrap();
     // The second is booked for +1 s and sleeps until then ...
     let l = limiters[1].clone();
+    let booked_before = limiters[0].state(P, M).await.unwrap().requests_tat;
     let waiter = tokio::spawn(async move {
         let permit = l.acquire(P, M, 1).await.unwrap();
         (Instant::now(), permit)
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(Duration::from_secs(2), || async {
+        limiters[0].state(P, M).await.unwrap().requests_tat != booked_before
+    })
+    .await;
     // ... when a 429 pauses the model for 2 s: its start moves to +3 s.
     let paused = limiters[2]
         .pause_at(P, M, Duration::from_secs(2), Clock::Redis)

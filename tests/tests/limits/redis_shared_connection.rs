@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use hookfleet_common::redis::dedupe::{Claim, Dedupe};
 use hookfleet_common::redis::{self as hredis};
+use hookfleet_ingest::dedupe::{Claim, Dedupe};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::proxy::Proxy;
 use hookfleet_tests::wait::wait_until;

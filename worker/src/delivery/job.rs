@@ -7,7 +7,7 @@
 //!
 //! Redelivery safety: before calling the AI, a pipeline claims
 //! `{ns}:lease:{pipeline}:{message_id}` and checks `{ns}:done:…` (see
-//! `hookfleet_common::redis::markers`). A done pipeline is skipped; a pipeline
+//! `crate::limits::markers`). A done pipeline is skipped; a pipeline
 //! another run is still working on (a copy redelivered while the first one's
 //! channel was dead) is waited for, then skipped if that run published. If Redis
 //! does not answer, the pipeline runs anyway (fail-open, counted): at-least-once
@@ -16,12 +16,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::limits::cache::Cache;
+use crate::limits::limiter::Limiter;
+use crate::limits::markers::{Claim, Markers};
 use hookfleet_common::config::{ResponseFormat, UnmatchedPolicy};
 use hookfleet_common::message::{self, EventMeta};
 use hookfleet_common::metrics::WorkerMetrics;
-use hookfleet_common::redis::cache::Cache;
-use hookfleet_common::redis::limiter::Limiter;
-use hookfleet_common::redis::markers::{Claim, Markers};
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;

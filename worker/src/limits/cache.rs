@@ -18,24 +18,18 @@ mod flight;
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use hookfleet_common::redis::Pool;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::shared::SharedConnection;
-use super::{RedisError, redis};
-use crate::topology::Topology;
+use hookfleet_common::redis::shared::SharedConnection;
+use hookfleet_common::redis::{RedisError, redis};
+use hookfleet_common::topology::Topology;
 
 pub use flight::{FlightError, FlightGuard, Lookup};
 
-/// Whether a request's answer may be cached: deterministic requests
-/// (temperature exactly 0) always, others only when the pipeline opts in
-/// (`nondeterministic = true`). An unset temperature is the provider's default,
-/// which samples (1.0 at OpenAI), so it is not deterministic.
-pub fn cacheable(temperature: Option<f32>, opt_in: bool) -> bool {
-    opt_in || temperature == Some(0.0)
-}
+pub use hookfleet_common::config::cacheable;
 
 /// What a cache lookup came to, for `cache_requests_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use hookfleet_common::redis::Pool;
 
-use super::shared::SharedConnection;
-use super::{RedisError, redis};
-use crate::topology::Topology;
+use hookfleet_common::redis::shared::SharedConnection;
+use hookfleet_common::redis::{RedisError, redis};
+use hookfleet_common::topology::Topology;
 
 /// The outcome of claiming an event id.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{Cache, CacheError, CacheKey, CacheOutcome, CachedCompletion, encode, millis};
-use crate::config::CacheSettings;
-use crate::redis::redis;
+use hookfleet_common::config::CacheSettings;
+use hookfleet_common::redis::redis;
 
 /// The value, or else the lock for `ARGV[1]`, or else the lock's PTTL.
 const LOOKUP: &str = r"

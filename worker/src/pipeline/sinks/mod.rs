@@ -9,7 +9,7 @@
 //! [`deliver_all`] delivers to a pipeline's sinks concurrently and independently:
 //! every sink whose `when` holds is tried, whatever the others do, and each one
 //! that succeeds is recorded in Redis (`{ns}:sent:{pipeline}:{message_id}:{sink}`,
-//! see `hookfleet_common::redis::markers`). The job is retried if any failed, and
+//! see `crate::limits::markers`). The job is retried if any failed, and
 //! the retry skips the sinks already delivered: a CRM outage neither blocks nor
 //! duplicates the chat escalation. What remains is at-least-once: a crash between
 //! a sink's 2xx and its marker repeats that sink, which its stable `webhook-id`
@@ -23,9 +23,9 @@ pub mod http;
 
 use std::time::Duration;
 
+use crate::limits::markers::Markers;
 use hookfleet_common::config::{SinkConfig, UndefinedMode};
 use hookfleet_common::publisher::{PublishError, Publisher};
-use hookfleet_common::redis::markers::Markers;
 use hookfleet_common::telemetry::error_chain;
 use hookfleet_common::topology::Topology;
 use prometheus::IntCounter;

@@ -30,7 +30,7 @@
 
 use std::time::Duration;
 
-use hookfleet_common::redis::limiter::AcquireError;
+use crate::limits::limiter::AcquireError;
 
 use crate::enrich::EnrichError;
 use crate::providers::AiError;

@@ -32,10 +32,8 @@
 
 use std::time::{Duration, Instant};
 
-use hookfleet_common::redis::cache::{
-    CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError,
-};
-use hookfleet_common::redis::limiter::AcquireError;
+use crate::limits::cache::{CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError};
+use crate::limits::limiter::AcquireError;
 use hookfleet_common::telemetry::error_chain;
 
 use crate::job::JobContext;

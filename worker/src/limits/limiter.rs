@@ -28,14 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use deadpool_redis::Pool;
+use hookfleet_common::redis::Pool;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::shared::SharedConnection;
-use super::{RedisError, redis};
-use crate::config::{FailMode, LimitsConfig};
-use crate::topology::Topology;
+use hookfleet_common::config::{FailMode, LimitsConfig};
+use hookfleet_common::redis::shared::SharedConnection;
+use hookfleet_common::redis::{RedisError, redis};
+use hookfleet_common::topology::Topology;
 
 pub use schedule::{Decision, Rates, State, TokenBucket};
 
