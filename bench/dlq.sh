@@ -65,7 +65,7 @@ run "dlq list (first 100)" list --json
 run "dlq stats" stats --json
 run "dlq list --limit 0 --json" list --limit 0 --json
 run "dlq replay --source github" replay --source github --json
-run "dlq replay (the rest)" replay --json
+run "dlq replay (the rest)" replay --all --json
 
 if command -v rabbitmqctl >/dev/null 2>&1; then
   # list_queues reports quorum queues from periodic metrics: read until two

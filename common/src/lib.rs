@@ -8,9 +8,11 @@
 //! - [`signature`]: the webhook signature schemes ingest verifies.
 //! - [`redis`]: the pool and the Redis-backed primitives (dedup, limiter, cache).
 //! - [`metrics`], [`telemetry`], [`shutdown`]: observability and lifecycle.
+//! - [`health`]: the probe behind the binaries' `health` subcommands.
 
 pub mod broker;
 pub mod config;
+pub mod health;
 pub mod message;
 pub mod metrics;
 pub mod publisher;

@@ -8,8 +8,10 @@
 //! - [`client`]: the client's address behind trusted proxies.
 //! - [`source`]: a configured source compiled for the request path.
 //! - [`error`]: the request path's one error type and its responses.
+//! - [`cli`]: the command line (run, `health`).
 
 pub mod app;
+pub mod cli;
 pub mod client;
 pub mod dedupe;
 pub mod error;

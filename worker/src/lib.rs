@@ -12,9 +12,11 @@
 //! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
 //! - [`dlq`]: the `dlq` commands.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`cli`]: the command line (`run`, `dlq …`, `health`).
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod delivery;
 pub mod dlq;
 pub mod limits;

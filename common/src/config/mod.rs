@@ -273,29 +273,35 @@ impl Settings {
 
     /// Loads settings from explicit sources, then validates them.
     pub fn load_from(sources: Sources) -> Result<Self, ConfigError> {
-        let file = sources
-            .file
-            .or_else(|| std::env::var_os("HOOKFLEET_CONFIG").map(PathBuf::from));
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            builder = builder.add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
-        }
-        if let Some(text) = sources.toml {
-            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
-        }
-        let env = config::Environment::with_prefix("HOOKFLEET")
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("amqp.retry_tiers")
-            .with_list_parse_key("ingest.trusted_proxies")
-            .source(sources.env);
-        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        let settings: Settings = read(sources)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads only what commands that talk to the broker and Redis use
+    /// (`namespace`, `[amqp]`, `[redis]`, `[status]`, `[telemetry]`), for the
+    /// `dlq` commands. `[ingest]` and `[worker]` are not read: their defaults
+    /// stand in, so their secrets need not be set and their fields are not
+    /// checked. Never run a service on these settings.
+    pub fn load_broker(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_broker_from(Sources {
+            file: file.map(Path::to_path_buf),
+            ..Sources::default()
+        })
+    }
+
+    /// [`Settings::load_broker`] from explicit sources.
+    pub fn load_broker_from(sources: Sources) -> Result<Self, ConfigError> {
+        let part: BrokerPart = read(sources)?;
+        let settings = Settings {
+            namespace: part.namespace,
+            amqp: part.amqp,
+            redis: part.redis,
+            status: part.status,
+            telemetry: part.telemetry,
+            ingest: IngestConfig::default(),
+            worker: WorkerConfig::default(),
+        };
         settings.validate()?;
         Ok(settings)
     }
@@ -369,6 +375,104 @@ impl Settings {
         }
         self.worker.validate()
     }
+}
+
+/// The parts of [`Settings`] [`Settings::load_broker`] reads; unknown keys
+/// (the other sections) are ignored, so nothing in them is resolved.
+#[derive(Deserialize)]
+#[serde(default)]
+struct BrokerPart {
+    namespace: String,
+    amqp: AmqpConfig,
+    redis: RedisConfig,
+    status: StatusConfig,
+    telemetry: TelemetryConfig,
+}
+
+impl Default for BrokerPart {
+    fn default() -> Self {
+        let all = Settings::default();
+        Self {
+            namespace: all.namespace,
+            amqp: all.amqp,
+            redis: all.redis,
+            status: all.status,
+            telemetry: all.telemetry,
+        }
+    }
+}
+
+/// Reads `T` (all of [`Settings`], or a part of it) from the layered sources:
+/// the file, then the environment. `T` decides which keys are read: secrets
+/// are resolved only in the parts it holds.
+pub fn read<T: serde::de::DeserializeOwned>(sources: Sources) -> Result<T, ConfigError> {
+    let file = sources
+        .file
+        .or_else(|| std::env::var_os("HOOKFLEET_CONFIG").map(PathBuf::from));
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        builder = builder.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+    if let Some(text) = sources.toml {
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+    }
+    let env = config::Environment::with_prefix("HOOKFLEET")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .with_list_parse_key("amqp.retry_tiers")
+        .with_list_parse_key("ingest.trusted_proxies")
+        .source(sources.env);
+    builder
+        .add_source(env)
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(|e| ConfigError::Load(dotted_key(e)))
+}
+
+/// The `config` crate writes a field after a list index without its dot
+/// (`worker.pipelines[2]sinks[0]`); errors name it `worker.pipelines[2].sinks[0]`.
+fn dotted_key(error: config::ConfigError) -> config::ConfigError {
+    use config::ConfigError as E;
+    match error {
+        E::Type {
+            origin,
+            unexpected,
+            expected,
+            key,
+        } => E::Type {
+            origin,
+            unexpected,
+            expected,
+            key: key.map(|k| dotted(&k)),
+        },
+        E::At { error, origin, key } => E::At {
+            error,
+            origin,
+            key: key.map(|k| dotted(&k)),
+        },
+        E::NotFound(key) => E::NotFound(dotted(&key)),
+        other => other,
+    }
+}
+
+/// `a[2]b[0]` → `a[2].b[0]`.
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    let mut after_index = false;
+    for c in key.chars() {
+        if after_index && c != '.' && c != '[' {
+            out.push('.');
+        }
+        after_index = c == ']';
+        out.push(c);
+    }
+    out
 }
 
 /// `user:password@` in a URL becomes `user:***@`.

@@ -335,3 +335,69 @@ fn forwarded_header_names_must_fit_an_amqp_table_key() {
     .unwrap_err();
     assert!(error.to_string().contains("forward_headers[0]"), "{error}");
 }
+
+/// A pipeline whose HTTP sink's token comes from a variable nobody sets, and a
+/// source whose secret is unset too.
+const UNSET_SECRETS: &str = r#"
+namespace = "broker-only"
+[ingest.sources.gh]
+scheme = "github"
+secrets = [{ secret_env = "HF_TEST_UNSET_WEBHOOK_SECRET" }]
+[worker.providers.mock]
+kind = "openai"
+base_url = "http://127.0.0.1:8090/v1"
+[[worker.pipelines]]
+name = "first"
+provider = "mock"
+model = "m"
+user = "{{ payload }}"
+[[worker.pipelines]]
+name = "second"
+provider = "mock"
+model = "m"
+user = "{{ payload }}"
+sinks = [
+  { kind = "amqp" },
+  { kind = "http", name = "out", url = "https://example.com/hook", auth = { kind = "bearer", token = { secret_env = "HF_TEST_UNSET_OUT_TOKEN" } } },
+]
+"#;
+
+#[test]
+fn errors_under_a_list_index_name_the_field_with_a_dot() {
+    let toml = UNSET_SECRETS.replace("HF_TEST_UNSET_WEBHOOK_SECRET", "PATH");
+    let error = load(&toml, &[]).unwrap_err().to_string();
+    assert!(error.contains("`worker.pipelines[1].sinks[1]`"), "{error}");
+    assert!(
+        error.contains("HF_TEST_UNSET_OUT_TOKEN is not set"),
+        "{error}"
+    );
+    assert_eq!(dotted("a[2]b[0]c.d[1][3]"), "a[2].b[0].c.d[1][3]");
+}
+
+#[test]
+fn broker_settings_need_no_provider_sink_or_source_secret() {
+    let sources = Sources {
+        file: None,
+        toml: Some(UNSET_SECRETS.to_owned()),
+        env: env(&[("HOOKFLEET__AMQP__URL", "amqp://u:p@rabbit:5672/%2f")]),
+    };
+    let s = Settings::load_broker_from(sources.clone()).unwrap();
+    assert_eq!(s.namespace, "broker-only");
+    assert_eq!(s.amqp.url, "amqp://u:p@rabbit:5672/%2f");
+    assert!(s.worker.pipelines.is_empty() && s.ingest.sources.is_empty());
+    assert!(
+        Settings::load_from(sources).is_err(),
+        "the full load needs them"
+    );
+}
+
+#[test]
+fn broker_settings_still_check_what_they_read() {
+    let sources = Sources {
+        file: None,
+        toml: Some("namespace = \"no spaces allowed\"".to_owned()),
+        env: env(&[]),
+    };
+    let error = Settings::load_broker_from(sources).unwrap_err().to_string();
+    assert!(error.contains("`namespace`"), "{error}");
+}

@@ -4,10 +4,12 @@
 //! While running, `PUT /config` changes it and `GET /counters` reads what it saw.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hookfleet_common::health::HealthArgs;
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 
 /// Fake OpenAI (`/v1/chat/completions`) and Anthropic (`/v1/messages`) provider.
@@ -62,6 +64,16 @@ struct Args {
     /// Seed for the random draws, for repeatable runs.
     #[arg(long, env = "MOCK_AI_SEED")]
     seed: Option<u64>,
+    /// Without one, serve until Ctrl-C or SIGTERM.
+    #[command(subcommand)]
+    command: Option<MockCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum MockCommand {
+    /// Exit 0 if the mock on `--listen` answers `/healthz`, else 1: a
+    /// container healthcheck (the image has no shell).
+    Health(HealthArgs),
 }
 
 impl Args {
@@ -88,14 +100,23 @@ impl Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if let Some(MockCommand::Health(health)) = &args.command {
+        // The mock serves only `/healthz`: `--live` or not, it is what is asked.
+        let health = HealthArgs {
+            live: true,
+            ..health.clone()
+        };
+        return Ok(health.run(args.listen).await);
+    }
     let mock = MockAi::bind(args.listen, args.config())
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     println!("mock-ai listening on {}", mock.base_url());
     shutdown_signal().await?;
-    mock.stop().await.context("serving")
+    mock.stop().await.context("serving")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Ctrl-C, or SIGTERM (what `docker stop` and systemd send).

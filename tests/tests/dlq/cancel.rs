@@ -100,7 +100,8 @@ async fn ready(settings: &hookfleet_common::config::Settings, queue: &str) -> u3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_replay_loses_and_duplicates_nothing() {
     let env = TestEnv::new().await;
-    let (summary, dead, kept) = cancel_mid_replay(&env, &["replay", "--rate", "40/s"]).await;
+    let (summary, dead, kept) =
+        cancel_mid_replay(&env, &["replay", "--all", "--rate", "40/s"]).await;
     // Nothing had to be put back: the rest is exactly as it was.
     assert_eq!(summary.requeued, 0);
     assert_eq!(dead, kept);
@@ -132,9 +133,9 @@ async fn a_second_command_is_refused_while_one_runs() {
     let first = {
         let settings = env.settings.clone();
         let cancel = cancel.clone();
-        tokio::spawn(
-            async move { dlq_with(&settings, &["replay", "--rate", "10/s"], cancel).await },
-        )
+        tokio::spawn(async move {
+            dlq_with(&settings, &["replay", "--all", "--rate", "10/s"], cancel).await
+        })
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while env.ready_count(&topology.jobs_queue()).await < 1 {

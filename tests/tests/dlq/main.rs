@@ -1,9 +1,11 @@
-//! The `dlq` commands: inspect, replay, purge, cancel, scale, and recovery after an outage.
+//! The `dlq` commands: inspect, replay, purge, cancel, scale, recovery after an outage,
+//! and the command line (exit codes, `--all`, settings loaded).
 //!
 //! One test binary per area: the modules below share one link, and nextest runs each
 //! test in its own process.
 
 mod cancel;
+mod cli;
 mod delivery_limit;
 mod dlq_common;
 mod inspect;

@@ -138,7 +138,7 @@ async fn a_dry_run_changes_nothing_and_the_loop_guard_keeps_letters_replayed_too
     );
     assert_eq!(env.ready_count(&topology.jobs_queue()).await, 0);
 
-    let (summary, _) = dlq(&env.settings, &["replay", "--json"]).await;
+    let (summary, _) = dlq(&env.settings, &["replay", "--all", "--json"]).await;
     let summary = summary.expect("replay");
     assert_eq!((summary.replayed, summary.skipped), (7, 3));
     let jobs = env.drain(&topology.jobs_queue()).await;
@@ -161,7 +161,7 @@ async fn a_dry_run_changes_nothing_and_the_loop_guard_keeps_letters_replayed_too
         .collect();
     assert_eq!(kept, all[..3], "letters replayed 3 times stay, in order");
 
-    let (summary, _) = dlq(&env.settings, &["replay", "--force"]).await;
+    let (summary, _) = dlq(&env.settings, &["replay", "--all", "--force"]).await;
     assert_eq!(summary.expect("forced replay").replayed, 3);
     let jobs = env.drain(&topology.jobs_queue()).await;
     assert_eq!(jobs.len(), 3);
@@ -183,7 +183,9 @@ async fn limit_and_rate_bound_a_replay() {
     let started = tokio::time::Instant::now();
     let (summary, output) = dlq(
         &env.settings,
-        &["replay", "--limit", "6", "--rate", "20/s", "--json"],
+        &[
+            "replay", "--all", "--limit", "6", "--rate", "20/s", "--json",
+        ],
     )
     .await;
     let summary = summary.expect("replay");

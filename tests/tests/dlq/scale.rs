@@ -109,7 +109,7 @@ async fn a_dead_letter_queue_of_100k_is_listed_and_replayed_in_bounded_memory() 
         vec!["stats", "--json"],
         vec!["list", "--limit", "0", "--json"],
         vec!["replay", "--source", "github", "--json"],
-        vec!["replay", "--json"],
+        vec!["replay", "--all", "--json"],
     ] {
         reset_peak();
         let before = rss_kib();

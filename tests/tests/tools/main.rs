@@ -1,7 +1,9 @@
-//! The test tools themselves: the mock AI provider and the benchmark smoke run.
+//! The test tools themselves (the mock AI provider, the benchmark smoke run) and
+//! the binaries' command lines (documented commands, `health`).
 //!
 //! One test binary per area: the modules below share one link, and nextest runs each
 //! test in its own process.
 
 mod bench_smoke;
+mod cli;
 mod mock_ai;

@@ -2,7 +2,9 @@
 //!
 //! - [`DlqCommand`]: the clap subcommands and their flags (main only parses them).
 //! - [`run`]: one command, in-process — settings, a cancellation token and an
-//!   output writer in, a [`Summary`] out. [`run_cli`] wraps it for the binary.
+//!   output writer in, a [`Summary`] out.
+//! - `exit`: [`run_cli`], the binary's entry point (config, signals, messages),
+//!   and the [`Exit`] status a result maps to.
 //! - `pass`: one pass over `{ns}.dead` — the only code that acks or republishes
 //!   dead letters, and where the ordering and no-loss design is explained.
 //! - `letter`: a dead letter's view (from `hf-*` headers or RabbitMQ's `x-death`)
@@ -13,6 +15,7 @@
 //!
 //! Operators' guide: docs/dead-letters.md.
 
+mod exit;
 mod filter;
 mod inspect;
 mod letter;
@@ -24,13 +27,13 @@ mod replay;
 
 use std::io::Write;
 
-use anyhow::bail;
 use hookfleet_common::broker::BrokerError;
 use hookfleet_common::config::Settings;
 use hookfleet_common::publisher::PublishError;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+pub use exit::{Exit, run_cli};
 pub use filter::{Filter, FilterError};
 pub use inspect::Stats;
 pub use letter::{Class, Death, LAST_ERROR, Letter, REPLAYED_AT};
@@ -132,6 +135,14 @@ pub struct ReplayArgs {
     /// Which letters.
     #[command(flatten)]
     pub filter: Filter,
+    /// Replay every dead letter: required when no filter flag is given (and
+    /// not `--dry-run`), so a forgotten filter cannot replay the whole DLQ.
+    #[arg(
+        long,
+        visible_alias = "yes",
+        required_unless_present_any = REPLAY_SELECTORS,
+    )]
+    pub all: bool,
     /// Replay at most this many letters (0: no limit).
     #[arg(long)]
     pub limit: Option<u64>,
@@ -160,12 +171,26 @@ impl Default for ReplayArgs {
             limit: None,
             rate: None,
             dry_run: false,
+            all: false,
             max_replays: DEFAULT_MAX_REPLAYS,
             force: false,
             pass: PassArgs::default(),
         }
     }
 }
+
+/// The flags that let `replay` run without `--all`: any filter, or `--dry-run`.
+const REPLAY_SELECTORS: [&str; 9] = [
+    "sources",
+    "event_types",
+    "classes",
+    "error",
+    "stages",
+    "ids",
+    "older_than",
+    "newer_than",
+    "dry_run",
+];
 
 /// `dlq purge`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -200,6 +225,17 @@ impl DlqCommand {
         let args = std::iter::once(std::ffi::OsString::from("dlq"))
             .chain(args.into_iter().map(Into::into));
         <Cli as clap::Parser>::try_parse_from(args).map(|cli| cli.command)
+    }
+
+    /// The command's name (`replay`), for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Stats(_) => "stats",
+            Self::List(_) => "list",
+            Self::Show(_) => "show",
+            Self::Replay(_) => "replay",
+            Self::Purge(_) => "purge",
+        }
     }
 
     fn json(&self) -> bool {
@@ -383,45 +419,4 @@ pub async fn run(
         }
         summary
     })
-}
-
-/// The binary's `dlq` entry point: output to stdout, Ctrl-C/SIGTERM cancel
-/// cleanly (a second Ctrl-C exits at once), and an error — so a non-zero exit —
-/// when the command did not do all it was asked.
-pub async fn run_cli(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
-    let cancel = CancellationToken::new();
-    tokio::spawn(hookfleet_common::shutdown::cancel_on_signal(cancel.clone()));
-    let interrupted = cancel.clone();
-    tokio::spawn(async move {
-        interrupted.cancelled().await;
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "Second interrupt: exiting now. Letters whose replay was in flight may be in both queues."
-            );
-            std::process::exit(130);
-        }
-    });
-    let json = command.json();
-    let mut stdout = std::io::stdout();
-    let summary = run(settings, command, cancel.clone(), &mut stdout).await?;
-    if summary.cancelled {
-        bail!(
-            "interrupted: stopped after {} of {} dead letters",
-            summary.scanned,
-            summary.ready
-        );
-    }
-    if summary.failed > 0 {
-        bail!(
-            "{} dead letters could not be replayed; they are still in the DLQ",
-            summary.failed
-        );
-    }
-    if !json && summary.command == "replay" && summary.skipped > 0 {
-        eprintln!(
-            "{} letters were skipped by the loop guard (already replayed --max-replays times); see `dlq list --class …`, or replay them with --force.",
-            summary.skipped
-        );
-    }
-    Ok(())
 }
