@@ -179,6 +179,102 @@ async fn a_foreign_routing_key_header_past_255_bytes_is_cut_to_fit_the_dead_lett
     assert!(key.len() <= 255 && long.starts_with(key), "{key}");
     assert_eq!(header(&dead[0], "hf-routing-key").as_deref(), Some(key));
     worker.stop().await.expect("the worker stops cleanly");
+}
+
+/// Runs `hookfleet-worker dlq <args>` in-process; the summary's replayed count.
+async fn dlq_replay(settings: &hookfleet_common::config::Settings) -> u64 {
+    use hookfleet_worker::dlq::{self, DlqCommand};
+    let command = DlqCommand::try_parse_from(["replay", "--all"]).expect("valid dlq arguments");
+    let mut out = Vec::new();
+    let summary = dlq::run(
+        settings,
+        command,
+        tokio_util::sync::CancellationToken::new(),
+        &mut out,
+    )
+    .await
+    .expect("the replay succeeds");
+    summary.replayed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelines_permanent_failure_is_final_and_its_own_dead_letter_replays_it_alone() {
+    let env = TestEnv::new().await;
+    // `classify` always gets a 400; `summarize` a 500, then its answer.
+    let mock = MockAi::start(MockConfig {
+        bad_request_marker: Some("BAD-REQUEST".into()),
+        fail_first_attempts: 1,
+        ..MockConfig::default()
+    })
+    .await;
+    let mut settings = worker_settings(&env, 5);
+    settings
+        .worker
+        .providers
+        .insert("mock".into(), mock_openai(&mock));
+    settings.worker.pipelines = vec![
+        pipeline("classify", "mock", "BAD-REQUEST {{ payload.ticket.body }}"),
+        pipeline("summarize", "mock", "Summarize {{ payload.ticket.body }}"),
+    ];
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let jobs = JobPublisher::new(&env).await;
+    jobs.publish(
+        "support",
+        "ticket.created",
+        &json!({ "ticket": { "body": "hi" } }),
+    )
+    .await;
+
+    let topology = env.topology();
+    let results = take(&env, &topology.results_queue(), 1, Duration::from_secs(20)).await;
+    assert_eq!(results.len(), 1, "one result, summarize's");
+    assert_eq!(
+        header(&results[0], "hf-pipeline").as_deref(),
+        Some("summarize")
+    );
+    env.wait_for_count(&topology.dead_queue(), 1, Duration::from_secs(20))
+        .await;
+    hookfleet_tests::wait::wait_until(Duration::from_secs(10), || {
+        let inflight = worker.inflight();
+        let env = &env;
+        async move { inflight == 0 && pending_jobs(env).await == 0 }
+    })
+    .await;
+    assert_eq!(
+        mock.calls_for_prompt_containing("BAD-REQUEST"),
+        1,
+        "the retry for summarize does not send classify's request again"
+    );
+    assert_eq!(mock.calls_for_prompt_containing("Summarize"), 2);
+    assert_eq!(env.ready_count(&topology.dead_queue()).await, 1);
+    assert_eq!(
+        worker.jobs("classify", "skipped"),
+        1,
+        "skipped on the retry"
+    );
+
+    // The replay runs classify alone: summarize is not even looked at.
+    let summarize_runs =
+        worker.jobs("summarize", "succeeded") + worker.jobs("summarize", "duplicate");
+    assert_eq!(dlq_replay(&env.settings).await, 1);
+    let dead = take(&env, &topology.dead_queue(), 1, Duration::from_secs(20)).await;
+    let summarize_after =
+        worker.jobs("summarize", "succeeded") + worker.jobs("summarize", "duplicate");
+    worker.stop().await.expect("the worker stops cleanly");
+    assert_eq!(dead.len(), 1, "the replay failed as before, once");
+    assert_eq!(header(&dead[0], "hf-pipeline").as_deref(), Some("classify"));
+    let headers = dead[0].delivery.properties.headers().as_ref();
+    assert_eq!(
+        headers.and_then(|h| hookfleet_common::message::header_u32(h, "hf-replays")),
+        Some(1)
+    );
+    assert_eq!(mock.calls_for_prompt_containing("BAD-REQUEST"), 2);
+    assert_eq!(mock.calls_for_prompt_containing("Summarize"), 2);
+    assert_eq!(
+        summarize_after, summarize_runs,
+        "the replay did not run summarize"
+    );
+    assert!(env.drain(&topology.results_queue()).await.is_empty());
     jobs.close().await;
     env.cleanup().await;
 }

@@ -112,3 +112,77 @@ async fn a_worker_survives_its_broker_connection_being_cut_and_handles_every_job
     jobs.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_ack_is_lost_in_a_cut_after_its_dead_letter_is_not_run_or_dead_lettered_again()
+{
+    let env = TestEnv::new().await;
+    // A slow 500 on the only attempt allowed: the cut lands during the call, so
+    // the dead letter is published (and confirmed) after it, and the ack on the
+    // dead channel is lost.
+    let mock = MockAi::start(MockConfig {
+        latency: Duration::from_millis(1500),
+        fail_marker: Some("FAIL-ALWAYS".into()),
+        ..MockConfig::default()
+    })
+    .await;
+    let proxy = Proxy::start("127.0.0.1:5672".parse().expect("address")).await;
+    let mut settings = worker_settings(&env, 1);
+    settings.amqp.url = proxy.amqp_url();
+    settings
+        .worker
+        .providers
+        .insert("mock".into(), mock_openai(&mock));
+    settings.worker.pipelines = vec![pipeline(
+        "triage",
+        "mock",
+        "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}",
+    )];
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let jobs = JobPublisher::new(&env).await;
+    jobs.publish(
+        "support",
+        "ticket.created",
+        &json!({ "ticket": { "body": "FAIL-ALWAYS" } }),
+    )
+    .await;
+
+    wait_until(Duration::from_secs(10), || {
+        let calls = mock.calls_for_prompt_containing("FAIL-ALWAYS");
+        async move { calls >= 1 }
+    })
+    .await;
+    proxy.sever();
+    proxy.restore();
+    let topology = env.topology();
+    env.wait_for_count(&topology.dead_queue(), 1, Duration::from_secs(20))
+        .await;
+    // The broker gives the unacked job back at the cut: the copy must end acked,
+    // as already settled (or, without the record, run again).
+    wait_until(Duration::from_secs(20), || {
+        let settled = worker.jobs("none", "duplicate") + worker.jobs("triage", "duplicate");
+        let calls = mock.calls_for_prompt_containing("FAIL-ALWAYS");
+        async move { settled >= 1 || calls >= 2 }
+    })
+    .await;
+    wait_until(Duration::from_secs(10), || {
+        let inflight = worker.inflight();
+        let env = &env;
+        async move { inflight == 0 && pending_jobs(env).await == 0 }
+    })
+    .await;
+    worker.stop().await.expect("the worker stops cleanly");
+
+    assert_eq!(
+        mock.calls_for_prompt_containing("FAIL-ALWAYS"),
+        1,
+        "one AI call"
+    );
+    assert_eq!(
+        env.drain(&topology.dead_queue()).await.len(),
+        1,
+        "one dead letter"
+    );
+    jobs.close().await;
+    env.cleanup().await;
+}

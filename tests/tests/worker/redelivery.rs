@@ -176,3 +176,53 @@ async fn a_job_outlasting_its_lease_keeps_it_so_a_copy_never_runs_beside_it() {
     jobs.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_settled_by_a_confirmed_dead_letter_whose_ack_was_lost_is_not_run_again() {
+    let env = TestEnv::new().await;
+    let mock = MockAi::start(MockConfig {
+        bad_request_marker: Some("BAD-REQUEST".into()),
+        ..MockConfig::default()
+    })
+    .await;
+    let worker = start(&env, &mock).await;
+    let jobs = JobPublisher::new(&env).await;
+    let body = json!({ "ticket": { "body": "BAD-REQUEST" } }).to_string();
+    let topology = env.topology();
+
+    let meta = event("support", "ticket.created");
+    jobs.publish_meta(&meta, body.as_bytes()).await;
+    env.wait_for_count(&topology.dead_queue(), 1, Duration::from_secs(10))
+        .await;
+    // The very same copy again (same message id, headers and body), as the
+    // broker redelivers it when the channel died between the dead letter's
+    // confirm and the ack.
+    jobs.publish_meta(&meta, body.as_bytes()).await;
+    wait_until(Duration::from_secs(10), || {
+        // Acked as settled — or, without the settlement record, run again.
+        let settled = worker.jobs("none", "duplicate");
+        let calls = mock.calls_for_prompt_containing("BAD-REQUEST");
+        async move { settled >= 1 || calls >= 2 }
+    })
+    .await;
+    wait_until(Duration::from_secs(10), || {
+        let inflight = worker.inflight();
+        let env = &env;
+        async move { inflight == 0 && pending_jobs(env).await == 0 }
+    })
+    .await;
+    worker.stop().await.expect("the worker stops cleanly");
+
+    assert_eq!(
+        mock.calls_for_prompt_containing("BAD-REQUEST"),
+        1,
+        "one AI call"
+    );
+    assert_eq!(
+        env.drain(&topology.dead_queue()).await.len(),
+        1,
+        "one dead letter"
+    );
+    jobs.close().await;
+    env.cleanup().await;
+}

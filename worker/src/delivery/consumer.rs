@@ -380,11 +380,90 @@ async fn run_job(
 }
 
 impl Settler {
-    /// Carries out a decision: publish the copy it needs, then ack — or requeue.
-    /// Once acked, the event's status records the outcome.
+    /// Carries out a decision: publish the copies it needs (each failed
+    /// pipeline's dead letter, then the retry or the job's dead letter), record
+    /// the delivery as settled, release the leases its failed pipelines held,
+    /// then ack — or requeue. Once acked, the event's status records the outcome.
     async fn settle(&self, delivery: &Delivery, decision: job::Decision) {
-        let durable = match &decision.outcome {
-            Outcome::Ack => true,
+        let held: Vec<&str> = decision.held.iter().map(String::as_str).collect();
+        let message_id = decision.meta.as_ref().map_or("", |m| m.message_id.as_str());
+        // The failed pipelines' leases stay ours (renewed) until the delivery is
+        // settled: a copy waiting for them then finds the settlement.
+        let published = tokio::select! {
+            biased;
+            published = self.publish_copies(delivery, &decision) => published,
+            never = job::keep_leases(&self.ctx, &held, message_id) => match never {},
+        };
+        let durable = published.is_some();
+        // Checked by a redelivery of this very copy: no second AI call and no
+        // second copy if the ack below is lost.
+        if let (Some(copies), Some(id)) = (published, decision.delivery())
+            && copies > 0
+            && let Err(e) = self.ctx.markers.settle(&id, self.ctx.done_ttl).await
+        {
+            self.ctx.metrics.markers_unavailable.inc();
+            tracing::warn!(error = %error_chain(&e), "Cannot record the job as settled; a redelivery would repeat it.");
+        }
+        job::release_held(&self.ctx, &decision).await;
+        if durable {
+            if self.ack(delivery).await {
+                self.count_settled(&decision.outcome);
+            }
+            let next_in = match &decision.outcome {
+                Outcome::Retry { after } => Some(self.topology.retry_queue_for(*after).1),
+                _ => None,
+            };
+            // Off the job's slot: the status is for people, the ack is done.
+            let ctx = Arc::clone(&self.ctx);
+            self.tracker
+                .spawn(async move { status::settled(&ctx, &decision, next_in).await });
+        } else {
+            self.requeue(delivery).await;
+        }
+    }
+
+    /// `deliveries_settled_total{outcome}`: one per acked delivery.
+    fn count_settled(&self, outcome: &Outcome) {
+        let outcome = match outcome {
+            Outcome::Ack => "completed",
+            Outcome::Retry { .. } => "retried",
+            Outcome::DeadLetter { .. } => "dead_lettered",
+        };
+        self.ctx
+            .metrics
+            .deliveries_settled
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// Publishes the copies `decision` needs; how many, or `None` if one was
+    /// not confirmed. A pipeline's confirmed dead letter is recorded at once
+    /// (`{ns}:failed:…`), so whatever happens next never sends it twice.
+    async fn publish_copies(&self, delivery: &Delivery, decision: &job::Decision) -> Option<usize> {
+        for letter in &decision.letters {
+            self.dead_letter(delivery, decision, Some(&letter.pipeline), &letter.outcome)
+                .await?;
+            if let Some(id) = decision.delivery()
+                && let Err(e) = self
+                    .ctx
+                    .markers
+                    .fail(&letter.pipeline, &id, self.ctx.done_ttl)
+                    .await
+            {
+                self.ctx.metrics.markers_unavailable.inc();
+                tracing::warn!(pipeline = %letter.pipeline, error = %error_chain(&e), "Cannot record the pipeline's dead letter; a retry would run it again.");
+            }
+        }
+        let letters = decision.letters.len();
+        match &decision.outcome {
+            Outcome::Ack => Some(letters),
+            // The failed pipelines' letters are the job's.
+            Outcome::DeadLetter { .. } if letters > 0 => Some(letters),
+            outcome @ Outcome::DeadLetter { .. } => {
+                self.dead_letter(delivery, decision, decision.pipeline.as_deref(), outcome)
+                    .await?;
+                Some(1)
+            }
             Outcome::Retry { after } => {
                 match reroute::to_retry(
                     &self.publisher,
@@ -398,77 +477,65 @@ impl Settler {
                 {
                     Ok(queue) => {
                         tracing::debug!(%queue, attempt = decision.attempt, "Job sent to a retry tier.");
-                        true
+                        Some(letters + 1)
                     }
                     Err(e) => {
                         tracing::warn!(error = %error_chain(&e), "Cannot publish the retry; returning the job to the queue.");
-                        false
+                        None
                     }
                 }
             }
-            Outcome::DeadLetter {
-                reason,
-                detail,
-                class,
-                stage,
-            } => {
-                let dead = DeadLetter {
-                    reason,
-                    detail,
-                    class: *class,
-                    stage: *stage,
-                    pipeline: decision.pipeline.as_deref(),
-                    attempts: decision.attempt,
-                };
-                match reroute::to_dead(
-                    &self.publisher,
-                    &self.topology,
-                    &delivery.properties,
-                    &delivery.data,
-                    delivery.routing_key.as_str(),
-                    dead,
-                )
-                .await
-                {
-                    Ok(()) => {
-                        self.ctx
-                            .metrics
-                            .dead_letters
-                            .with_label_values(&[reason.as_str()])
-                            .inc();
-                        tracing::info!(%reason, class = class.as_str(), stage = stage.as_str(), "Job dead-lettered.");
-                        true
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %error_chain(&e), "Cannot publish the dead letter; returning the job to the queue.");
-                        false
-                    }
-                }
-            }
+        }
+    }
+
+    /// Publishes one dead letter (`outcome` is a [`Outcome::DeadLetter`]).
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        decision: &job::Decision,
+        pipeline: Option<&str>,
+        outcome: &Outcome,
+    ) -> Option<()> {
+        let Outcome::DeadLetter {
+            reason,
+            detail,
+            class,
+            stage,
+        } = outcome
+        else {
+            return Some(());
         };
-        if durable {
-            if self.ack(delivery).await {
-                let outcome = match &decision.outcome {
-                    Outcome::Ack => "completed",
-                    Outcome::Retry { .. } => "retried",
-                    Outcome::DeadLetter { .. } => "dead_lettered",
-                };
+        let dead = DeadLetter {
+            reason,
+            detail,
+            class: *class,
+            stage: *stage,
+            pipeline,
+            attempts: decision.attempt,
+        };
+        match reroute::to_dead(
+            &self.publisher,
+            &self.topology,
+            &delivery.properties,
+            &delivery.data,
+            delivery.routing_key.as_str(),
+            dead,
+        )
+        .await
+        {
+            Ok(()) => {
                 self.ctx
                     .metrics
-                    .deliveries_settled
-                    .with_label_values(&[outcome])
+                    .dead_letters
+                    .with_label_values(&[reason.as_str()])
                     .inc();
+                tracing::info!(%reason, class = class.as_str(), stage = stage.as_str(), pipeline = pipeline.unwrap_or(""), "Job dead-lettered.");
+                Some(())
             }
-            let next_in = match &decision.outcome {
-                Outcome::Retry { after } => Some(self.topology.retry_queue_for(*after).1),
-                _ => None,
-            };
-            // Off the job's slot: the status is for people, the ack is done.
-            let ctx = Arc::clone(&self.ctx);
-            self.tracker
-                .spawn(async move { status::settled(&ctx, &decision, next_in).await });
-        } else {
-            self.requeue(delivery).await;
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "Cannot publish the dead letter; returning the job to the queue.");
+                None
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::limits::cache::Cache;
 use crate::limits::limiter::Limiter;
-use crate::limits::markers::{Claim, Markers};
+use crate::limits::markers::{Claim, DeliveryId, Markers};
 use hookfleet_common::config::{ResponseFormat, UnmatchedPolicy};
 use hookfleet_common::message::{self, EventMeta};
 use hookfleet_common::metrics::WorkerMetrics;
@@ -30,6 +30,8 @@ use lapin::BasicProperties;
 use crate::completion;
 use crate::outcome::{Failure, Outcome, RetryPolicy, classify};
 use crate::pipeline::{Pipeline, Pipelines};
+use crate::reroute::{self, FIRST_COPY};
+use crate::sinks::amqp::PIPELINE_HEADER;
 use crate::sinks::{self, Delivery, JobResult, SentMarkers};
 use crate::templates;
 
@@ -75,9 +77,50 @@ pub struct Decision {
     pub pipeline: Option<String>,
     /// The results this run published (for the event's status).
     pub results: Vec<JobResult>,
+    /// One dead letter per pipeline that failed for good, each tagged with its
+    /// pipeline: published before the delivery is settled, and the pipeline
+    /// skipped on the event's retries (`{ns}:failed:…`).
+    pub letters: Vec<PipelineLetter>,
+    /// Pipelines whose lease this run still holds (the failed ones): kept until
+    /// the delivery is settled, so a redelivered copy waiting for them sees the
+    /// settlement instead of running again.
+    pub held: Vec<String>,
+    /// The delivery's `hf-copy` (see `reroute`).
+    pub copy: String,
+}
+
+/// A pipeline's own dead letter.
+#[derive(Debug)]
+pub struct PipelineLetter {
+    /// The pipeline (`hf-pipeline`).
+    pub pipeline: String,
+    /// Its failure: an [`Outcome::DeadLetter`].
+    pub outcome: Outcome,
 }
 
 impl Decision {
+    /// Which delivered copy the decision is about, if the message is ours.
+    pub fn delivery(&self) -> Option<DeliveryId<'_>> {
+        self.meta.as_ref().map(|meta| DeliveryId {
+            message_id: &meta.message_id,
+            replays: meta.replays,
+            copy: &self.copy,
+        })
+    }
+
+    fn acked(meta: EventMeta, attempt: u32, copy: String) -> Self {
+        Self {
+            outcome: Outcome::Ack,
+            meta: Some(meta),
+            attempt,
+            pipeline: None,
+            results: Vec::new(),
+            letters: Vec::new(),
+            held: Vec::new(),
+            copy,
+        }
+    }
+
     fn without_pipeline(ctx: &JobContext, failure: &Failure, meta: Option<EventMeta>) -> Self {
         let attempt = meta.as_ref().map_or(1, |m| m.attempt.saturating_add(1));
         let outcome = classify(failure, attempt, &ctx.policy);
@@ -96,6 +139,9 @@ impl Decision {
             attempt,
             pipeline: None,
             results: Vec::new(),
+            letters: Vec::new(),
+            held: Vec::new(),
+            copy: FIRST_COPY.to_owned(),
         }
     }
 }
@@ -109,7 +155,14 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
         return Decision::without_pipeline(ctx, &Failure::NotOurs, None);
     };
     let attempt = meta.attempt.saturating_add(1);
-    let pipelines = ctx.pipelines.matching(&meta.source, &meta.event_type);
+    let copy = reroute::copy_of(properties);
+    if already_settled(ctx, &meta, &copy).await {
+        return Decision::acked(meta, attempt, copy);
+    }
+    let pipelines = only_tagged(
+        ctx.pipelines.matching(&meta.source, &meta.event_type),
+        properties,
+    );
     if pipelines.is_empty() {
         if ctx.unmatched == UnmatchedPolicy::Ack {
             ctx.metrics
@@ -117,51 +170,113 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
                 .with_label_values(&[NO_PIPELINE, "unmatched"])
                 .inc();
             tracing::debug!(message_id = %meta.message_id, source = %meta.source, event_type = %meta.event_type, "No pipeline matches; acked.");
-            return Decision {
-                outcome: Outcome::Ack,
-                meta: Some(meta),
-                attempt,
-                pipeline: None,
-                results: Vec::new(),
-            };
+            return Decision::acked(meta, attempt, copy);
         }
         let failure = Failure::Unmatched {
             event_source: meta.source.clone(),
             event_type: meta.event_type.clone(),
         };
-        return Decision::without_pipeline(ctx, &failure, Some(meta));
+        return Decision {
+            copy,
+            ..Decision::without_pipeline(ctx, &failure, Some(meta))
+        };
     }
     let payload: serde_json::Value = match serde_json::from_slice(body) {
         Ok(payload) => payload,
-        Err(e) => return Decision::without_pipeline(ctx, &Failure::Undecodable(e), Some(meta)),
-    };
-    let mut outcome = Outcome::Ack;
-    let mut failed = None;
-    let mut counted = false;
-    let mut results = Vec::new();
-    for pipeline in pipelines {
-        let (result, deferred, published) =
-            run_pipeline(ctx, &pipeline, &payload, &meta, attempt).await;
-        results.extend(published);
-        if failed.is_none() && matches!(result, Outcome::DeadLetter { .. }) {
-            failed = Some(pipeline.name.clone());
+        Err(e) => {
+            return Decision {
+                copy,
+                ..Decision::without_pipeline(ctx, &Failure::Undecodable(e), Some(meta))
+            };
         }
-        counted |= !matches!(result, Outcome::Ack) && !deferred;
-        outcome = outcome.combine(result);
+    };
+    run_all(ctx, &pipelines, &payload, meta, attempt, copy).await
+}
+
+/// Every pipeline of the event in turn, combined into one decision.
+async fn run_all(
+    ctx: &JobContext,
+    pipelines: &[Arc<Pipeline>],
+    payload: &serde_json::Value,
+    meta: EventMeta,
+    attempt: u32,
+    copy: String,
+) -> Decision {
+    let mut decision = Decision::acked(meta, attempt, copy);
+    let mut counted = false;
+    for pipeline in pipelines {
+        let run = run_pipeline(ctx, pipeline, payload, &decision, attempt).await;
+        decision.results.extend(run.published);
+        if run.held {
+            decision.held.push(pipeline.name.clone());
+        }
+        if run.settled {
+            // This very delivery was settled by a run whose ack was lost.
+            decision.outcome = Outcome::Ack;
+            decision.letters.clear();
+            decision.pipeline = None;
+            return decision;
+        }
+        if matches!(run.outcome, Outcome::DeadLetter { .. }) {
+            decision
+                .pipeline
+                .get_or_insert_with(|| pipeline.name.clone());
+            decision.letters.push(PipelineLetter {
+                pipeline: pipeline.name.clone(),
+                outcome: run.outcome.clone(),
+            });
+        }
+        counted |= !matches!(run.outcome, Outcome::Ack) && !run.deferred;
+        decision.outcome = decision.outcome.combine(run.outcome);
     }
     // A retry caused only by the limiter (no permit) does not use up an attempt.
-    let attempt = if counted || !matches!(outcome, Outcome::Retry { .. }) {
-        attempt
-    } else {
-        meta.attempt
-    };
-    Decision {
-        outcome,
-        meta: Some(meta),
-        attempt,
-        pipeline: failed,
-        results,
+    if !counted && matches!(decision.outcome, Outcome::Retry { .. }) {
+        decision.attempt = decision.meta.as_ref().map_or(attempt, |m| m.attempt);
     }
+    decision
+}
+
+/// Whether this delivered copy was settled already (its ack lost). Redis
+/// trouble answers no: the run goes ahead (fail-open, counted).
+async fn already_settled(ctx: &JobContext, meta: &EventMeta, copy: &str) -> bool {
+    let delivery = DeliveryId {
+        message_id: &meta.message_id,
+        replays: meta.replays,
+        copy,
+    };
+    match ctx.markers.is_settled(&delivery).await {
+        Ok(settled) => {
+            if settled {
+                ctx.metrics
+                    .jobs
+                    .with_label_values(&[NO_PIPELINE, "duplicate"])
+                    .inc();
+                tracing::info!(message_id = %meta.message_id, "This delivery was already settled (its ack was lost); acking it.");
+            }
+            settled
+        }
+        Err(e) => {
+            ctx.metrics.markers_unavailable.inc();
+            tracing::warn!(message_id = %meta.message_id, error = %error_chain(&e), "Redis unavailable; running without the settlement check.");
+            false
+        }
+    }
+}
+
+/// The pipelines a job runs: all that match, or only the one its `hf-pipeline`
+/// names (a replayed pipeline letter; its retries keep the header).
+fn only_tagged(
+    mut pipelines: Vec<Arc<Pipeline>>,
+    properties: &BasicProperties,
+) -> Vec<Arc<Pipeline>> {
+    let tagged = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| message::header_str(h, PIPELINE_HEADER));
+    if let Some(name) = tagged {
+        pipelines.retain(|p| p.name == name);
+    }
+    pipelines
 }
 
 /// Releases every lease this worker may hold for the message: its run was
@@ -182,60 +297,97 @@ pub async fn release_claims(ctx: &JobContext, properties: &BasicProperties) {
     }
 }
 
+/// Releases the leases a settled decision still holds (see [`Decision::held`]).
+pub async fn release_held(ctx: &JobContext, decision: &Decision) {
+    let Some(meta) = &decision.meta else {
+        return;
+    };
+    for pipeline in &decision.held {
+        if let Err(e) = ctx
+            .markers
+            .release(pipeline, &meta.message_id, &ctx.owner)
+            .await
+        {
+            tracing::warn!(message_id = %meta.message_id, pipeline = %pipeline, error = %error_chain(&e), "Cannot release a job's lease; its copy waits for it to expire.");
+        }
+    }
+}
+
 /// Whether this run may go ahead.
 enum Lease {
     /// We hold the lease.
     Held,
-    /// The pipeline's result was already published.
-    Done,
+    /// No: the pipeline was done, failed for good, or the delivery settled.
+    Handled(Claim),
     /// Redis did not answer; run without a lease.
     Unavailable,
 }
 
-/// One pipeline for one event, classified; whether a failure was only a
-/// deferral by the limiter; the result it published, if it did.
+/// One pipeline's part in a decision.
+struct PipelineRun {
+    /// What the pipeline's attempt means.
+    outcome: Outcome,
+    /// The failure was only a deferral by the limiter.
+    deferred: bool,
+    /// The result it published, if it did.
+    published: Option<JobResult>,
+    /// It failed and this run still holds its lease.
+    held: bool,
+    /// The delivery turned out to be settled already.
+    settled: bool,
+}
+
+impl PipelineRun {
+    fn skipped(settled: bool) -> Self {
+        Self {
+            outcome: Outcome::Ack,
+            deferred: false,
+            published: None,
+            held: false,
+            settled,
+        }
+    }
+}
+
+/// One pipeline for one event, classified. A failed run keeps its lease for
+/// the settlement (see [`Decision::held`]).
 async fn run_pipeline(
     ctx: &JobContext,
     pipeline: &Arc<Pipeline>,
     payload: &serde_json::Value,
-    meta: &EventMeta,
+    decision: &Decision,
     attempt: u32,
-) -> (Outcome, bool, Option<JobResult>) {
+) -> PipelineRun {
     let started = Instant::now();
     let name = pipeline.name.as_str();
+    let (Some(meta), Some(delivery)) = (&decision.meta, decision.delivery()) else {
+        return PipelineRun::skipped(false);
+    };
     let id = meta.message_id.as_str();
-    let lease = claim(ctx, name, id).await;
-    if let Lease::Done = lease {
-        ctx.metrics
-            .jobs
-            .with_label_values(&[name, "duplicate"])
-            .inc();
-        tracing::info!(message_id = %id, pipeline = %name, "Result already published; skipping the redelivered job.");
-        return (Outcome::Ack, false, None);
+    let lease = claim(ctx, name, &delivery).await;
+    if let Lease::Handled(handled) = lease {
+        return skip(ctx, name, id, handled);
     }
     let attempt_run = attempt_pipeline(ctx, pipeline, payload, meta, attempt);
-    let result = match lease {
-        Lease::Held => {
-            tokio::select! {
-                biased;
-                result = attempt_run => result,
-                never = keep_lease(ctx, name, id) => match never {},
-            }
+    let held = matches!(lease, Lease::Held);
+    let result = if held {
+        let leases = [name];
+        tokio::select! {
+            biased;
+            result = attempt_run => result,
+            never = keep_leases(ctx, &leases, id) => match never {},
         }
-        _ => attempt_run.await,
+    } else {
+        attempt_run.await
     };
-    let marked = match (&result, &lease) {
-        (Ok(_), _) => {
-            ctx.markers
-                .complete(name, id, &ctx.owner, ctx.done_ttl)
-                .await
-        }
-        (Err(_), Lease::Held) => ctx.markers.release(name, id, &ctx.owner).await,
-        (Err(_), _) => Ok(()),
-    };
-    if let Err(e) = marked {
-        // The result (if any) is already confirmed; a lost marker only means a
-        // later redelivery repeats the work.
+    if result.is_ok()
+        && let Err(e) = ctx
+            .markers
+            .complete(name, id, &ctx.owner, ctx.done_ttl)
+            .await
+    {
+        // The result is already confirmed; a lost marker only means a later
+        // redelivery repeats the work.
         tracing::warn!(message_id = %id, pipeline = %name, error = %error_chain(&e), "Cannot update the job's marker in Redis.");
     }
     ctx.metrics
@@ -243,6 +395,7 @@ async fn run_pipeline(
         .with_label_values(&[name])
         .observe(started.elapsed().as_secs_f64());
     let deferred = matches!(&result, Err(f) if f.is_deferred());
+    let failed = result.is_err();
     let (outcome, published) = match result {
         Ok(published) => {
             tracing::info!(message_id = %id, pipeline = %name, attempt, "Result published.");
@@ -267,58 +420,86 @@ async fn run_pipeline(
         .jobs
         .with_label_values(&[name, outcome.label()])
         .inc();
-    (outcome, deferred, published)
+    PipelineRun {
+        outcome,
+        deferred,
+        published,
+        held: held && failed,
+        settled: false,
+    }
 }
 
-/// Renews the lease every third of `lease_ttl` for as long as it is polled
-/// (the run it covers, raced against it), so a redelivered copy keeps waiting
-/// for a slow run — fallbacks, enrichment, sinks and confirms included —
-/// instead of running beside it. Never returns.
-async fn keep_lease(
+/// A pipeline this delivery need not run, counted and logged.
+fn skip(ctx: &JobContext, name: &str, id: &str, handled: Claim) -> PipelineRun {
+    let label = match handled {
+        Claim::Failed => {
+            tracing::info!(message_id = %id, pipeline = %name, "Pipeline already failed for good and dead-lettered; skipping it.");
+            "skipped"
+        }
+        Claim::Settled => {
+            tracing::info!(message_id = %id, pipeline = %name, "This delivery was already settled (its ack was lost); skipping it.");
+            "duplicate"
+        }
+        _ => {
+            tracing::info!(message_id = %id, pipeline = %name, "Result already published; skipping the redelivered job.");
+            "duplicate"
+        }
+    };
+    ctx.metrics.jobs.with_label_values(&[name, label]).inc();
+    PipelineRun::skipped(handled == Claim::Settled)
+}
+
+/// Renews `pipelines`' leases of the message every third of `lease_ttl` for as
+/// long as it is polled (raced against the work they cover: the run, then the
+/// settlement), so a redelivered copy keeps waiting for a slow run — fallbacks,
+/// enrichment, sinks and confirms included — instead of running beside it.
+/// Never returns.
+pub async fn keep_leases(
     ctx: &JobContext,
-    pipeline: &str,
+    pipelines: &[&str],
     message_id: &str,
 ) -> std::convert::Infallible {
     let mut ticks = tokio::time::interval(ctx.lease_ttl / 3);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
-    let mut held = true;
+    let mut held: Vec<&str> = pipelines.to_vec();
     loop {
         ticks.tick().await;
-        if !held {
-            continue;
-        }
-        match ctx
-            .markers
-            .renew(pipeline, message_id, &ctx.owner, ctx.lease_ttl)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                held = false;
-                tracing::warn!(
-                    message_id,
-                    pipeline,
-                    "Lost the job's lease (it lapsed); a redelivered copy may run beside this one."
-                );
+        let mut still = Vec::with_capacity(held.len());
+        for pipeline in held {
+            match ctx
+                .markers
+                .renew(pipeline, message_id, &ctx.owner, ctx.lease_ttl)
+                .await
+            {
+                Ok(true) => still.push(pipeline),
+                Ok(false) => {
+                    tracing::warn!(
+                        message_id,
+                        pipeline,
+                        "Lost the job's lease (it lapsed); a redelivered copy may run beside this one."
+                    );
+                }
+                Err(e) => {
+                    still.push(pipeline);
+                    tracing::warn!(message_id, pipeline, error = %error_chain(&e), "Cannot renew the job's lease; trying again.");
+                }
             }
-            Err(e) => {
-                tracing::warn!(message_id, pipeline, error = %error_chain(&e), "Cannot renew the job's lease; trying again.");
-            }
         }
+        held = still;
     }
 }
 
 /// Claims the pipeline's run, waiting while another run holds it.
-async fn claim(ctx: &JobContext, pipeline: &str, message_id: &str) -> Lease {
+async fn claim(ctx: &JobContext, pipeline: &str, delivery: &DeliveryId<'_>) -> Lease {
+    let message_id = delivery.message_id;
     loop {
         match ctx
             .markers
-            .claim(pipeline, message_id, &ctx.owner, ctx.lease_ttl)
+            .claim(pipeline, delivery, &ctx.owner, ctx.lease_ttl)
             .await
         {
             Ok(Claim::Claimed) => return Lease::Held,
-            Ok(Claim::Done) => return Lease::Done,
             Ok(Claim::Busy(left)) => {
                 tracing::debug!(
                     message_id,
@@ -329,6 +510,7 @@ async fn claim(ctx: &JobContext, pipeline: &str, message_id: &str) -> Lease {
                 let pause = left.clamp(Duration::from_millis(50), Duration::from_millis(500));
                 tokio::time::sleep(pause).await;
             }
+            Ok(handled) => return Lease::Handled(handled),
             Err(e) => {
                 ctx.metrics.markers_unavailable.inc();
                 tracing::warn!(message_id, pipeline, error = %error_chain(&e), "Redis unavailable; running without the redelivery check.");

@@ -10,6 +10,9 @@
 //!   `hf-attempt` records the attempts made; `x-` headers are dropped, because
 //!   they are the broker's (`x-death`, `x-delivery-count`) and belong to the copy
 //!   we are retiring.
+//!   Each copy gets a fresh `hf-copy` id: what tells the copy apart from a
+//!   redelivery of the original, whose settlement is recorded under its own id
+//!   (`{ns}:settled:{message_id}:{copy}`, see `crate::limits::markers`).
 //! - **Dead letter**: to `{ns}.dead` (fanout) with routing key = the event's
 //!   original routing key, keeping every original header (the broker's too: they
 //!   help the investigation) and adding `hf-error`, `hf-error-class`, `hf-stage`,
@@ -27,6 +30,27 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use crate::outcome::{ErrorClass, Stage};
 use crate::providers::truncate;
 use crate::sinks::amqp::PIPELINE_HEADER;
+
+/// Which copy of the event a delivery is: a fresh id on every retry and replay
+/// copy, absent on the one ingest published (read as [`FIRST_COPY`]).
+pub const COPY_HEADER: &str = "hf-copy";
+
+/// The `hf-copy` of the copy ingest published.
+pub const FIRST_COPY: &str = "0";
+
+/// The delivery's `hf-copy`.
+pub fn copy_of(properties: &BasicProperties) -> String {
+    properties
+        .headers()
+        .as_ref()
+        .and_then(|h| message::header_str(h, COPY_HEADER))
+        .unwrap_or_else(|| FIRST_COPY.to_owned())
+}
+
+/// A fresh `hf-copy` id.
+pub fn new_copy() -> String {
+    ulid::Ulid::new().to_string()
+}
 
 /// `hf-error` is cut to this many bytes: a reason, not a log.
 const MAX_ERROR_LEN: usize = 1024;
@@ -71,6 +95,7 @@ pub async fn to_retry(
         })
         .unwrap_or_default();
     headers.insert(message::ATTEMPT.into(), AMQPValue::LongUInt(attempts));
+    headers.insert(COPY_HEADER.into(), AMQPValue::LongString(new_copy().into()));
     let properties = properties
         .clone()
         .with_headers(FieldTable::from(headers))

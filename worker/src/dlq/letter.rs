@@ -27,6 +27,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde::Serialize;
 
 use crate::providers::truncate;
+use crate::reroute::{COPY_HEADER, new_copy};
 
 /// Header a replay adds: the error that sent the letter to the DLQ last time
 /// (`{class}: {hf-error}`), so the history survives the removal of `hf-error`.
@@ -36,12 +37,13 @@ pub const REPLAYED_AT: &str = "hf-replayed-at";
 /// The broker's per-copy redelivery counter (quorum queues); never carried over.
 const DELIVERY_COUNT: &str = "x-delivery-count";
 /// Dead-letter headers a replay removes: they describe the failure being retried.
-const FAILURE_HEADERS: [&str; 5] = [
+/// `hf-pipeline` stays: a letter of one pipeline replays as a job of that
+/// pipeline alone (the event's other pipelines were settled already).
+const FAILURE_HEADERS: [&str; 4] = [
     message::ERROR,
     message::ERROR_CLASS,
     message::STAGE,
     message::FAILED_AT,
-    "hf-pipeline",
 ];
 /// `hf-last-error` is cut to this many bytes, as `hf-error` is.
 const MAX_ERROR_LEN: usize = 1024;
@@ -193,7 +195,8 @@ impl Letter {
 
 /// The properties of a replayed copy: a fresh job with the same message id, body
 /// and original headers — `hf-attempt` 0, `hf-replays` + 1, the failure headers
-/// replaced by `hf-last-error` and `hf-replayed-at`, and no `x-` headers (they are
+/// replaced by `hf-last-error` and `hf-replayed-at`, a fresh `hf-copy`, `hf-pipeline`
+/// kept (the job runs that pipeline only), and no `x-` headers (they are
 /// the broker's, describe the copy being retired, and an `x-death` carried into
 /// the jobs queue would be extended, not restarted, by the next dead-lettering).
 pub fn for_replay(properties: &BasicProperties, letter: &Letter) -> BasicProperties {
@@ -216,6 +219,8 @@ pub fn for_replay(properties: &BasicProperties, letter: &Letter) -> BasicPropert
         ),
     );
     put_str(&mut headers, REPLAYED_AT, &message::now_rfc3339());
+    // A new copy of the event: its settlement is its own.
+    put_str(&mut headers, COPY_HEADER, &new_copy());
     properties
         .clone()
         .with_headers(headers)

@@ -16,6 +16,18 @@
 //!   the pipeline fails and the job is retried, the sinks already delivered are
 //!   skipped, so a CRM outage never posts the chat escalation twice.
 //!
+//! - `{ns}:failed:{pipeline}:{message_id}:{replays}` — set (with
+//!   `worker.done_ttl`) once the pipeline's permanent failure was confirmed in
+//!   the DLQ as its own letter. The event's retries skip the pipeline, as a
+//!   done one; a replay (`hf-replays` + 1) runs it again.
+//! - `{ns}:settled:{message_id}:{copy}` — set (with `worker.done_ttl`) once one
+//!   delivered copy of the job (`copy`: its `hf-copy` header, `0` for ingest's)
+//!   was settled by a confirmed retry or dead-letter copy. If the ack is then
+//!   lost, the redelivery is acked without calling the AI or publishing again.
+//!
+//! A claim takes the lease, then checks the three "already handled" keys, so a
+//! copy that waited for a run sees what that run recorded before letting go.
+//!
 //! Ordering, not multi-key scripts, keeps this correct (and Redis-Cluster safe):
 //! completion writes `done` before it drops the lease, and a claim checks `done`
 //! after taking the lease, so whoever takes a released lease sees a finished job.
@@ -53,8 +65,23 @@ pub enum Claim {
     Claimed,
     /// No: its result was already published.
     Done,
+    /// No: its permanent failure is already in the DLQ (this replay's).
+    Failed,
+    /// No: this very delivery was already settled (its ack was lost).
+    Settled,
     /// Not yet: another run holds the lease, for at most this much longer.
     Busy(Duration),
+}
+
+/// Which delivered copy of an event a marker is about.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryId<'a> {
+    /// The event's message id (every copy shares it).
+    pub message_id: &'a str,
+    /// `hf-replays`: which replay of the event.
+    pub replays: u32,
+    /// `hf-copy`: which retry or replay copy (`0` for the one ingest published).
+    pub copy: &'a str,
 }
 
 /// Done markers and leases in Redis. Cheap to clone.
@@ -124,16 +151,27 @@ impl Markers {
         self.query::<()>(&pipe).await
     }
 
-    /// Tries to claim the pipeline's run for `owner` for `lease_ttl`.
+    /// `{ns}:failed:{pipeline}:{message_id}:{replays}`.
+    pub fn failed_key(&self, pipeline: &str, message_id: &str, replays: u32) -> String {
+        self.topology
+            .redis_key(&["failed", pipeline, message_id, &replays.to_string()])
+    }
+
+    /// `{ns}:settled:{message_id}:{copy}`.
+    pub fn settled_key(&self, message_id: &str, copy: &str) -> String {
+        self.topology.redis_key(&["settled", message_id, copy])
+    }
+
+    /// Tries to claim the pipeline's run of `delivery` for `owner` for `lease_ttl`.
     pub async fn claim(
         &self,
         pipeline: &str,
-        message_id: &str,
+        delivery: &DeliveryId<'_>,
         owner: &str,
         lease_ttl: Duration,
     ) -> Result<Claim, RedisError> {
+        let message_id = delivery.message_id;
         let lease = self.lease_key(pipeline, message_id);
-        let done = self.done_key(pipeline, message_id);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(&lease)
@@ -142,22 +180,76 @@ impl Markers {
             .arg("PX")
             .arg(millis(lease_ttl))
             .cmd("EXISTS")
-            .arg(&done)
+            .arg(self.done_key(pipeline, message_id))
+            .cmd("EXISTS")
+            .arg(self.failed_key(pipeline, message_id, delivery.replays))
+            .cmd("EXISTS")
+            .arg(self.settled_key(message_id, delivery.copy))
             .cmd("PTTL")
             .arg(&lease);
-        let (taken, finished, pttl): (Option<String>, bool, i64) = self.query(&pipe).await?;
-        match (taken.is_some(), finished) {
-            (true, false) => Ok(Claim::Claimed),
-            (true, true) => {
+        let (taken, done, failed, settled, pttl): (Option<String>, bool, bool, bool, i64) =
+            self.query(&pipe).await?;
+        let handled = if settled {
+            Some(Claim::Settled)
+        } else if done {
+            Some(Claim::Done)
+        } else if failed {
+            Some(Claim::Failed)
+        } else {
+            None
+        };
+        match (taken.is_some(), handled) {
+            (true, None) => Ok(Claim::Claimed),
+            (true, Some(handled)) => {
                 self.release(pipeline, message_id, owner).await?;
-                Ok(Claim::Done)
+                Ok(handled)
             }
-            (false, true) => Ok(Claim::Done),
+            (false, Some(handled)) => Ok(handled),
             // PTTL is -2 when the lease vanished between SET and PTTL: try again soon.
-            (false, false) => Ok(Claim::Busy(Duration::from_millis(
+            (false, None) => Ok(Claim::Busy(Duration::from_millis(
                 u64::try_from(pttl).unwrap_or(0),
             ))),
         }
+    }
+
+    /// Whether `delivery` was already settled (its ack lost).
+    pub async fn is_settled(&self, delivery: &DeliveryId<'_>) -> Result<bool, RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS")
+            .arg(self.settled_key(delivery.message_id, delivery.copy));
+        let (exists,): (bool,) = self.query(&pipe).await?;
+        Ok(exists)
+    }
+
+    /// Records that `delivery` was settled (its retry or dead-letter copies
+    /// confirmed), for `ttl`.
+    pub async fn settle(&self, delivery: &DeliveryId<'_>, ttl: Duration) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.settled_key(delivery.message_id, delivery.copy))
+            .arg(1)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore();
+        self.query::<()>(&pipe).await
+    }
+
+    /// Records that `pipeline`'s permanent failure of this replay of the event
+    /// is in the DLQ, for `ttl`: its retries skip it.
+    pub async fn fail(
+        &self,
+        pipeline: &str,
+        delivery: &DeliveryId<'_>,
+        ttl: Duration,
+    ) -> Result<(), RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.failed_key(pipeline, delivery.message_id, delivery.replays))
+            .arg(1)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore();
+        self.query::<()>(&pipe).await
     }
 
     /// Marks the pipeline done for `done_ttl` and drops `owner`'s lease.
