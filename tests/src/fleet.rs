@@ -18,7 +18,7 @@ use hookfleet_common::message::{EventMeta, now_rfc3339};
 use hookfleet_common::metrics::WorkerMetrics;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::topology::Topology;
-use hookfleet_worker::consumer::Readiness;
+use hookfleet_worker::delivery::consumer::Readiness;
 use lapin::BasicProperties;
 use lapin::message::BasicGetMessage;
 use tokio::task::JoinHandle;

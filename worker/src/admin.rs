@@ -16,7 +16,7 @@ use hookfleet_common::metrics::WorkerMetrics;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::Readiness;
+use crate::delivery::consumer::Readiness;
 
 /// What the admin handlers read.
 pub struct AdminState {

@@ -24,12 +24,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
-use crate::consumer::{Consumer, ConsumerConfig, Readiness};
-use crate::job::JobContext;
-use crate::outcome::RetryPolicy;
+use crate::delivery::consumer::{Consumer, ConsumerConfig, Readiness};
+use crate::delivery::job::JobContext;
+use crate::delivery::outcome::RetryPolicy;
 use crate::pipeline::Pipelines;
+use crate::pipeline::sinks::Sink;
 use crate::providers::Provider;
-use crate::sinks::Sink;
 
 /// A worker, bound and ready to run.
 pub struct Application {

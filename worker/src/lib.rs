@@ -8,6 +8,8 @@
 //! - [`pipeline`]: the stages of one event — enrich, render, complete, deliver.
 //! - [`providers`]: OpenAI-compatible and Anthropic clients.
 //! - [`outbound`]: the HTTP client of enrichment and sinks: destination policy,
+//!   no redirects, URLs kept out of errors.
+//! - [`outbound`]: the HTTP client of enrichment and sinks: destination policy,
 //!   no redirects, URLs kept out of errors (providers share the last two).
 //! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
 //! - [`dlq`]: the `dlq` commands.
@@ -23,9 +25,5 @@ pub mod limits;
 pub mod outbound;
 pub mod pipeline;
 pub mod providers;
-
-// The modules' former paths, while branches written against them land.
-pub use delivery::{consumer, job, outcome, reroute, status};
-pub use pipeline::{completion, enrich, request_template, sinks, templates};
 
 pub use app::Application;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use hookfleet_common::config::{Settings, Sources};
 use hookfleet_common::message::EventMeta;
 use hookfleet_worker::pipeline::Pipelines;
+use hookfleet_worker::pipeline::sinks::{Delivery, JobResult};
+use hookfleet_worker::pipeline::templates;
 use hookfleet_worker::providers::Provider;
-use hookfleet_worker::sinks::{Delivery, JobResult};
-use hookfleet_worker::templates;
 use serde_json::json;
 
 const EXAMPLE: &str = include_str!("../../examples/support-escalation.toml");
@@ -66,7 +66,7 @@ async fn the_support_escalation_example_loads_compiles_and_renders() {
             .enumerate()
             .map(|(j, s)| {
                 let field = format!("worker.pipelines[{i}].sinks[{j}]");
-                hookfleet_worker::sinks::Sink::build(
+                hookfleet_worker::pipeline::sinks::Sink::build(
                     &field,
                     s,
                     p.undefined,

@@ -46,10 +46,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::job::{self, JobContext};
-use crate::outcome::Outcome;
-use crate::reroute::{self, DeadLetter};
-use crate::status;
+use crate::delivery::job::{self, JobContext};
+use crate::delivery::outcome::Outcome;
+use crate::delivery::reroute::{self, DeadLetter};
+use crate::delivery::status;
 
 /// Why a consuming session could not start.
 #[derive(Debug, thiserror::Error)]

@@ -27,13 +27,13 @@ use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
 
-use crate::completion;
-use crate::outcome::{Failure, Outcome, RetryPolicy, classify};
+use crate::delivery::outcome::{Failure, Outcome, RetryPolicy, classify};
+use crate::delivery::reroute::{self, FIRST_COPY};
+use crate::pipeline::completion;
+use crate::pipeline::sinks::amqp::PIPELINE_HEADER;
+use crate::pipeline::sinks::{self, Delivery, JobResult, SentMarkers};
+use crate::pipeline::templates;
 use crate::pipeline::{Pipeline, Pipelines};
-use crate::reroute::{self, FIRST_COPY};
-use crate::sinks::amqp::PIPELINE_HEADER;
-use crate::sinks::{self, Delivery, JobResult, SentMarkers};
-use crate::templates;
 
 /// The `pipeline` label of jobs no pipeline was chosen for.
 pub const NO_PIPELINE: &str = "none";
@@ -60,7 +60,7 @@ pub struct JobContext {
     pub lease_ttl: Duration,
     /// How long a done marker lasts.
     pub done_ttl: Duration,
-    /// Event status, written by `consumer.rs` (see `crate::status`).
+    /// Event status, written by `consumer.rs` (see `crate::delivery::status`).
     pub statuses: Statuses,
 }
 

@@ -32,10 +32,10 @@ use std::time::Duration;
 
 use crate::limits::limiter::AcquireError;
 
-use crate::enrich::EnrichError;
+use crate::pipeline::enrich::EnrichError;
+use crate::pipeline::request_template::RequestError;
+use crate::pipeline::sinks::SinkError;
 use crate::providers::AiError;
-use crate::request_template::RequestError;
-use crate::sinks::SinkError;
 
 /// Where in the job a failure happened (`hf-stage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,9 +27,9 @@ use hookfleet_common::topology::Topology;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
-use crate::outcome::{ErrorClass, Stage};
+use crate::delivery::outcome::{ErrorClass, Stage};
+use crate::pipeline::sinks::amqp::PIPELINE_HEADER;
 use crate::providers::truncate;
-use crate::sinks::amqp::PIPELINE_HEADER;
 
 /// Which copy of the event a delivery is: a fresh id on every retry and replay
 /// copy, absent on the one ingest published (read as [`FIRST_COPY`]).

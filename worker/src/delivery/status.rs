@@ -17,9 +17,9 @@ use hookfleet_common::redis::status::{EventState, PipelineSummary, Update};
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
 
-use crate::job::{Decision, JobContext};
-use crate::outcome::Outcome;
-use crate::sinks::JobResult;
+use crate::delivery::job::{Decision, JobContext};
+use crate::delivery::outcome::Outcome;
+use crate::pipeline::sinks::JobResult;
 
 /// Longest error detail kept in a `dead` status.
 const MAX_ERROR_BYTES: usize = 500;

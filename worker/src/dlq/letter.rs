@@ -26,8 +26,8 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde::Serialize;
 
+use crate::delivery::reroute::{COPY_HEADER, new_copy};
 use crate::providers::truncate;
-use crate::reroute::{COPY_HEADER, new_copy};
 
 /// Header a replay adds: the error that sent the letter to the DLQ last time
 /// (`{class}: {hf-error}`), so the history survives the removal of `hf-error`.

@@ -42,8 +42,8 @@ use crate::limits::cache::{CacheError, CacheKey, CacheOutcome, CachedCompletion,
 use crate::limits::limiter::AcquireError;
 use hookfleet_common::telemetry::error_chain;
 
-use crate::job::{JobContext, check_output};
-use crate::outcome::Failure;
+use crate::delivery::job::{JobContext, check_output};
+use crate::delivery::outcome::Failure;
 use crate::pipeline::{Candidate, Pipeline};
 use crate::providers::anthropic::DEFAULT_MAX_TOKENS;
 use crate::providers::{AiError, AiRequest, AiResponse, Usage};

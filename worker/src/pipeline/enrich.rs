@@ -16,8 +16,8 @@ use minijinja::Value;
 use serde_json::Map;
 
 use crate::pipeline::PipelineError;
-use crate::request_template::{RequestError, RequestParts, RequestTemplate};
-use crate::templates;
+use crate::pipeline::request_template::{RequestError, RequestParts, RequestTemplate};
+use crate::pipeline::templates;
 
 /// An enrichment step failed; the job cannot render its prompt.
 #[derive(Debug, thiserror::Error)]

@@ -16,10 +16,10 @@ use hookfleet_common::config::{
 };
 use minijinja::Environment;
 
-use crate::enrich::Enrichment;
+use crate::pipeline::enrich::Enrichment;
+use crate::pipeline::sinks::Sink;
+use crate::pipeline::templates;
 use crate::providers::{AiRequest, Provider};
-use crate::sinks::Sink;
-use crate::templates;
 
 /// A pipeline could not be compiled.
 #[derive(Debug, thiserror::Error)]

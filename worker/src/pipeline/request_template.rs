@@ -34,8 +34,8 @@ use reqwest::{Method, StatusCode};
 
 use crate::outbound::{self, DestinationRefused, Policy};
 use crate::pipeline::PipelineError;
+use crate::pipeline::templates;
 use crate::providers::{retry_after, truncate};
-use crate::templates;
 
 /// How much of an error answer's body an error keeps.
 const MAX_ERROR_BODY: usize = 200;

@@ -21,8 +21,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use super::{Delivery, SinkError};
 use crate::pipeline::PipelineError;
-use crate::request_template::{RequestError, RequestParts, RequestTemplate};
-use crate::templates;
+use crate::pipeline::request_template::{RequestError, RequestParts, RequestTemplate};
+use crate::pipeline::templates;
 
 /// One configured HTTP sink, compiled.
 pub struct HttpSink {

@@ -32,8 +32,8 @@ use prometheus::IntCounter;
 use serde::Serialize;
 
 use crate::pipeline::PipelineError;
+use crate::pipeline::request_template::RequestError;
 use crate::providers::Usage;
-use crate::request_template::RequestError;
 
 /// The result of one pipeline for one event: the body the results exchange gets.
 #[derive(Debug, Clone, PartialEq, Serialize)]
