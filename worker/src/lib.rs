@@ -8,8 +8,6 @@
 //! - [`pipeline`]: the stages of one event — enrich, render, complete, deliver.
 //! - [`providers`]: OpenAI-compatible and Anthropic clients.
 //! - [`outbound`]: the HTTP client of enrichment and sinks: destination policy,
-//!   no redirects, URLs kept out of errors.
-//! - [`outbound`]: the HTTP client of enrichment and sinks: destination policy,
 //!   no redirects, URLs kept out of errors (providers share the last two).
 //! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
 //! - [`dlq`]: the `dlq` commands.
