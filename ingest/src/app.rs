@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dedupe::Dedupe;
+use crate::metrics::IngestMetrics;
 use anyhow::Context;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::Uri;
@@ -25,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router, middleware};
 use hookfleet_common::config::{IngestConfig, Listener, Settings};
-use hookfleet_common::metrics::IngestMetrics;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::redis::{self as hredis, Pool};

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod dedupe;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod serve;
 pub mod source;

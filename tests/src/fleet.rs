@@ -15,10 +15,10 @@ use hookfleet_common::config::{
     SinkConfig, UndefinedMode,
 };
 use hookfleet_common::message::{EventMeta, now_rfc3339};
-use hookfleet_common::metrics::WorkerMetrics;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::topology::Topology;
 use hookfleet_worker::delivery::consumer::Readiness;
+use hookfleet_worker::metrics::WorkerMetrics;
 use lapin::BasicProperties;
 use lapin::message::BasicGetMessage;
 use tokio::task::JoinHandle;

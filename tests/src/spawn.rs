@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hookfleet_common::config::{Listener, Settings};
-use hookfleet_common::metrics::IngestMetrics;
+use hookfleet_ingest::metrics::IngestMetrics;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
+use crate::metrics::WorkerMetrics;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hookfleet_common::metrics::WorkerMetrics;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

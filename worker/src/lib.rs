@@ -20,6 +20,7 @@ pub mod cli;
 pub mod delivery;
 pub mod dlq;
 pub mod limits;
+pub mod metrics;
 pub mod outbound;
 pub mod pipeline;
 pub mod providers;
