@@ -105,7 +105,6 @@ async fn a_cancelled_replay_loses_and_duplicates_nothing() {
     // Nothing had to be put back: the rest is exactly as it was.
     assert_eq!(summary.requeued, 0);
     assert_eq!(dead, kept);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +120,6 @@ async fn a_cancelled_replay_that_was_putting_letters_back_loses_and_duplicates_n
     assert!(summary.requeued > 0, "{summary:?}");
     // The pass had started rotating: the DLQ is the same cycle, starting elsewhere.
     assert!(is_rotation(&kept, &dead), "kept {kept:?}\nleft {dead:?}");
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,5 +156,4 @@ async fn a_second_command_is_refused_while_one_runs() {
     // The lock went with the first command's connection.
     let (third, _) = dlq(&env.settings, &["stats", "--json"]).await;
     third.expect("stats after the first command ended");
-    env.cleanup().await;
 }

@@ -123,7 +123,6 @@ async fn dlq_commands_run_with_webhook_provider_and_sink_secrets_unset() {
             .any(|(field, var)| error.contains(field) && error.contains(var)),
         "{error}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -171,7 +170,6 @@ async fn replay_without_a_filter_needs_all() {
         5
     );
     assert_eq!(env.ready_count(&topology.dead_queue()).await, 0);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +218,6 @@ async fn exit_codes_tell_done_usage_and_nothing_matched_apart() {
         code(0)
     );
     assert_eq!(env.ready_count(&env.topology().dead_queue()).await, 0);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +246,6 @@ async fn exit_code_3_when_the_loop_guard_leaves_letters_behind() {
         1,
         "the tired one stays"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,5 +268,4 @@ async fn an_interrupted_replay_exits_130() {
     let exit = Exit::of(&result);
     assert_eq!(exit, Exit::Interrupted, "{result:?}");
     assert_eq!(exit.code(), 130);
-    env.cleanup().await;
 }

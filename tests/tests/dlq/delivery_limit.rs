@@ -135,7 +135,6 @@ async fn letters_rabbitmq_dead_lettered_are_shown_from_x_death_and_replayed() {
     assert!(last.starts_with("delivery-limit: delivery_limit"), "{last}");
     assert_eq!(env.ready_count(&topology.dead_queue()).await, 0);
     jobs.close().await;
-    env.cleanup().await;
 }
 
 /// `{ns}.dead`'s arguments as the test environment declares them, with a
@@ -199,7 +198,6 @@ async fn thirty_list_passes_over_a_five_letter_dlq_keep_all_five() {
         let returned = header_u32(letter, "x-delivery-count");
         assert!(returned >= Some(30), "returns counted: {returned:?}");
     }
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,5 +223,4 @@ async fn a_dlq_an_older_release_declared_without_a_limit_is_kept_as_it_is() {
     declare_queue(&topology.dead_queue(), dead_queue_args(None))
         .await
         .expect("the old DLQ is unchanged");
-    env.cleanup().await;
 }

@@ -144,7 +144,6 @@ async fn stats_list_and_show_filter_and_change_nothing() {
 
     let dead = env.drain(&env.topology().dead_queue()).await;
     assert_eq!(ids(&dead), all, "reading changed nothing");
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +185,6 @@ async fn purge_needs_yes_and_deletes_only_what_matches() {
     let (purged, _) = dlq(&env.settings, &["purge", "--yes", "--limit", "2", "--json"]).await;
     assert_eq!(purged.expect("purge").purged, 2);
     assert_eq!(env.ready_count(&dead_queue).await, 3);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,5 +218,4 @@ async fn show_and_list_survive_absurd_timestamps_in_a_foreign_letter() {
     assert_eq!(listed.expect("list").matched, 1);
     let (stats, _) = dlq(&env.settings, &["stats"]).await;
     stats.expect("stats");
-    env.cleanup().await;
 }

@@ -105,5 +105,4 @@ async fn after_the_ai_is_fixed_replaying_one_source_processes_exactly_its_events
     }
     assert_eq!(env.ready_count(&topology.jobs_queue()).await, 0);
     worker.stop().await.unwrap();
-    env.cleanup().await;
 }

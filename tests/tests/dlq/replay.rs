@@ -98,7 +98,6 @@ async fn replay_one_source_keeps_the_rest_in_order(extra: &[&str], put_back: u64
         );
         assert!(header(letter, message::ERROR).is_some());
     }
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +169,6 @@ async fn a_dry_run_changes_nothing_and_the_loop_guard_keeps_letters_replayed_too
             .all(|j| header_u32(j, message::REPLAYS) == Some(4))
     );
     assert_eq!(env.ready_count(&topology.dead_queue()).await, 0);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,5 +209,4 @@ async fn limit_and_rate_bound_a_replay() {
     first_six.sort();
     assert_eq!(replayed, first_six);
     assert_eq!(ids(&env.drain(&topology.dead_queue()).await), all[6..]);
-    env.cleanup().await;
 }

@@ -144,7 +144,6 @@ async fn a_dead_letter_queue_of_100k_is_listed_and_replayed_in_bounded_memory() 
     assert_eq!(env.ready_count(&topology.dead_queue()).await, 0);
     env.wait_for_count(&topology.jobs_queue(), n as u32, Duration::from_secs(10))
         .await;
-    env.cleanup().await;
 }
 
 /// `bench/dlq.sh` fills a DLQ with this, then measures the release binary.

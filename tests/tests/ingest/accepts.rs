@@ -62,7 +62,6 @@ async fn a_signed_event_is_published_byte_for_byte_with_its_metadata() {
 
     assert_eq!(ingest.requests("support", "accepted"), 1);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -113,7 +112,6 @@ async fn a_repeated_event_id_is_accepted_once() {
     env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
     assert_eq!(env.drain(&jobs).await.len(), 1);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -148,7 +146,6 @@ async fn slack_url_verification_is_answered_and_not_published() {
     );
     assert_eq!(env.ready_count(&env.topology().jobs_queue()).await, 0);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -183,7 +180,6 @@ async fn github_events_take_their_type_and_id_from_headers() {
         Some("72d3162e-cc78-11e3-81ab-4c9367dc0958")
     );
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -229,7 +225,6 @@ async fn a_request_signed_by_the_svix_library_is_accepted_and_deduplicated() {
     let meta = EventMeta::from_properties(&messages[0].delivery.properties).unwrap();
     assert_eq!(meta.event_id.as_deref(), Some(ID), "the id is svix-id");
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -277,5 +272,4 @@ async fn a_github_delivery_replayed_under_a_fresh_delivery_id_is_a_duplicate() {
     env.wait_for_count(&jobs, 4, Duration::from_secs(5)).await;
     assert_eq!(env.drain(&jobs).await.len(), 4);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }

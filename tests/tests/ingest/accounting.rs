@@ -65,5 +65,4 @@ async fn n_concurrent_events_make_exactly_n_messages() {
     assert_eq!(landed.len(), N, "no event twice");
     assert_eq!(ingest.requests("std", "accepted"), N as u64);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }

@@ -86,7 +86,6 @@ async fn metrics_and_status_are_not_served_on_the_public_port() {
         "{metrics}"
     );
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -119,7 +118,6 @@ async fn the_status_api_needs_its_bearer_token() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["id"], id.as_str());
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -149,7 +147,6 @@ async fn the_status_api_can_be_public_and_is_off_without_a_token() {
         assert_eq!(get_status(url.clone(), None).await, 404, "{url}");
     }
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 /// Sends a request head announcing `length` body bytes to `/hooks/std`.
@@ -222,7 +219,6 @@ async fn a_body_slower_than_the_read_timeout_gets_408() {
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert_eq!(ingest.requests("std", "body_timeout"), 1);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -285,7 +281,6 @@ async fn requests_above_the_in_flight_cap_get_503_with_retry_after() {
     })
     .await;
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 /// Resident memory of process `pid`, from `/proc/{pid}/status`, in KiB.
@@ -405,7 +400,6 @@ async fn slow_senders_do_not_grow_memory_or_delay_others() {
     }
     eprintln!("RSS: {baseline} KiB at rest, {held} KiB with 300 slow senders");
     drop(child);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -461,7 +455,6 @@ async fn allow_ips_sees_the_client_behind_a_trusted_proxy_only() {
     );
     assert_eq!(send(&behind, "e7", Some("198.51.100.1")).await, 403);
     behind.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]

@@ -158,5 +158,4 @@ async fn accepted_events_become_exactly_one_result_or_one_dead_letter_each() {
     );
     let injected = mock.counters().injected("server_error");
     assert!(injected > 0, "the mock did fail transiently ({injected})");
-    env.cleanup().await;
 }

@@ -76,7 +76,6 @@ async fn a_failed_publish_releases_the_dedup_claim_so_the_retry_is_accepted() {
     env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
     assert_eq!(env.drain(&jobs).await.len(), 1);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 async fn closed_port_url() -> String {
@@ -140,7 +139,6 @@ async fn without_redis_ingest_fails_open_by_default_and_closed_when_configured()
     let jobs = env.topology().jobs_queue();
     env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
     assert_eq!(env.drain(&jobs).await.len(), 1, "only the fail-open event");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -238,7 +236,6 @@ async fn a_broker_cut_gives_503_never_a_false_202_and_ingest_recovers_by_itself(
     let missing: Vec<_> = accepted.difference(&landed).collect();
     assert!(missing.is_empty(), "202 without a message: {missing:?}");
     Arc::try_unwrap(ingest).ok().unwrap().stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -284,7 +281,6 @@ async fn sigterm_turns_readiness_off_and_lets_in_flight_requests_finish() {
     ingest.stop().await.unwrap();
     let jobs = env.topology().jobs_queue();
     env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -362,7 +358,6 @@ async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm()
     }
     let key_part = secret.trim_start_matches("whsec_");
     assert!(!logs.contains(key_part), "logs contain the secret");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -416,7 +411,6 @@ async fn a_nack_from_a_full_queue_is_a_503_not_a_202() {
     assert_eq!(depth as usize, accepted);
     ingest.stop().await.unwrap();
     topology.delete(env.channel()).await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -452,7 +446,6 @@ async fn a_broker_that_stops_confirming_gets_503_after_the_confirm_timeout() {
     assert!(stalled.headers().contains_key("retry-after"));
     proxy.unstall();
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 /// The dedup key of `event_id` in source `source`, as ingest writes it.
@@ -505,7 +498,6 @@ async fn a_content_type_too_long_for_amqp_is_carried_and_its_retry_lands_once() 
     let meta = EventMeta::from_properties(&messages[0].delivery.properties).unwrap();
     assert_eq!(meta.content_type.as_deref(), Some(long_type.as_str()));
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -540,7 +532,6 @@ async fn a_header_too_long_to_carry_is_refused_before_the_claim() {
     );
     assert_eq!(send().send().await.unwrap().status(), 202);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -587,7 +578,6 @@ async fn a_panic_inside_the_publish_task_releases_the_claim() {
     env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
     assert_eq!(env.drain(&jobs).await.len(), 1);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -653,7 +643,6 @@ async fn a_copy_arriving_before_the_confirm_gets_409_and_after_it_200_duplicate(
     assert_eq!(distinct.len(), 3, "{landed:?}");
     assert_eq!(landed.iter().filter(|id| *id == "held-ok").count(), 1);
     Arc::try_unwrap(ingest).ok().unwrap().stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -767,5 +756,4 @@ async fn a_sigkilled_ingest_leaves_only_pending_claims_and_the_retries_all_land(
         assert!(landed.contains(id), "{id} never landed");
     }
     fresh.stop().await.unwrap();
-    env.cleanup().await;
 }

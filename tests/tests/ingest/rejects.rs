@@ -176,7 +176,6 @@ async fn bad_requests_are_refused_with_a_json_error_and_change_nothing() {
     assert_eq!(ingest.requests("unknown", "unknown_source"), 1);
     assert_eq!(ingest.requests("stripe", "bad_signature"), 4);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -214,7 +213,6 @@ async fn a_chunked_body_without_content_length_is_cut_off_at_the_limit() {
     assert!(answer.contains("\"error\""), "{answer}");
     assert_eq!(env.ready_count(&env.topology().jobs_queue()).await, 0);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -261,7 +259,6 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
         .await;
     assert_eq!(env.ready_count(&jobs).await, accepted);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -321,5 +318,4 @@ async fn an_event_id_over_256_bytes_is_refused_saying_so() {
     assert_eq!(ingest.requests("std", "event_id_too_long"), 1);
     assert_eq!(ingest.requests("stripe", "event_id_too_long"), 1);
     ingest.stop().await.unwrap();
-    env.cleanup().await;
 }

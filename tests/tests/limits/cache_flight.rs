@@ -147,7 +147,6 @@ async fn fifty_identical_requests_across_four_workers_make_one_provider_call() {
     assert_eq!(again.text, texts[0]);
     assert_eq!(mock.counters().calls_for_prompt(&prompt.hash()), 1);
     mock.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -178,7 +177,6 @@ async fn a_dead_leaders_claim_lapses_after_its_lease_and_a_waiter_takes_over() {
         took >= Duration::from_millis(450) && took < Duration::from_millis(1_500),
         "took over after {took:?}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -209,7 +207,6 @@ async fn a_leader_slower_than_its_lease_keeps_its_claim_by_renewing_it() {
     assert_eq!(leader.await.unwrap().1, CacheOutcome::Miss);
     assert_eq!(waiter.await.unwrap().1, CacheOutcome::Coalesced);
     assert_eq!(computed.load(Ordering::SeqCst), 1);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -267,7 +264,6 @@ async fn a_failed_leader_releases_at_once_and_the_next_waiter_computes() {
             .count(),
         1
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -314,7 +310,6 @@ async fn entries_are_per_namespace_expire_with_their_ttl_and_survive_bad_data() 
         (value.text.as_str(), outcome),
         ("for b", CacheOutcome::Miss)
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -352,5 +347,4 @@ async fn with_redis_down_the_cache_reports_its_own_error_and_computes_nothing() 
         "the worker decides to bypass"
     );
     assert!(began.elapsed() < Duration::from_secs(1));
-    env.cleanup().await;
 }

@@ -181,5 +181,4 @@ async fn a_fleet_of_limited_workers_gets_no_429s_and_uses_the_limit() {
         "steady throughput {steady:.2}/s is under 95% of {MOCK_RATE}/s"
     );
     mock.stop().await.unwrap();
-    env.cleanup().await;
 }

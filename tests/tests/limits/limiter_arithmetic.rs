@@ -116,7 +116,6 @@ async fn the_scripts_compute_exactly_what_the_rust_schedule_specifies() {
         let stored = l.state("openai", "gpt-4o-mini").await.unwrap();
         assert_eq!(stored, spec, "step {step}: state");
     }
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -130,7 +129,6 @@ async fn an_oversized_request_starts_on_a_full_bucket_and_leaves_debt() {
     // It never starves: a bigger one waits only for the bucket to be full.
     let later = T0 + 60 * SEC;
     assert_eq!(start(&l, later, 10_000).await, 0);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -150,7 +148,6 @@ async fn usage_above_the_reservation_is_charged_as_debt_and_below_it_refunded() 
         .await
         .unwrap();
     assert_eq!(start(&l2, other, 100).await, 4 * SEC, "40 used: 60 back");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -174,7 +171,6 @@ async fn starts_follow_arrival_order_across_instances_and_refunds() {
         assert!(s >= previous, "booking {i} starts before booking {}", i - 1);
         previous = s;
     }
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -196,7 +192,6 @@ async fn a_refused_booking_charges_nothing() {
     assert!(!refused.granted);
     assert_eq!(refused.wait, Duration::from_secs(1));
     assert_eq!(l.state("openai", "gpt-4o-mini").await.unwrap(), before);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -220,5 +215,4 @@ async fn a_models_state_is_one_hash_tagged_key_that_expires() {
         .unwrap();
     // The idle expiry (60 s) plus at most the 1 s the bucket needs to refill.
     assert!((59_000..=61_100).contains(&pttl), "PTTL {pttl}");
-    env.cleanup().await;
 }

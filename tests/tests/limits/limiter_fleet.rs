@@ -89,7 +89,6 @@ async fn two_hundred_concurrent_bookings_never_exceed_the_rate_in_any_window() {
         (1_940_000..2_100_000).contains(&span),
         "200 bookings span {span} µs"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -121,7 +120,6 @@ async fn concurrent_acquisitions_wake_at_the_rate_and_not_before() {
         woke[59] >= 1_150_000,
         "60 at 50/s after a burst of 2: {woke:?}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -163,7 +161,6 @@ async fn waiters_are_served_in_arrival_order_even_behind_a_large_request() {
     }
     assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
     assert!(began.elapsed() >= Duration::from_millis(1_900));
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -219,7 +216,6 @@ async fn a_pause_holds_new_and_already_waiting_acquisitions() {
     );
     assert!(late_at >= waiter_at, "the newcomer overtook the waiter");
     assert!(late.waited() >= Duration::from_millis(2_500));
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -243,7 +239,6 @@ async fn an_abandoned_wait_gives_its_reservation_back() {
         limiters[0].state(P, M).await.unwrap().requests_tat <= booked
     })
     .await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -292,7 +287,6 @@ async fn reconciling_charges_debt_and_refunds_unused_tokens() {
     permit.reconcile(100).await.unwrap();
     let kept = wait_for("no-refund", 1_000).await;
     assert!(kept > Duration::from_millis(900), "{kept:?}");
-    env.cleanup().await;
 }
 
 fn dead_redis(env: &TestEnv, fail_mode: FailMode, max_wait: Duration) -> Limiter {
@@ -338,7 +332,6 @@ async fn with_redis_down_fail_open_proceeds_unlimited_and_fail_closed_gives_up_a
         closed.acquire(P, M, 10).await,
         Err(AcquireError::Unavailable(_))
     ));
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -358,7 +351,6 @@ async fn a_job_that_would_wait_past_max_wait_is_refused_and_charges_nothing() {
         other => panic!("expected Saturated, got {other:?}"),
     }
     assert_eq!(l.state(P, M).await.unwrap(), before);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -399,5 +391,4 @@ async fn a_pause_set_while_a_caller_waits_never_keeps_it_past_its_max_wait() {
         began.elapsed()
     );
     first.release().await.unwrap();
-    env.cleanup().await;
 }

@@ -50,7 +50,6 @@ async fn concurrent_claims_share_one_connection_and_each_gets_its_answer() {
         }
     }
     assert_eq!(new, 100, "each of the 100 ids claimed exactly once");
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,5 +89,4 @@ async fn a_cut_connection_is_replaced_by_the_next_command() {
         ),
         "the new connection sees the same Redis"
     );
-    env.cleanup().await;
 }

@@ -136,5 +136,4 @@ async fn loadgen_signs_both_schemes_in_both_loops_and_every_202_lands() {
         .expect("passive declare");
     assert_eq!(u64::from(landed), accepted, "one message per 202");
     ingest.stop().await.expect("ingest stops");
-    env.cleanup().await;
 }

@@ -376,7 +376,6 @@ async fn ingest_health_answers_0_when_ready_and_1_on_a_dead_port() {
     ingest.stop().await.expect("ingest stops cleanly");
     assert_eq!(ingest_health(path, &[]).await, ExitCode::FAILURE);
     assert_eq!(ingest_health(path, &["--live"]).await, ExitCode::FAILURE);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,5 +394,4 @@ async fn worker_health_answers_0_when_consuming_and_1_on_a_dead_port() {
         worker_health(&config, &["--addr", &elsewhere, "--live"]).await,
         ExitCode::FAILURE
     );
-    env.cleanup().await;
 }

@@ -130,7 +130,6 @@ async fn a_cache_hit_skips_the_limiter_and_the_provider() {
 
     worker.stop().await.unwrap();
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +160,6 @@ async fn a_cached_answer_expires_after_the_pipelines_ttl() {
 
     worker.stop().await.unwrap();
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +222,6 @@ async fn sampling_requests_are_cached_only_when_the_pipeline_opts_in() {
 
     worker.stop().await.unwrap();
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,7 +268,6 @@ async fn pipelines_with_different_cache_namespaces_do_not_share_answers() {
 
     worker.stop().await.unwrap();
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +331,6 @@ async fn fifty_identical_jobs_across_four_workers_make_one_provider_call() {
         worker.stop().await.unwrap();
     }
     jobs.close().await;
-    env.cleanup().await;
 }
 
 /// A real worker process leads a flight and is SIGKILLed mid-call. Its cache
@@ -503,7 +498,6 @@ cache = {{ lease = "1s" }}
     follower.stop().await.unwrap();
     jobs.close().await;
     drop(mock);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,5 +534,4 @@ async fn an_answer_that_fails_the_output_check_is_not_cached_and_the_retry_asks_
 
     worker.stop().await.unwrap();
     jobs.close().await;
-    env.cleanup().await;
 }

@@ -153,7 +153,6 @@ async fn failing_jobs_are_dead_lettered_once_with_their_reason_and_the_counts_ad
     assert_eq!(pending_jobs(&env).await, 0);
     assert!(env.drain(&topology.results_queue()).await.is_empty());
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,5 +275,4 @@ async fn a_pipelines_permanent_failure_is_final_and_its_own_dead_letter_replays_
     );
     assert!(env.drain(&topology.results_queue()).await.is_empty());
     jobs.close().await;
-    env.cleanup().await;
 }

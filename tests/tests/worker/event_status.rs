@@ -116,7 +116,6 @@ async fn an_accepted_event_moves_to_done_with_its_summary() {
     worker.stop().await.expect("the worker stops cleanly");
     ingest.stop().await.expect("ingest stops cleanly");
     mock.stop().await.ok();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +151,6 @@ async fn a_failing_event_shows_retrying_with_its_attempt_then_dead_with_its_reas
     worker.stop().await.expect("the worker stops cleanly");
     ingest.stop().await.expect("ingest stops cleanly");
     mock.stop().await.ok();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +173,6 @@ async fn unknown_ids_are_404_with_a_json_error() {
         );
     }
     ingest.stop().await.expect("ingest stops cleanly");
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,7 +190,6 @@ async fn an_expired_status_is_404() {
     })
     .await;
     ingest.stop().await.expect("ingest stops cleanly");
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,5 +251,4 @@ async fn a_status_never_goes_backwards() {
     let status = statuses.get(&meta.message_id).await.unwrap().unwrap();
     assert_eq!(status.replays, 1);
     assert!(matches!(status.state, EventState::Processing { .. }));
-    env.cleanup().await;
 }

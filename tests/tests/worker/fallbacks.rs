@@ -104,7 +104,6 @@ async fn a_primary_5xx_is_answered_by_the_fallback_and_the_result_names_it() {
     jobs.close().await;
     primary.stop().await.ok();
     backup.stop().await.ok();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +176,6 @@ async fn while_a_429_pauses_the_primary_the_next_jobs_go_to_the_fallback() {
     jobs.close().await;
     primary.stop().await.ok();
     backup.stop().await.ok();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,5 +225,4 @@ async fn a_primary_400_does_not_fall_through_and_is_dead_lettered() {
     jobs.close().await;
     primary.stop().await.ok();
     backup.stop().await.ok();
-    env.cleanup().await;
 }

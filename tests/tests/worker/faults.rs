@@ -110,7 +110,6 @@ async fn a_worker_survives_its_broker_connection_being_cut_and_handles_every_job
     assert!(env.drain(&topology.dead_queue()).await.is_empty());
     assert!(metrics.broker_reconnects.get() >= 1);
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,5 +183,4 @@ async fn a_job_whose_ack_is_lost_in_a_cut_after_its_dead_letter_is_not_run_or_de
         "one dead letter"
     );
     jobs.close().await;
-    env.cleanup().await;
 }

@@ -111,7 +111,6 @@ async fn sinks_deliver_once_per_event_with_their_credentials_even_when_the_job_i
     worker.stop().await.unwrap();
     jobs.close().await;
     mock.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,5 +170,4 @@ async fn a_sink_template_failing_for_an_event_dead_letters_it_after_the_other_si
     worker.stop().await.unwrap();
     jobs.close().await;
     mock.stop().await.unwrap();
-    env.cleanup().await;
 }

@@ -160,7 +160,6 @@ async fn a_429_pauses_every_worker_for_the_providers_retry_time() {
         worker.stop().await.unwrap();
     }
     jobs.close().await;
-    env.cleanup().await;
 }
 
 /// Four workers, the mock's limits scaled down to a 10 s window (600 requests and
@@ -256,5 +255,4 @@ async fn four_workers_get_no_429s_and_use_at_least_95_percent_of_the_limit() {
         worker.stop().await.unwrap();
     }
     jobs.close().await;
-    env.cleanup().await;
 }

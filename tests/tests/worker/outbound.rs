@@ -174,7 +174,6 @@ async fn a_token_in_a_sink_url_reaches_no_log_no_dead_letter_and_no_status() {
     assert!(!logs.contains(TOKEN), "{logs}");
     jobs.close().await;
     mock.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +219,6 @@ async fn a_sink_answering_301_is_dead_lettered_naming_the_location_and_never_del
     worker.stop().await.unwrap();
     jobs.close().await;
     mock.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +273,6 @@ async fn follow_redirects_stays_on_the_origin_and_drops_the_credentials() {
     worker.stop().await.unwrap();
     jobs.close().await;
     mock.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +331,6 @@ async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() 
     allowed.stop().await.unwrap();
     jobs.close().await;
     mock.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,7 +419,6 @@ async fn absurd_and_daily_retry_afters_neither_panic_nor_pause_past_the_cap_and_
     worker.stop().await.unwrap();
     jobs.close().await;
     mock.stop().await.unwrap();
-    env.cleanup().await;
 }
 
 /// The Redis server's clock, µs since the epoch (the limiter's clock).
@@ -518,7 +513,6 @@ async fn an_answer_without_usage_keeps_its_reservation_and_is_counted_and_huge_u
 
     worker.stop().await.unwrap();
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,5 +552,4 @@ async fn a_provider_redirect_is_not_followed_and_dead_letters_naming_its_origin(
 
     worker.stop().await.unwrap();
     jobs.close().await;
-    env.cleanup().await;
 }

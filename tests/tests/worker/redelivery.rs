@@ -79,7 +79,6 @@ async fn a_job_delivered_again_after_its_result_was_published_costs_no_ai_call_a
     );
     assert_eq!(pending_jobs(&env).await, 0);
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +117,6 @@ async fn a_copy_delivered_while_the_first_is_still_running_waits_for_it_instead_
     assert_eq!(results.len(), 1);
     assert_eq!(pending_jobs(&env).await, 0);
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +172,6 @@ async fn a_job_outlasting_its_lease_keeps_it_so_a_copy_never_runs_beside_it() {
     assert_eq!(results.len(), 1, "one result");
     assert_eq!(pending_jobs(&env).await, 0);
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,5 +221,4 @@ async fn a_delivery_settled_by_a_confirmed_dead_letter_whose_ack_was_lost_is_not
         "one dead letter"
     );
     jobs.close().await;
-    env.cleanup().await;
 }

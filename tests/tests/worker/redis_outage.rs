@@ -132,7 +132,6 @@ async fn fail_closed_holds_jobs_during_a_redis_outage_and_answers_them_all_after
 
     worker.stop().await.unwrap();
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,5 +171,4 @@ async fn fail_open_keeps_answering_during_a_redis_outage_and_recovers() {
 
     worker.stop().await.unwrap();
     jobs.close().await;
-    env.cleanup().await;
 }

@@ -140,7 +140,6 @@ async fn every_job_gets_exactly_one_result_despite_transient_ai_failures() {
     assert!(body["usage"]["input_tokens"].as_u64() > Some(0));
     assert!(env.drain(&topology.dead_queue()).await.is_empty());
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,5 +210,4 @@ async fn an_event_two_pipelines_match_gets_a_result_from_each_and_unmatched_even
         "unmatched is acked, not dead-lettered"
     );
     jobs.close().await;
-    env.cleanup().await;
 }

@@ -90,7 +90,6 @@ async fn shutdown_lets_the_jobs_in_flight_finish_and_returns_the_rest_to_the_que
         .await;
     assert_eq!(env.ready_count(&topology.jobs_queue()).await, 3);
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +125,6 @@ async fn a_job_still_running_when_the_grace_period_ends_is_left_for_redelivery()
         .await;
     assert!(env.drain(&topology.results_queue()).await.is_empty());
     jobs.close().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,5 +227,4 @@ user = "Ticket: {{{{ payload.ticket.body }}}}"
     );
     assert_eq!(env.ready_count(&env.topology().jobs_queue()).await, 0);
     jobs.close().await;
-    env.cleanup().await;
 }
