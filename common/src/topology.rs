@@ -176,14 +176,7 @@ impl Topology {
     /// queue an older release declared without a delivery limit: it is declared
     /// as it is, with a warning to migrate it (module docs).
     pub async fn declare_on(&self, connection: &Connection) -> Result<(), TopologyError> {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|source| TopologyError {
-                what: "a channel for",
-                name: self.namespace.clone(),
-                source,
-            })?;
+        let channel = self.channel_on(connection).await?;
         let declared = self.declare_with(&channel, DeadQueue::Kept).await;
         let dead_queue = self.dead_queue();
         let declared = match declared {
@@ -193,15 +186,7 @@ impl Topology {
                      RabbitMQ 4 drops letters returned more than 20 times from it. Migrate it \
                      (docs: dead letters).");
                 // The 406 closed the channel.
-                let channel =
-                    connection
-                        .create_channel()
-                        .await
-                        .map_err(|source| TopologyError {
-                            what: "a channel for",
-                            name: self.namespace.clone(),
-                            source,
-                        })?;
+                let channel = self.channel_on(connection).await?;
                 let declared = self.declare_with(&channel, DeadQueue::Legacy).await;
                 let _ = channel.close(200, "declared".into()).await;
                 declared
@@ -212,6 +197,18 @@ impl Topology {
             let _ = channel.close(200, "declared".into()).await;
         }
         declared
+    }
+
+    /// A fresh channel on `connection` for declaring this namespace.
+    async fn channel_on(&self, connection: &Connection) -> Result<Channel, TopologyError> {
+        connection
+            .create_channel()
+            .await
+            .map_err(|source| TopologyError {
+                what: "a channel for",
+                name: self.namespace.clone(),
+                source,
+            })
     }
 
     async fn declare_with(
