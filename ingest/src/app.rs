@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{IngestConfig, Listener, Settings};
 use crate::dedupe::Dedupe;
 use crate::metrics::IngestMetrics;
 use anyhow::Context;
@@ -25,7 +26,6 @@ use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router, middleware};
-use hookfleet_common::config::{IngestConfig, Listener, Settings};
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::redis::{self as hredis, Pool};

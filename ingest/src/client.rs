@@ -14,10 +14,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::config::ClientIpHeader;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use hookfleet_common::config::ClientIpHeader;
 use ipnet::IpNet;
 
 use crate::app::AppState;

@@ -25,8 +25,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::config::{HttpAuth, OutboundConfig, UndefinedMode};
 use bytes::Bytes;
-use hookfleet_common::config::{HttpAuth, OutboundConfig, UndefinedMode};
 use minijinja::{Environment, Value};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION};
