@@ -207,7 +207,7 @@ impl EnrichStepConfig {
 
 impl HttpSinkConfig {
     pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        if !super::pipelines::is_name(&self.name) {
+        if !super::is_name(&self.name) {
             return Err(ConfigError::invalid(
                 format!("{field}.name"),
                 "must be 1-100 characters of [A-Za-z0-9_-]",

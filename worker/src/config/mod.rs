@@ -113,6 +113,16 @@ impl Settings {
     }
 }
 
+/// Whether `name` may name a provider, pipeline, step or sink: 1-100 characters
+/// of `[A-Za-z0-9_-]` (they end up in metric labels, routing keys and Redis keys).
+pub(crate) fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
 /// The parts of [`Settings`] [`Settings::load_broker`] reads; unknown keys
 /// (the services' sections) are ignored, so nothing in them is resolved.
 #[derive(Deserialize)]

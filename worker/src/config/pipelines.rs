@@ -7,6 +7,7 @@ use hookfleet_common::config::{ConfigError, Secret};
 use serde::Deserialize;
 
 use super::http::{EnrichStepConfig, HttpSinkConfig};
+use super::is_name;
 use super::limits::CacheConfig;
 
 /// What happens to an event no pipeline matches.
@@ -267,14 +268,6 @@ fn match_all() -> Vec<String> {
 
 fn default_sinks() -> Vec<SinkConfig> {
     vec![SinkConfig::Amqp]
-}
-
-pub(crate) fn is_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
 impl PipelineConfig {
