@@ -26,8 +26,9 @@ use crate::spawn::IngestHandle;
 use crate::stand_in::StandIn;
 use crate::wait::wait_until;
 
-/// A change to the settings, given what was started so it can point at it.
-type Configure = Box<dyn FnOnce(&mut Settings, &Started) + Send>;
+/// A change to the settings, given what was started so it can point at it. It
+/// may borrow from the test: the builder is used up by `start`.
+type Configure<'a> = Box<dyn FnOnce(&mut Settings, &Started) + Send + 'a>;
 
 /// What the builder started before the services, for [`TestAppBuilder::configure`].
 pub struct Started {
@@ -50,7 +51,7 @@ impl Started {
 }
 
 /// What a test needs started; see the module docs.
-pub struct TestAppBuilder {
+pub struct TestAppBuilder<'a> {
     mock: MockConfig,
     workers: usize,
     worker_processes: usize,
@@ -58,12 +59,13 @@ pub struct TestAppBuilder {
     ingest_process: bool,
     max_attempts: u32,
     stand_ins: Vec<String>,
+    before_publish: Option<hookfleet_ingest::app::BeforePublish>,
     pipelines: Vec<PipelineConfig>,
     sources: Vec<(String, SourceConfig)>,
-    configure: Vec<Configure>,
+    configure: Vec<Configure<'a>>,
 }
 
-impl Default for TestAppBuilder {
+impl Default for TestAppBuilder<'_> {
     fn default() -> Self {
         Self {
             mock: MockConfig::default(),
@@ -73,6 +75,7 @@ impl Default for TestAppBuilder {
             ingest_process: false,
             max_attempts: 3,
             stand_ins: Vec::new(),
+            before_publish: None,
             pipelines: Vec::new(),
             sources: Vec::new(),
             configure: Vec::new(),
@@ -80,7 +83,7 @@ impl Default for TestAppBuilder {
     }
 }
 
-impl TestAppBuilder {
+impl<'a> TestAppBuilder<'a> {
     /// How the mock AI answers (it is always started, as provider `mock`).
     pub fn mock(mut self, config: MockConfig) -> Self {
         self.mock = config;
@@ -119,6 +122,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs `hook` inside every publish task of the in-process ingest, after the
+    /// dedup claim, so a test can make the task fail or panic.
+    pub fn before_publish(mut self, hook: hookfleet_ingest::app::BeforePublish) -> Self {
+        self.before_publish = Some(hook);
+        self
+    }
+
     /// `worker.max_attempts` (3 by default).
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n;
@@ -138,7 +148,7 @@ impl TestAppBuilder {
     }
 
     /// Any other setting, applied after the builder's own.
-    pub fn configure(mut self, f: impl FnOnce(&mut Settings, &Started) + Send + 'static) -> Self {
+    pub fn configure(mut self, f: impl FnOnce(&mut Settings, &Started) + Send + 'a) -> Self {
         self.configure.push(Box::new(f));
         self
     }
@@ -159,14 +169,18 @@ impl TestAppBuilder {
             workers: self.workers,
             worker_processes: self.worker_processes,
         };
+        let before_publish = self.before_publish.take();
         let settings = self.settings(&env, &started);
         let dir = tempfile::Builder::new()
             .prefix(&format!("hf-{}-", env.namespace))
             .tempdir()
             .expect("a temporary directory");
-        let ingest = match shape.ingest && !shape.ingest_process {
-            true => Some(IngestHandle::start(settings.clone()).await),
-            false => None,
+        let ingest = match (shape.ingest && !shape.ingest_process, before_publish) {
+            (false, _) => None,
+            (true, None) => Some(IngestHandle::start(settings.clone()).await),
+            (true, Some(hook)) => {
+                Some(IngestHandle::start_with_before_publish(settings.clone(), hook).await)
+            }
         };
         let mut workers = Vec::with_capacity(shape.workers);
         for _ in 0..shape.workers {
@@ -245,7 +259,7 @@ pub struct TestApp {
 
 impl TestApp {
     /// A builder with one worker, no ingest, no pipeline.
-    pub fn builder() -> TestAppBuilder {
+    pub fn builder<'a>() -> TestAppBuilder<'a> {
         TestAppBuilder::default()
     }
 
@@ -262,6 +276,24 @@ impl TestApp {
         self.stand_ins
             .get(name)
             .unwrap_or_else(|| panic!("no stand-in named {name}"))
+    }
+
+    /// The in-process ingest.
+    ///
+    /// # Panics
+    /// When the builder did not ask for one ([`TestAppBuilder::ingest`]).
+    pub fn ingest(&self) -> &IngestHandle {
+        self.ingest
+            .as_ref()
+            .expect("the app runs ingest in-process")
+    }
+
+    /// The first in-process worker.
+    ///
+    /// # Panics
+    /// When the app runs none.
+    pub fn worker(&self) -> &WorkerHandle {
+        self.workers.first().expect("the app runs a worker")
     }
 
     /// The app's settings, changed by `change`: for a second service that

@@ -68,6 +68,8 @@ pub struct ServiceProcess {
     child: Child,
     pid: u32,
     logs: Arc<Mutex<String>>,
+    /// The port of its main listener (ingest's public one, the worker's admin).
+    pub port: u16,
     /// Ingest: `http://127.0.0.1:{port}`; worker: its admin server.
     pub base_url: String,
     /// Ingest's admin listener (the worker has only one).
@@ -85,7 +87,13 @@ impl ServiceProcess {
         settings.worker.admin_listen = any_port;
         let (line, target) = service.listening();
         // The ports are read from an info line, whatever level the test wants.
-        settings.telemetry.log_level = format!("{},{target}=info", settings.telemetry.log_level);
+        if matches!(
+            settings.telemetry.log_level.as_str(),
+            "warn" | "error" | "off"
+        ) {
+            settings.telemetry.log_level =
+                format!("{},{target}=info", settings.telemetry.log_level);
+        }
         settings.telemetry.log_format = hookfleet_common::config::LogFormat::Json;
         let name = format!("{}-{}", service.binary(), ulid::Ulid::new());
         let config = ConfigFile::write(&settings, dir, &name);
@@ -129,6 +137,7 @@ impl ServiceProcess {
             child,
             pid,
             logs,
+            port: bound.port,
             base_url,
             admin_url,
         }
