@@ -296,6 +296,16 @@ impl TestApp {
         self.workers.first().expect("the app runs a worker")
     }
 
+    /// Takes the first in-process worker out of the app, for a test that stops
+    /// it itself (and checks what it returned) while the app runs on.
+    ///
+    /// # Panics
+    /// When the app runs none.
+    pub fn take_worker(&mut self) -> WorkerHandle {
+        assert!(!self.workers.is_empty(), "the app runs a worker");
+        self.workers.remove(0)
+    }
+
     /// The app's settings, changed by `change`: for a second service that
     /// differs from the first in one setting.
     pub fn settings_with(&self, change: impl FnOnce(&mut Settings)) -> Settings {
