@@ -28,7 +28,11 @@ const USER: &str = "{{ payload.ticket.body }}";
 
 /// `workers` workers on `pipelines`, the mock as `mock` says, and a generous
 /// limit on the model so every call goes through the limiter.
-fn builder(mock: MockConfig, pipelines: Vec<PipelineConfig>, workers: usize) -> TestAppBuilder {
+fn builder(
+    mock: MockConfig,
+    pipelines: Vec<PipelineConfig>,
+    workers: usize,
+) -> TestAppBuilder<'static> {
     let mut builder = TestApp::builder().mock(mock).workers(workers);
     for pipeline in pipelines {
         builder = builder.pipeline(pipeline);
