@@ -72,7 +72,7 @@ async fn a_job_delivered_again_after_its_result_was_published_costs_no_ai_call_a
         json_body(&results[0])["message_id"],
         meta.message_id.as_str()
     );
-    assert_eq!(pending_jobs(&env).await, 0);
+    assert_eq!(pending_jobs(env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +108,7 @@ async fn a_copy_delivered_while_the_first_is_still_running_waits_for_it_instead_
     );
     let results = env.drain(&env.topology().results_queue()).await;
     assert_eq!(results.len(), 1);
-    assert_eq!(pending_jobs(&env).await, 0);
+    assert_eq!(pending_jobs(env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +164,7 @@ async fn a_job_outlasting_its_lease_keeps_it_so_a_copy_never_runs_beside_it() {
     assert_eq!(settled, (1, 1), "one run, one duplicate");
     let results = env.drain(&env.topology().results_queue()).await;
     assert_eq!(results.len(), 1, "one result");
-    assert_eq!(pending_jobs(&env).await, 0);
+    assert_eq!(pending_jobs(env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
