@@ -11,7 +11,7 @@ use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{WorkerHandle, event, mock_openai, pipeline, worker_settings};
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 use hookfleet_tests::spawn::IngestHandle;
-use hookfleet_tests::wait::wait_until;
+use hookfleet_tests::wait::{wait_for, wait_until};
 use hookfleet_tests::webhook::{self, source};
 use serde_json::Value;
 
@@ -59,22 +59,15 @@ async fn get(ingest: &IngestHandle, path: &str) -> (u16, Value) {
     (code, response.json().await.expect("a JSON body"))
 }
 
-/// Polls `GET /events/{id}` every 20 ms until its state is `state`; returns
-/// the body. Panics with the last body seen after `deadline`.
+/// Waits until `GET /events/{id}` answers 200 with state `state`; returns the
+/// body. Panics after `deadline`.
 async fn wait_for_state(ingest: &IngestHandle, id: &str, state: &str, deadline: Duration) -> Value {
     let path = format!("/events/{id}");
-    let start = tokio::time::Instant::now();
-    loop {
+    wait_for(deadline, &format!("{id} {state}"), || async {
         let (code, body) = get(ingest, &path).await;
-        if code == 200 && body["state"] == state {
-            return body;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "not {state} within {deadline:?}: {code} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (code == 200 && body["state"] == state).then_some(body)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
