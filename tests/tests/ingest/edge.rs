@@ -184,6 +184,7 @@ async fn trickle(port: u16, slow_head: bool, every: Duration, written: Arc<Atomi
             if i == 4 {
                 written.fetch_add(1, Ordering::SeqCst);
             }
+            // The slow sender under test: a byte every `every`.
             tokio::time::sleep(every).await;
         }
         std::io::Result::Ok(())
