@@ -18,6 +18,7 @@ use hookfleet_tests::fleet::{
     JobPublisher, WorkerHandle, header, json_body, mock_openai, pipeline, take, worker_settings,
 };
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::proxy::ClosedPort;
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::wait::wait_until;
 use hookfleet_worker::limits::limiter::{Clock, Limiter};
@@ -96,14 +97,9 @@ impl Write for Logs {
     }
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_in_a_sink_url_reaches_no_log_no_dead_letter_and_no_status() {
+    let closed = ClosedPort::reserve();
     const TOKEN: &str = "xoxb-SECRET-TOKEN-41d7";
     let logs = Logs::capture();
     let env = TestEnv::new().await;
@@ -125,7 +121,7 @@ async fn a_token_in_a_sink_url_reaches_no_log_no_dead_letter_and_no_status() {
             "unreachable",
             format!(
                 "http://127.0.0.1:{}/hooks/{TOKEN}?token={TOKEN}",
-                closed_port()
+                closed.port
             ),
         ))),
     ];
