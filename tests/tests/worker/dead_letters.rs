@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use hookfleet_common::config::UnmatchedPolicy;
 use hookfleet_tests::app::TestApp;
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, event, header, pending_jobs, pipeline, take, worker_settings,
-};
+use hookfleet_tests::fleet::{JobPublisher, event, header, pending_jobs, pipeline, take};
 use hookfleet_tests::mock_ai::MockConfig;
 use lapin::BasicProperties;
 use lapin::message::BasicGetMessage;
@@ -155,10 +152,9 @@ async fn failing_jobs_are_dead_lettered_once_with_their_reason_and_the_counts_ad
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_routing_key_header_past_255_bytes_is_cut_to_fit_the_dead_letter() {
-    let env = TestEnv::new().await;
-    let settings = worker_settings(&env, 3);
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder().start().await;
+    let worker = app.take_worker();
+    let (env, jobs) = (app.env(), app.jobs());
 
     let long = format!("support.{}", "é".repeat(200));
     let mut headers = lapin::types::FieldTable::default();
@@ -170,7 +166,7 @@ async fn a_foreign_routing_key_header_past_255_bytes_is_cut_to_fit_the_dead_lett
         .await;
 
     let topology = env.topology();
-    let dead = take(&env, &topology.dead_queue(), 1, Duration::from_secs(20)).await;
+    let dead = take(env, &topology.dead_queue(), 1, Duration::from_secs(20)).await;
     assert_eq!(reason(&dead[0]), "not_a_hookfleet_event");
     let key = dead[0].delivery.routing_key.as_str();
     assert!(key.len() <= 255 && long.starts_with(key), "{key}");

@@ -15,10 +15,7 @@ use hookfleet_common::config::{
 use hookfleet_common::redis::status::{EventState, Statuses};
 use hookfleet_tests::app::TestApp;
 use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, header, json_body, mock_openai, pipeline, take, worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::fleet::{header, json_body, mock_openai, pipeline, take};
 use hookfleet_tests::proxy::ClosedPort;
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::wait::wait_until;
@@ -266,16 +263,9 @@ async fn follow_redirects_stays_on_the_origin_and_drops_the_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let target = StandIn::start().await;
     target.answer(Method::POST, "/", 200, json!({}));
     let port = target.url().rsplit(':').next().unwrap().to_owned();
-    let mut settings = worker_settings(&env, 3);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
     let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
     p.sinks = vec![
         // A name that resolves to 127.0.0.1, and an IP literal.
@@ -288,14 +278,18 @@ async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() 
             format!("http://127.0.0.1:{port}/literal"),
         ))),
     ];
-    settings.worker.pipelines = vec![p];
-    settings.worker.outbound.allow_hosts = Vec::new();
-    let jobs = JobPublisher::new(&env).await;
+    let app = TestApp::builder()
+        .workers(0)
+        .pipeline(p)
+        .configure(|settings, _| settings.worker.outbound.allow_hosts = Vec::new())
+        .start()
+        .await;
+    let (env, jobs) = (app.env(), app.jobs());
 
-    let strict = WorkerHandle::start_consuming(settings.clone()).await;
+    let strict = app.start_worker(app.settings.clone()).await;
     jobs.publish("support", "ticket.created", &json!({ "n": 1 }))
         .await;
-    let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    let dead = take(env, &env.topology().dead_queue(), 1, DEADLINE).await;
     strict.stop().await.unwrap();
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(error.starts_with("sink_destination_refused"), "{error}");
@@ -305,8 +299,11 @@ async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() 
     );
     assert!(target.requests().is_empty(), "nothing was sent");
 
-    settings.worker.outbound.allow_hosts = vec!["localhost".into(), "127.0.0.1".into()];
-    let allowed = WorkerHandle::start_consuming(settings).await;
+    let allowed = app
+        .start_worker(app.settings_with(|settings| {
+            settings.worker.outbound.allow_hosts = vec!["localhost".into(), "127.0.0.1".into()];
+        }))
+        .await;
     jobs.publish("support", "ticket.created", &json!({ "n": 2 }))
         .await;
     target.wait_for(Method::POST, "/name", 1, DEADLINE).await;
@@ -434,36 +431,40 @@ fn slow_tokens(provider: &str) -> ModelLimits {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_without_usage_keeps_its_reservation_and_is_counted_and_huge_usage_saturates() {
-    let env = TestEnv::new().await;
     let silent = StandIn::start().await;
     silent.answer_raw(Method::POST, COMPLETIONS, 200, &completion(None));
     let huge = StandIn::start().await;
     let max = json!({ "prompt_tokens": u64::MAX, "completion_tokens": u64::MAX });
     huge.answer_raw(Method::POST, COMPLETIONS, 200, &completion(Some(max)));
-    let mut settings = worker_settings(&env, 3);
-    let providers = &mut settings.worker.providers;
-    providers.insert("silent".into(), scripted_provider(&silent));
-    providers.insert("huge".into(), scripted_provider(&huge));
-    settings.worker.limits.models = vec![slow_tokens("silent"), slow_tokens("huge")];
     let mut quiet = pipeline("silent", "silent", "Ticket {{ payload.n }}");
     quiet.event_types = vec!["silent.*".into()];
     let mut loud = pipeline("huge", "huge", "Ticket {{ payload.n }}");
     loud.event_types = vec!["huge.*".into()];
-    settings.worker.pipelines = vec![quiet, loud];
+    let mut app = TestApp::builder()
+        .pipeline(quiet)
+        .pipeline(loud)
+        .configure(|settings, _| {
+            let providers = &mut settings.worker.providers;
+            providers.insert("silent".into(), scripted_provider(&silent));
+            providers.insert("huge".into(), scripted_provider(&huge));
+            settings.worker.limits.models = vec![slow_tokens("silent"), slow_tokens("huge")];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let (env, jobs) = (app.env(), app.jobs());
     let limiter = Limiter::new(
         env.redis(),
         env.topology(),
-        &settings.worker.limits,
+        &app.settings.worker.limits,
         Duration::from_secs(2),
     );
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
 
     jobs.publish("support", "silent.created", &json!({ "n": 1 }))
         .await;
     jobs.publish("support", "huge.created", &json!({ "n": 2 }))
         .await;
-    let results = take(&env, &env.topology().results_queue(), 2, DEADLINE).await;
+    let results = take(env, &env.topology().results_queue(), 2, DEADLINE).await;
     let by_pipeline = |name: &str| {
         results
             .iter()
@@ -504,7 +505,6 @@ async fn an_answer_without_usage_keeps_its_reservation_and_is_counted_and_huge_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_redirect_is_not_followed_and_dead_letters_naming_its_origin() {
-    let env = TestEnv::new().await;
     let moved = StandIn::start().await;
     moved.answer_with_headers(
         Method::POST,
@@ -516,18 +516,22 @@ async fn a_provider_redirect_is_not_followed_and_dead_letters_naming_its_origin(
         )],
         "",
     );
-    let mut settings = worker_settings(&env, 3);
-    settings
-        .worker
-        .providers
-        .insert("moved".into(), scripted_provider(&moved));
-    settings.worker.pipelines = vec![pipeline("p", "moved", "Ticket {{ payload.n }}")];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .pipeline(pipeline("p", "moved", "Ticket {{ payload.n }}"))
+        .configure(|settings, _| {
+            settings
+                .worker
+                .providers
+                .insert("moved".into(), scripted_provider(&moved));
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let (env, jobs) = (app.env(), app.jobs());
 
     jobs.publish("support", "ticket.created", &json!({ "n": 1 }))
         .await;
-    let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    let dead = take(env, &env.topology().dead_queue(), 1, DEADLINE).await;
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(error.starts_with("ai_http_308"), "{error}");
     assert!(error.contains("https://collector.example.net"), "{error}");
