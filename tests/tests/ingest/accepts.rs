@@ -74,12 +74,7 @@ async fn a_repeated_event_id_is_accepted_once() {
     let mut app = TestApp::builder()
         .workers(0)
         .ingest()
-        .configure(|settings, _| {
-            settings
-                .ingest
-                .sources
-                .insert("stripe".into(), source(SchemeKind::Stripe, &[&secret]));
-        })
+        .source("stripe", source(SchemeKind::Stripe, &[&secret]))
         .start()
         .await;
     let (env, ingest) = (app.env(), app.ingest());
@@ -129,12 +124,7 @@ async fn slack_url_verification_is_answered_and_not_published() {
     let mut app = TestApp::builder()
         .workers(0)
         .ingest()
-        .configure(|settings, _| {
-            settings
-                .ingest
-                .sources
-                .insert("slack".into(), source(SchemeKind::Slack, &[&secret]));
-        })
+        .source("slack", source(SchemeKind::Slack, &[&secret]))
         .start()
         .await;
     let (env, ingest) = (app.env(), app.ingest());
@@ -168,12 +158,7 @@ async fn github_events_take_their_type_and_id_from_headers() {
     let mut app = TestApp::builder()
         .workers(0)
         .ingest()
-        .configure(|settings, _| {
-            settings
-                .ingest
-                .sources
-                .insert("gh".into(), source(SchemeKind::Github, &[&secret]));
-        })
+        .source("gh", source(SchemeKind::Github, &[&secret]))
         .start()
         .await;
     let (env, ingest) = (app.env(), app.ingest());
@@ -257,11 +242,8 @@ async fn a_github_delivery_replayed_under_a_fresh_delivery_id_is_a_duplicate() {
     let mut app = TestApp::builder()
         .workers(0)
         .ingest()
+        .source("gh", source(SchemeKind::Github, &[&secret]))
         .configure(|settings, _| {
-            settings
-                .ingest
-                .sources
-                .insert("gh".into(), source(SchemeKind::Github, &[&secret]));
             let mut opted_out = source(SchemeKind::Github, &[&secret]);
             opted_out.dedup_body = Some(false);
             settings.ingest.sources.insert("gh-any".into(), opted_out);

@@ -18,12 +18,7 @@ async fn n_concurrent_events_make_exactly_n_messages() {
     let mut app = TestApp::builder()
         .workers(0)
         .ingest()
-        .configure(|settings, _| {
-            settings
-                .ingest
-                .sources
-                .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-        })
+        .source("std", source(SchemeKind::Standard, &[&secret]))
         .start()
         .await;
     let (env, ingest) = (app.env(), app.ingest());

@@ -282,16 +282,8 @@ async fn an_event_id_over_256_bytes_is_refused_saying_so() {
     let mut app = TestApp::builder()
         .workers(0)
         .ingest()
-        .configure(|settings, _| {
-            settings
-                .ingest
-                .sources
-                .insert("std".into(), source(SchemeKind::Standard, &[&std_secret]));
-            settings.ingest.sources.insert(
-                "stripe".into(),
-                source(SchemeKind::Stripe, &[&stripe_secret]),
-            );
-        })
+        .source("std", source(SchemeKind::Standard, &[&std_secret]))
+        .source("stripe", source(SchemeKind::Stripe, &[&stripe_secret]))
         .start()
         .await;
     let ingest = app.ingest();
