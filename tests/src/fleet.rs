@@ -131,7 +131,9 @@ pub fn worker_settings(env: &TestEnv, max_attempts: u32) -> Settings {
     let worker = &mut settings.worker;
     worker.concurrency = 8;
     worker.max_attempts = max_attempts;
-    worker.lease_ttl = Duration::from_secs(30);
+    // Longer than the limiter's `max_wait` (30 s) plus the mock provider's
+    // timeout (10 s), as the worker's validation requires of a config file.
+    worker.lease_ttl = Duration::from_secs(45);
     worker.done_ttl = Duration::from_secs(600);
     worker.reconnect_min_delay = Duration::from_millis(100);
     worker.reconnect_max_delay = Duration::from_secs(1);

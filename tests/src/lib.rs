@@ -3,8 +3,10 @@
 //!
 //! - [`app`]: [`app::TestApp`], the builder every end-to-end test starts from.
 //! - [`bench`]: the benchmarks behind `make bench` and `BENCHMARKS.md`.
+//! - [`config_file`]: a spawned binary's `hookfleet.toml`, rendered from settings.
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
+//! - [`process`]: a service run as its real binary, its ports read from its log.
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
 //! - [`settings`]: one test's settings for ingest and the workers together.
 //! - [`spawn`]: the real services started in-process on port 0.
@@ -16,10 +18,12 @@
 
 pub mod app;
 pub mod bench;
+pub mod config_file;
 pub mod env;
 pub mod fleet;
 pub mod loadgen;
 pub mod mock_ai;
+pub mod process;
 pub mod proxy;
 pub mod settings;
 pub mod spawn;

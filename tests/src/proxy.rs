@@ -140,3 +140,27 @@ impl Drop for Proxy {
         self.stop.cancel();
     }
 }
+
+/// A port nothing answers on: a socket bound to `127.0.0.1:0` but not listening,
+/// so connections to it are refused, and no other process can take the port
+/// while the test holds this (unlike a port bound, read and released).
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    /// The refused port.
+    pub port: u16,
+}
+
+impl ClosedPort {
+    /// Reserves a port that refuses connections.
+    pub fn reserve() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .expect("bind a port");
+        let port = socket.local_addr().expect("bound").port();
+        Self {
+            _socket: socket,
+            port,
+        }
+    }
+}

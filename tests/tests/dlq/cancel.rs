@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use dlq_common::{Spec, distinct, dlq, dlq_with, ids, ids_of, is_rotation, publish_specs};
 use hookfleet_tests::env::TestEnv;
+use hookfleet_tests::wait::wait_until;
 use hookfleet_worker::dlq::{DlqError, Summary};
 use tokio_util::sync::CancellationToken;
 
@@ -32,11 +33,12 @@ async fn cancel_mid_replay(env: &TestEnv, args: &[&str]) -> (Summary, Vec<String
                 let settings = settings.clone();
                 async move { ready(&settings, &queue).await }
             };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            while env_count(jobs.clone()).await < 10 {
-                assert!(tokio::time::Instant::now() < deadline, "replay started");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            // The replay started: cancel it midway.
+            wait_until(Duration::from_secs(20), || {
+                let count = env_count(jobs.clone());
+                async move { count.await >= 10 }
+            })
+            .await;
             cancel.cancel();
         })
     };
@@ -135,14 +137,11 @@ async fn a_second_command_is_refused_while_one_runs() {
             dlq_with(&settings, &["replay", "--all", "--rate", "10/s"], cancel).await
         })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while env.ready_count(&topology.jobs_queue()).await < 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first replay started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The first replay started.
+    wait_until(Duration::from_secs(20), || async {
+        env.ready_count(&topology.jobs_queue()).await >= 1
+    })
+    .await;
 
     let (second, _) = dlq(&env.settings, &["stats"]).await;
     assert!(

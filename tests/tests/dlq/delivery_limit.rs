@@ -17,6 +17,7 @@ use hookfleet_common::publisher::Publisher;
 use hookfleet_common::topology::DEAD_QUEUE_DELIVERY_LIMIT;
 use hookfleet_tests::env::{AMQP_URL, TestEnv};
 use hookfleet_tests::fleet::JobPublisher;
+use hookfleet_tests::wait::wait_until;
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
@@ -39,12 +40,11 @@ async fn letters_rabbitmq_dead_lettered_are_shown_from_x_death_and_replayed() {
         .publish("github", "issues", &json!({ "action": "opened" }))
         .await;
     // A crash-looping consumer: take the job and requeue it, again and again.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while env.ready_count(&topology.dead_queue()).await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "RabbitMQ dead-letters it"
-        );
+    // RabbitMQ dead-letters it past the limit.
+    wait_until(Duration::from_secs(20), || async {
+        if env.ready_count(&topology.dead_queue()).await > 0 {
+            return true;
+        }
         if let Some(got) = env
             .channel()
             .basic_get(topology.jobs_queue().into(), BasicGetOptions::default())
@@ -59,10 +59,10 @@ async fn letters_rabbitmq_dead_lettered_are_shown_from_x_death_and_replayed() {
                 })
                 .await
                 .expect("nack");
-        } else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
+        false
+    })
+    .await;
 
     let (shown, text) = dlq(&env.settings, &["show", &meta.message_id]).await;
     shown.expect("show finds it");

@@ -9,35 +9,30 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dlq_common::dlq;
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, header, json_body, mock_openai, pipeline, take, worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::app::TestApp;
+use hookfleet_tests::fleet::{header, json_body, pipeline, take};
+use hookfleet_tests::mock_ai::MockConfig;
 use serde_json::json;
 
 const USER: &str = "Ticket: {{ payload.ticket.body }}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_ai_is_fixed_replaying_one_source_processes_exactly_its_events() {
-    let env = TestEnv::new().await;
-    let topology = env.topology();
     // The outage: every AI call answers 500.
-    let mock = MockAi::start(MockConfig {
-        fail_5xx_rate: 1.0,
-        seed: Some(5),
-        ..MockConfig::default()
-    })
-    .await;
-    let mut settings = worker_settings(&env, 2);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    settings.worker.pipelines = vec![pipeline("triage", "mock", USER)];
-    let worker = WorkerHandle::start_consuming(settings.clone()).await;
+    let mut app = TestApp::builder()
+        .mock(MockConfig {
+            fail_5xx_rate: 1.0,
+            seed: Some(5),
+            ..MockConfig::default()
+        })
+        .max_attempts(2)
+        .pipeline(pipeline("triage", "mock", USER))
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let (env, mock, jobs, settings) = (app.env(), &app.mock, app.jobs(), &app.settings);
+    let topology = env.topology();
 
-    let jobs = JobPublisher::new(&env).await;
     let (mut github, mut stripe) = (BTreeSet::new(), BTreeSet::new());
     for i in 0..100 {
         let source = if i % 2 == 0 { "github" } else { "stripe" };
@@ -49,7 +44,6 @@ async fn after_the_ai_is_fixed_replaying_one_source_processes_exactly_its_events
             stripe.insert(meta.message_id);
         }
     }
-    jobs.close().await;
     let dead = topology.dead_queue();
     assert_eq!(
         env.wait_for_count(&dead, 100, Duration::from_secs(60))
@@ -67,14 +61,14 @@ async fn after_the_ai_is_fixed_replaying_one_source_processes_exactly_its_events
 
     // The fix, then a replay of one source only.
     mock.heal();
-    let (summary, output) = dlq(&settings, &["replay", "--source", "github"]).await;
+    let (summary, output) = dlq(settings, &["replay", "--source", "github"]).await;
     let summary = summary.unwrap_or_else(|e| panic!("replay fails: {e:#}\n{output}"));
     assert_eq!(
         (summary.matched, summary.replayed, summary.skipped),
         (50, 50, 0)
     );
 
-    let results = take(&env, &topology.results_queue(), 50, Duration::from_secs(60)).await;
+    let results = take(env, &topology.results_queue(), 50, Duration::from_secs(60)).await;
     let answered: BTreeSet<String> = results
         .iter()
         .map(|r| json_body(r)["message_id"].as_str().unwrap().to_owned())

@@ -4,20 +4,24 @@ use std::time::Duration;
 
 use hookfleet_common::message::{self, EventMeta};
 use hookfleet_common::signature::SchemeKind;
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::spawn::IngestHandle;
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::webhook::{self, source};
 use serde_json::Value;
 
 #[tokio::test]
 async fn a_signed_event_is_published_byte_for_byte_with_its_metadata() {
-    let env = TestEnv::new().await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    let mut support = source(SchemeKind::Standard, &[&secret]);
-    support.forward_headers = vec!["X-Desk-Region".into()];
-    settings.ingest.sources.insert("support".into(), support);
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .configure(|settings, _| {
+            let mut support = source(SchemeKind::Standard, &[&secret]);
+            support.forward_headers = vec!["X-Desk-Region".into()];
+            settings.ingest.sources.insert("support".into(), support);
+        })
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
 
     // Odd but valid JSON: spacing, key order, unicode escapes and raw UTF-8 must all
     // survive, because the signature was computed over these exact bytes.
@@ -61,19 +65,19 @@ async fn a_signed_event_is_published_byte_for_byte_with_its_metadata() {
     assert!(message::header_str(headers, message::RECEIVED_AT).is_some());
 
     assert_eq!(ingest.requests("support", "accepted"), 1);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_repeated_event_id_is_accepted_once() {
-    let env = TestEnv::new().await;
     let secret = webhook::plain_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("stripe".into(), source(SchemeKind::Stripe, &[&secret]));
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .source("stripe", source(SchemeKind::Stripe, &[&secret]))
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let body = webhook::ticket("evt_dup", "hello");
 
@@ -111,19 +115,19 @@ async fn a_repeated_event_id_is_accepted_once() {
     let jobs = env.topology().jobs_queue();
     env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
     assert_eq!(env.drain(&jobs).await.len(), 1);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn slack_url_verification_is_answered_and_not_published() {
-    let env = TestEnv::new().await;
     let secret = webhook::plain_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("slack".into(), source(SchemeKind::Slack, &[&secret]));
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .source("slack", source(SchemeKind::Slack, &[&secret]))
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let body = br#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
     let ts = webhook::unix_now(0);
     let response = reqwest::Client::new()
@@ -145,19 +149,19 @@ async fn slack_url_verification_is_answered_and_not_published() {
         "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
     );
     assert_eq!(env.ready_count(&env.topology().jobs_queue()).await, 0);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn github_events_take_their_type_and_id_from_headers() {
-    let env = TestEnv::new().await;
     let secret = webhook::plain_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("gh".into(), source(SchemeKind::Github, &[&secret]));
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .source("gh", source(SchemeKind::Github, &[&secret]))
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let response = webhook::github_request(
         &reqwest::Client::new(),
         &ingest.hook_url("gh"),
@@ -179,7 +183,7 @@ async fn github_events_take_their_type_and_id_from_headers() {
         meta.event_id.as_deref(),
         Some("72d3162e-cc78-11e3-81ab-4c9367dc0958")
     );
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -191,13 +195,18 @@ async fn a_request_signed_by_the_svix_library_is_accepted_and_deduplicated() {
     const TIMESTAMP: i64 = 1_614_265_330;
     const BODY: &[u8] = br#"{"test": 2432232314}"#;
     const SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
-    let env = TestEnv::new().await;
-    let mut settings = env.settings.clone();
-    let mut svix = source(SchemeKind::Standard, &[SECRET]);
-    // Signed in 2021: widen the window so the fixed bytes are still fresh.
-    svix.tolerance = Duration::from_secs((webhook::unix_now(0) - TIMESTAMP + 600) as u64);
-    settings.ingest.sources.insert("svix".into(), svix);
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .configure(|settings, _| {
+            let mut svix = source(SchemeKind::Standard, &[SECRET]);
+            // Signed in 2021: widen the window so the fixed bytes are still fresh.
+            svix.tolerance = Duration::from_secs((webhook::unix_now(0) - TIMESTAMP + 600) as u64);
+            settings.ingest.sources.insert("svix".into(), svix);
+        })
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let send = || {
         client
@@ -224,22 +233,24 @@ async fn a_request_signed_by_the_svix_library_is_accepted_and_deduplicated() {
     assert_eq!(messages[0].delivery.data, BODY);
     let meta = EventMeta::from_properties(&messages[0].delivery.properties).unwrap();
     assert_eq!(meta.event_id.as_deref(), Some(ID), "the id is svix-id");
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_github_delivery_replayed_under_a_fresh_delivery_id_is_a_duplicate() {
-    let env = TestEnv::new().await;
     let secret = webhook::plain_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("gh".into(), source(SchemeKind::Github, &[&secret]));
-    let mut opted_out = source(SchemeKind::Github, &[&secret]);
-    opted_out.dedup_body = Some(false);
-    settings.ingest.sources.insert("gh-any".into(), opted_out);
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .source("gh", source(SchemeKind::Github, &[&secret]))
+        .configure(|settings, _| {
+            let mut opted_out = source(SchemeKind::Github, &[&secret]);
+            opted_out.dedup_body = Some(false);
+            settings.ingest.sources.insert("gh-any".into(), opted_out);
+        })
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let send = |source: &str, delivery: &str, body: &[u8]| {
         webhook::github_request(
@@ -271,5 +282,5 @@ async fn a_github_delivery_replayed_under_a_fresh_delivery_id_is_a_duplicate() {
     let jobs = env.topology().jobs_queue();
     env.wait_for_count(&jobs, 4, Duration::from_secs(5)).await;
     assert_eq!(env.drain(&jobs).await.len(), 4);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }

@@ -7,22 +7,21 @@ use std::time::Duration;
 use futures::StreamExt;
 use hookfleet_common::message::EventMeta;
 use hookfleet_common::signature::SchemeKind;
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::spawn::IngestHandle;
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::webhook::{self, source};
 
 const N: usize = 500;
 
 #[tokio::test]
 async fn n_concurrent_events_make_exactly_n_messages() {
-    let env = TestEnv::new().await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .source("std", source(SchemeKind::Standard, &[&secret]))
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
 
     let statuses: Vec<(String, u16)> = futures::stream::iter(0..N)
@@ -64,5 +63,5 @@ async fn n_concurrent_events_make_exactly_n_messages() {
         .collect();
     assert_eq!(landed.len(), N, "no event twice");
     assert_eq!(ingest.requests("std", "accepted"), N as u64);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }

@@ -8,9 +8,8 @@ use std::time::Duration;
 use hookfleet_ingest::config::Listener;
 
 use hookfleet_common::signature::SchemeKind;
-
-use hookfleet_tests::env::{STATUS_TOKEN, TestEnv};
-use hookfleet_tests::settings::Settings;
+use hookfleet_tests::app::{TestApp, TestAppBuilder};
+use hookfleet_tests::env::STATUS_TOKEN;
 use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::wait::wait_until;
 use hookfleet_tests::webhook::{self, source};
@@ -18,15 +17,13 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Settings with one `standard` source named `std`, and its secret.
-fn with_source(env: &TestEnv) -> (Settings, String) {
+/// No worker, and one `standard` source named `std`; and its secret.
+fn with_source<'a>() -> (TestAppBuilder<'a>, String) {
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-    (settings, secret)
+    let app = TestApp::builder()
+        .workers(0)
+        .source("std", source(SchemeKind::Standard, &[&secret]));
+    (app, secret)
 }
 
 /// Sends one signed event; returns its message id.
@@ -54,10 +51,10 @@ async fn get_status(url: String, token: Option<&str>) -> u16 {
 
 #[tokio::test]
 async fn metrics_and_status_are_not_served_on_the_public_port() {
-    let env = TestEnv::new().await;
-    let (settings, secret) = with_source(&env);
-    let ingest = IngestHandle::start(settings).await;
-    let id = accepted_id(&ingest, &secret, "evt-private").await;
+    let (app, secret) = with_source();
+    let mut app = app.ingest().start().await;
+    let ingest = app.ingest();
+    let id = accepted_id(ingest, &secret, "evt-private").await;
 
     for path in [
         "/metrics".to_owned(),
@@ -89,15 +86,15 @@ async fn metrics_and_status_are_not_served_on_the_public_port() {
         metrics.contains("hookfleet_ingest_requests_total{outcome=\"accepted\",source=\"std\"} 1"),
         "{metrics}"
     );
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn the_status_api_needs_its_bearer_token() {
-    let env = TestEnv::new().await;
-    let (settings, secret) = with_source(&env);
-    let ingest = IngestHandle::start(settings).await;
-    let id = accepted_id(&ingest, &secret, "evt-token").await;
+    let (app, secret) = with_source();
+    let mut app = app.ingest().start().await;
+    let ingest = app.ingest();
+    let id = accepted_id(ingest, &secret, "evt-token").await;
 
     for path in [format!("/events/{id}"), "/events/std/evt-token".to_owned()] {
         let url = ingest.admin(&path);
@@ -121,15 +118,15 @@ async fn the_status_api_needs_its_bearer_token() {
         .unwrap();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["id"], id.as_str());
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn the_status_api_can_be_public_and_is_off_without_a_token() {
-    let env = TestEnv::new().await;
-    let (mut settings, secret) = with_source(&env);
-    settings.ingest.status_listener = Listener::Public;
-    let ingest = IngestHandle::start(settings.clone()).await;
+    let (app, secret) = with_source();
+    let app = app.start().await;
+    let mut settings = app.settings_with(|s| s.ingest.status_listener = Listener::Public);
+    let ingest = app.start_ingest(settings.clone()).await;
     let id = accepted_id(&ingest, &secret, "evt-public").await;
     let path = format!("/events/{id}");
     assert_eq!(get_status(ingest.url(&path), Some(STATUS_TOKEN)).await, 200);
@@ -141,7 +138,7 @@ async fn the_status_api_can_be_public_and_is_off_without_a_token() {
     ingest.stop().await.unwrap();
 
     settings.ingest.status_token = None;
-    let ingest = IngestHandle::start(settings).await;
+    let ingest = app.start_ingest(settings).await;
     for url in [ingest.url(&path), ingest.admin(&path)] {
         assert_eq!(
             get_status(url.clone(), Some(STATUS_TOKEN)).await,
@@ -189,6 +186,7 @@ async fn trickle(port: u16, slow_head: bool, every: Duration, written: Arc<Atomi
             if i == 4 {
                 written.fetch_add(1, Ordering::SeqCst);
             }
+            // The slow sender under test: a byte every `every`.
             tokio::time::sleep(every).await;
         }
         std::io::Result::Ok(())
@@ -211,10 +209,15 @@ async fn trickle(port: u16, slow_head: bool, every: Duration, written: Arc<Atomi
 
 #[tokio::test]
 async fn a_body_slower_than_the_read_timeout_gets_408() {
-    let env = TestEnv::new().await;
-    let (mut settings, _) = with_source(&env);
-    settings.ingest.body_read_timeout = Duration::from_millis(500);
-    let ingest = IngestHandle::start(settings).await;
+    let (app, _) = with_source();
+    let mut app = app
+        .ingest()
+        .configure(|settings, _| {
+            settings.ingest.body_read_timeout = Duration::from_millis(500);
+        })
+        .start()
+        .await;
+    let ingest = app.ingest();
     let port = ingest.base_url.rsplit(':').next().unwrap().parse().unwrap();
     let started = tokio::time::Instant::now();
     // A byte every 20 ms never leaves the connection idle for long.
@@ -222,15 +225,20 @@ async fn a_body_slower_than_the_read_timeout_gets_408() {
     assert_eq!(ended, Ended::Answered(408));
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert_eq!(ingest.requests("std", "body_timeout"), 1);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn requests_above_the_in_flight_cap_get_503_with_retry_after() {
-    let env = TestEnv::new().await;
-    let (mut settings, secret) = with_source(&env);
-    settings.ingest.max_in_flight = 2;
-    let ingest = IngestHandle::start(settings).await;
+    let (app, secret) = with_source();
+    let mut app = app
+        .ingest()
+        .configure(|settings, _| {
+            settings.ingest.max_in_flight = 2;
+        })
+        .start()
+        .await;
+    let ingest = app.ingest();
     let port: u16 = ingest.base_url.rsplit(':').next().unwrap().parse().unwrap();
     let holders: Vec<_> = (0..2)
         .map(|_| {
@@ -284,7 +292,7 @@ async fn requests_above_the_in_flight_cap_get_503_with_retry_after() {
         async move { request.send().await.unwrap().status() == 202 }
     })
     .await;
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 /// Resident memory of process `pid`, from `/proc/{pid}/status`, in KiB.
@@ -301,47 +309,24 @@ const TRICKLE_RSS_BOUND_KIB: u64 = 32 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_senders_do_not_grow_memory_or_delay_others() {
-    let env = TestEnv::new().await;
-    let binary = hookfleet_tests::spawn::binary("hookfleet-ingest");
-    let free_port = || {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let (port, admin_port) = (free_port(), free_port());
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("hf-{}-", env.namespace))
-        .tempdir()
-        .unwrap();
     let secret = webhook::standard_secret();
-    std::fs::write(dir.path().join("secret"), &secret).unwrap();
-    let config = format!(
-        "namespace = \"{ns}\"\n[amqp]\nqueue_expires = \"10m\"\nretry_tiers = [\"200ms\", \"1s\"]\n\
-         [ingest]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
-         drain_delay = \"100ms\"\nheader_read_timeout = \"3s\"\nbody_read_timeout = \"4s\"\n\
-         max_in_flight = 1000\n\
-         [ingest.sources.std]\nscheme = \"standard\"\nsecrets = [{{ secret_file = \"{secret}\" }}]\n",
-        ns = env.namespace,
-        secret = dir.path().join("secret").display(),
-    );
-    std::fs::write(dir.path().join("hookfleet.toml"), config).unwrap();
-    let child = tokio::process::Command::new(binary)
-        .arg("--config")
-        .arg(dir.path().join("hookfleet.toml"))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
+    let app = TestApp::builder()
+        .workers(0)
+        .ingest_process()
+        .source("std", source(SchemeKind::Standard, &[&secret]))
+        .configure(|settings, _| {
+            settings.telemetry.log_level = "warn".into();
+            let ingest = &mut settings.ingest;
+            ingest.header_read_timeout = Duration::from_secs(3);
+            ingest.body_read_timeout = Duration::from_secs(4);
+            ingest.max_in_flight = 1000;
+        })
+        .start()
+        .await;
+    let ingest = &app.processes[0];
+    let (pid, port) = (ingest.pid(), ingest.port);
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/hooks/std");
-    wait_until(Duration::from_secs(20), || async {
-        client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let url = ingest.hook_url("std");
     let warm = webhook::standard_request(
         &client,
         &url,
@@ -403,16 +388,17 @@ async fn slow_senders_do_not_grow_memory_or_delay_others() {
         assert_eq!(*end, expected, "connection {i}");
     }
     eprintln!("RSS: {baseline} KiB at rest, {held} KiB with 300 slow senders");
-    drop(child);
 }
 
 #[tokio::test]
 async fn allow_ips_sees_the_client_behind_a_trusted_proxy_only() {
-    let env = TestEnv::new().await;
-    let (mut settings, secret) = with_source(&env);
-    if let Some(std) = settings.ingest.sources.get_mut("std") {
-        std.allow_ips = vec!["203.0.113.0/24".into()];
-    }
+    let (app, secret) = with_source();
+    let app = app.start().await;
+    let mut settings = app.settings_with(|settings| {
+        if let Some(std) = settings.ingest.sources.get_mut("std") {
+            std.allow_ips = vec!["203.0.113.0/24".into()];
+        }
+    });
     let client = reqwest::Client::new();
     let send = |ingest: &IngestHandle, id: &str, forwarded: Option<&str>| {
         let request = webhook::standard_request(
@@ -430,7 +416,7 @@ async fn allow_ips_sees_the_client_behind_a_trusted_proxy_only() {
     };
 
     // The test connects from 127.0.0.1: not trusted, so its header is ignored.
-    let untrusted = IngestHandle::start(settings.clone()).await;
+    let untrusted = app.start_ingest(settings.clone()).await;
     assert_eq!(
         send(&untrusted, "e1", Some("203.0.113.5")).await,
         403,
@@ -440,7 +426,7 @@ async fn allow_ips_sees_the_client_behind_a_trusted_proxy_only() {
     untrusted.stop().await.unwrap();
 
     settings.ingest.trusted_proxies = vec!["127.0.0.0/8".into(), "10.0.0.0/8".into()];
-    let behind = IngestHandle::start(settings).await;
+    let behind = app.start_ingest(settings).await;
     assert_eq!(send(&behind, "e3", Some("203.0.113.5")).await, 202);
     assert_eq!(
         send(&behind, "e4", Some("203.0.113.5, 10.1.1.1")).await,
@@ -463,10 +449,15 @@ async fn allow_ips_sees_the_client_behind_a_trusted_proxy_only() {
 
 #[tokio::test]
 async fn a_request_head_over_max_header_bytes_gets_431() {
-    let env = TestEnv::new().await;
-    let (mut settings, _) = with_source(&env);
-    settings.ingest.max_header_bytes = 16 * 1024;
-    let ingest = IngestHandle::start(settings).await;
+    let (app, _) = with_source();
+    let mut app = app
+        .ingest()
+        .configure(|settings, _| {
+            settings.ingest.max_header_bytes = 16 * 1024;
+        })
+        .start()
+        .await;
+    let ingest = app.ingest();
     let port: u16 = ingest.base_url.rsplit(':').next().unwrap().parse().unwrap();
     let send = |padding: usize| async move {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -485,5 +476,5 @@ async fn a_request_head_over_max_header_bytes_gets_431() {
     assert_eq!(send(20 * 1024).await, "431");
     // Under the limit the head is read, and the request fails on its missing signature.
     assert_eq!(send(8 * 1024).await, "401");
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }

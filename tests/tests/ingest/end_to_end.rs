@@ -7,46 +7,34 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hookfleet_common::signature::SchemeKind;
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    WorkerHandle, header, json_body, mock_openai, pipeline, worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
-use hookfleet_tests::spawn::IngestHandle;
+use hookfleet_tests::app::TestApp;
+use hookfleet_tests::fleet::{header, json_body, pipeline};
+use hookfleet_tests::mock_ai::MockConfig;
 use hookfleet_tests::webhook::{self, source};
 
 const USER: &str = "Ticket from {{ payload.customer.name }}: {{ payload.ticket.body }}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_events_become_exactly_one_result_or_one_dead_letter_each() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig {
-        fail_5xx_rate: 0.2,
-        fail_marker: Some("FAIL-ALWAYS".into()),
-        seed: Some(11),
-        ..MockConfig::default()
-    })
-    .await;
     let secret = webhook::standard_secret();
-    let mut settings = worker_settings(&env, 10);
-    settings
-        .ingest
-        .sources
-        .insert("support".into(), source(SchemeKind::Standard, &[&secret]));
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
     let mut triage = pipeline("triage", "mock", USER);
     triage.sources = vec!["support".into()];
     triage.event_types = vec!["ticket.*".into()];
-    settings.worker.pipelines = vec![triage];
-
-    let ingest = IngestHandle::start(settings.clone()).await;
-    let workers = [
-        WorkerHandle::start_consuming(settings.clone()).await,
-        WorkerHandle::start_consuming(settings.clone()).await,
-    ];
+    let mut app = TestApp::builder()
+        .mock(MockConfig {
+            fail_5xx_rate: 0.2,
+            fail_marker: Some("FAIL-ALWAYS".into()),
+            seed: Some(11),
+            ..MockConfig::default()
+        })
+        .max_attempts(10)
+        .ingest()
+        .workers(2)
+        .source("support", source(SchemeKind::Standard, &[&secret]))
+        .pipeline(triage)
+        .start()
+        .await;
+    let ingest = app.ingest();
 
     const GOOD: usize = 80;
     const DOOMED: usize = 10;
@@ -92,7 +80,7 @@ async fn accepted_events_become_exactly_one_result_or_one_dead_letter_each() {
         .map(|a| a.2.clone())
         .collect();
 
-    let topology = env.topology();
+    let (env, topology) = (app.env(), app.env().topology());
     env.wait_for_count(
         &topology.results_queue(),
         GOOD as u32,
@@ -105,10 +93,8 @@ async fn accepted_events_become_exactly_one_result_or_one_dead_letter_each() {
         Duration::from_secs(60),
     )
     .await;
-    for worker in workers {
-        worker.stop().await.unwrap();
-    }
-    ingest.stop().await.unwrap();
+    app.stop().await;
+    let env = app.env();
 
     let results = env.drain(&topology.results_queue()).await;
     let dead = env.drain(&topology.dead_queue()).await;
@@ -156,6 +142,6 @@ async fn accepted_events_become_exactly_one_result_or_one_dead_letter_each() {
         0,
         "nothing left over"
     );
-    let injected = mock.counters().injected("server_error");
+    let injected = app.mock.counters().injected("server_error");
     assert!(injected > 0, "the mock did fail transiently ({injected})");
 }

@@ -10,14 +10,23 @@ use hookfleet_common::config::FailMode;
 
 use hookfleet_common::message::EventMeta;
 use hookfleet_common::signature::SchemeKind;
+use hookfleet_tests::app::{TestApp, TestAppBuilder};
 use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::proxy::Proxy;
-use hookfleet_tests::spawn::IngestHandle;
+use hookfleet_tests::process::Service;
+use hookfleet_tests::proxy::{ClosedPort, Proxy};
 use hookfleet_tests::wait::wait_until;
 use hookfleet_tests::webhook::{self, source};
 use lapin::types::FieldTable;
 use serde_json::Value;
 use tokio::sync::Mutex;
+
+/// Ingest alone, with one `standard` source `std` signed with `secret`.
+fn ingest_app(secret: &str) -> TestAppBuilder<'static> {
+    TestApp::builder()
+        .workers(0)
+        .ingest()
+        .source("std", source(SchemeKind::Standard, &[secret]))
+}
 
 fn event_ids(messages: &[lapin::message::BasicGetMessage]) -> Vec<String> {
     messages
@@ -33,14 +42,9 @@ fn event_ids(messages: &[lapin::message::BasicGetMessage]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_failed_publish_releases_the_dedup_claim_so_the_retry_is_accepted() {
-    let env = TestEnv::new().await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = ingest_app(&secret).start().await;
+    let (env, ingest) = (app.env(), app.ingest());
     let topology = env.topology();
     // With the jobs queue unbound, the mandatory publish comes back NO_ROUTE.
     env.channel()
@@ -77,31 +81,23 @@ async fn a_failed_publish_releases_the_dedup_claim_so_the_retry_is_accepted() {
     let jobs = topology.jobs_queue();
     env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
     assert_eq!(env.drain(&jobs).await.len(), 1);
-    ingest.stop().await.unwrap();
-}
-
-async fn closed_port_url() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("redis://127.0.0.1:{port}")
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn without_redis_ingest_fails_open_by_default_and_closed_when_configured() {
-    let env = TestEnv::new().await;
     let secret = webhook::standard_secret();
+    let app = ingest_app(&secret).start().await;
+    let env = app.env();
+    let closed = ClosedPort::reserve();
     let client = reqwest::Client::new();
     for (mode, expected) in [(FailMode::Open, 202), (FailMode::Closed, 503)] {
-        let mut settings = env.settings.clone();
-        settings.redis.url = closed_port_url().await;
-        settings.redis.timeout = Duration::from_millis(300);
-        settings.ingest.redis_failure = mode;
-        settings
-            .ingest
-            .sources
-            .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-        let ingest = IngestHandle::start(settings).await;
+        let settings = app.settings_with(|settings| {
+            settings.redis.url = format!("redis://127.0.0.1:{}", closed.port);
+            settings.redis.timeout = Duration::from_millis(300);
+            settings.ingest.redis_failure = mode;
+        });
+        let ingest = app.start_ingest(settings).await;
         let id = format!("m-{mode:?}");
         let response = webhook::standard_request(
             &client,
@@ -145,17 +141,17 @@ async fn without_redis_ingest_fails_open_by_default_and_closed_when_configured()
 
 #[tokio::test]
 async fn a_broker_cut_gives_503_never_a_false_202_and_ingest_recovers_by_itself() {
-    let env = TestEnv::new().await;
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    settings.amqp.url = proxy.amqp_url();
-    settings.amqp.confirm_timeout = Duration::from_secs(2);
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-    let ingest = Arc::new(IngestHandle::start(settings).await);
+    let amqp_url = proxy.amqp_url();
+    let mut app = ingest_app(&secret)
+        .configure(move |settings, _| {
+            settings.amqp.url = amqp_url;
+            settings.amqp.confirm_timeout = Duration::from_secs(2);
+        })
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let statuses = Arc::new(Mutex::new(Vec::<(u16, bool)>::new()));
@@ -163,7 +159,7 @@ async fn a_broker_cut_gives_503_never_a_false_202_and_ingest_recovers_by_itself(
 
     let mut senders = Vec::new();
     for worker in 0..4 {
-        let (ingest, client, secret) = (ingest.clone(), client.clone(), secret.clone());
+        let (url, client, secret) = (ingest.hook_url("std"), client.clone(), secret.clone());
         let (accepted, statuses, running) = (accepted.clone(), statuses.clone(), running.clone());
         senders.push(tokio::spawn(async move {
             let mut i = 0;
@@ -172,7 +168,7 @@ async fn a_broker_cut_gives_503_never_a_false_202_and_ingest_recovers_by_itself(
                 let id = format!("w{worker}-{i}");
                 let response = webhook::standard_request(
                     &client,
-                    &ingest.hook_url("std"),
+                    &url,
                     &secret,
                     &id,
                     &webhook::ticket(&id, "x"),
@@ -186,6 +182,7 @@ async fn a_broker_cut_gives_503_never_a_false_202_and_ingest_recovers_by_itself(
                     accepted.lock().await.push(id);
                 }
                 statuses.lock().await.push((status, has_retry_after));
+                // A steady sender's pace, not an ordering: the test waits on counts.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }));
@@ -237,20 +234,20 @@ async fn a_broker_cut_gives_503_never_a_false_202_and_ingest_recovers_by_itself(
     let landed: HashSet<String> = event_ids(&env.drain(&jobs).await).into_iter().collect();
     let missing: Vec<_> = accepted.difference(&landed).collect();
     assert!(missing.is_empty(), "202 without a message: {missing:?}");
-    Arc::try_unwrap(ingest).ok().unwrap().stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn sigterm_turns_readiness_off_and_lets_in_flight_requests_finish() {
-    let env = TestEnv::new().await;
     let secret = webhook::plain_secret();
-    let mut settings = env.settings.clone();
-    settings.ingest.drain_delay = Duration::from_millis(800);
-    settings
-        .ingest
-        .sources
-        .insert("stripe".into(), source(SchemeKind::Stripe, &[&secret]));
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .source("stripe", source(SchemeKind::Stripe, &[&secret]))
+        .configure(|settings, _| settings.ingest.drain_delay = Duration::from_millis(800))
+        .start()
+        .await;
+    let ingest = app.ingest.take().expect("ingest runs");
     let addr = ingest.base_url.trim_start_matches("http://").to_owned();
     let body = webhook::ticket("evt_slow", "in flight during shutdown");
     let signature = hookfleet_common::signature::stripe::sign(&secret, webhook::unix_now(0), &body);
@@ -281,58 +278,26 @@ async fn sigterm_turns_readiness_off_and_lets_in_flight_requests_finish() {
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
 
     ingest.stop().await.unwrap();
+    let env = app.env();
     let jobs = env.topology().jobs_queue();
     env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
 async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm() {
-    let env = TestEnv::new().await;
-    let binary = hookfleet_tests::spawn::binary("hookfleet-ingest");
-    let free_port = || {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let (port, admin_port) = (free_port(), free_port());
-    // Removed when dropped, also when the test panics.
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("hf-{}-", env.namespace))
-        .tempdir()
-        .unwrap();
     let secret = webhook::standard_secret();
-    std::fs::write(dir.path().join("secret"), &secret).unwrap();
-    let config = format!(
-        "namespace = \"{ns}\"\n[amqp]\nqueue_expires = \"10m\"\nretry_tiers = [\"200ms\", \"1s\"]\n[ingest]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\ndrain_delay = \"100ms\"\n[ingest.sources.std]\nscheme = \"standard\"\nsecrets = [{{ secret_file = \"{secret}\" }}]\n",
-        ns = env.namespace,
-        secret = dir.path().join("secret").display(),
-    );
-    std::fs::write(dir.path().join("hookfleet.toml"), config).unwrap();
-    let child = tokio::process::Command::new(binary)
-        .arg("--config")
-        .arg(dir.path().join("hookfleet.toml"))
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let app = ingest_app(&secret)
+        .configure(|settings, _| settings.telemetry.log_level = "debug".into())
+        .start()
+        .await;
+    let ingest = app.spawn_ready(Service::Ingest, &app.settings).await;
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until(Duration::from_secs(20), || async {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    let url = format!("{base}/hooks/std");
+    let url = ingest.hook_url("std");
     let good = webhook::standard_request(&client, &url, &secret, "m1", &webhook::ticket("m1", "x"));
     assert_eq!(good.send().await.unwrap().status(), 202);
     let bad = webhook::standard_request(&client, &url, &webhook::standard_secret(), "m2", b"{}");
     assert_eq!(bad.send().await.unwrap().status(), 401);
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    let metrics = client.get(format!("{admin}/metrics")).send().await.unwrap();
+    let metrics = client.get(ingest.admin("/metrics")).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
     assert!(
         metrics.contains("hookfleet_ingest_requests_total{outcome=\"accepted\",source=\"std\"} 1"),
@@ -340,19 +305,10 @@ async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm()
     );
     assert!(metrics.contains("hookfleet_ingest_publish_duration_seconds_count 1"));
 
-    let pid = child.id().unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
-    let logs = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+    ingest.sigterm();
+    let exited = ingest.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(exited.code, Some(0), "{exited:?}");
+    let logs = exited.logs;
     assert!(!logs.trim().is_empty(), "the service logs");
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
         let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
@@ -364,20 +320,22 @@ async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm()
 
 #[tokio::test]
 async fn a_nack_from_a_full_queue_is_a_503_not_a_202() {
-    let env = TestEnv::new().await;
+    let secret = webhook::standard_secret();
+    let app = TestApp::builder()
+        .workers(0)
+        .source("std", source(SchemeKind::Standard, &[&secret]))
+        .start()
+        .await;
+    let env = app.env();
     // A separate namespace whose jobs queue holds one message: with
     // reject-publish, the broker nacks publishes once it is full. Quorum queues
     // evaluate the limit after the fact, so one or two may still get in.
-    let mut settings = env.settings.clone();
-    settings.namespace = format!("{}-full", env.namespace);
-    settings.amqp.jobs_max_length = Some(1);
-    let secret = webhook::standard_secret();
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
+    let settings = app.settings_with(|settings| {
+        settings.namespace = format!("{}-full", settings.namespace);
+        settings.amqp.jobs_max_length = Some(1);
+    });
     let topology = hookfleet_common::topology::Topology::new(&settings.namespace, &settings.amqp);
-    let ingest = IngestHandle::start(settings).await;
+    let ingest = app.start_ingest(settings).await;
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     for id in ["a", "b", "c", "d", "e", "f"] {
@@ -417,17 +375,17 @@ async fn a_nack_from_a_full_queue_is_a_503_not_a_202() {
 
 #[tokio::test]
 async fn a_broker_that_stops_confirming_gets_503_after_the_confirm_timeout() {
-    let env = TestEnv::new().await;
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    settings.amqp.url = proxy.amqp_url();
-    settings.amqp.confirm_timeout = Duration::from_millis(500);
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-    let ingest = IngestHandle::start(settings).await;
+    let amqp_url = proxy.amqp_url();
+    let mut app = ingest_app(&secret)
+        .configure(move |settings, _| {
+            settings.amqp.url = amqp_url;
+            settings.amqp.confirm_timeout = Duration::from_millis(500);
+        })
+        .start()
+        .await;
+    let ingest = app.ingest();
     let client = reqwest::Client::new();
     let send = |id: &'static str| {
         webhook::standard_request(
@@ -447,7 +405,7 @@ async fn a_broker_that_stops_confirming_gets_503_after_the_confirm_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert!(stalled.headers().contains_key("retry-after"));
     proxy.unstall();
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 /// The dedup key of `event_id` in source `source`, as ingest writes it.
@@ -465,14 +423,9 @@ async fn redis_get(env: &TestEnv, key: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_content_type_too_long_for_amqp_is_carried_and_its_retry_lands_once() {
-    let env = TestEnv::new().await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = ingest_app(&secret).start().await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let body = webhook::ticket("evt_ct", "x");
     let long_type = format!("application/json; profile={}", "p".repeat(274));
@@ -499,19 +452,14 @@ async fn a_content_type_too_long_for_amqp_is_carried_and_its_retry_lands_once() 
     assert_eq!(messages.len(), 1, "exactly once");
     let meta = EventMeta::from_properties(&messages[0].delivery.properties).unwrap();
     assert_eq!(meta.content_type.as_deref(), Some(long_type.as_str()));
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_header_too_long_to_carry_is_refused_before_the_claim() {
-    let env = TestEnv::new().await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = ingest_app(&secret).start().await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let body = webhook::ticket("evt_tp", "x");
     let send =
@@ -528,23 +476,14 @@ async fn a_header_too_long_to_carry_is_refused_before_the_claim() {
         error["error"].as_str().unwrap().contains("traceparent"),
         "{error}"
     );
-    assert_eq!(
-        redis_get(&env, &seen_key(&env, "std", "msg_tp")).await,
-        None
-    );
+    assert_eq!(redis_get(env, &seen_key(env, "std", "msg_tp")).await, None);
     assert_eq!(send().send().await.unwrap().status(), 202);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_panic_inside_the_publish_task_releases_the_claim() {
-    let env = TestEnv::new().await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
     let armed = Arc::new(AtomicBool::new(true));
     let trigger = armed.clone();
     let hook: hookfleet_ingest::app::BeforePublish = Arc::new(move |meta: &EventMeta| {
@@ -552,7 +491,8 @@ async fn a_panic_inside_the_publish_task_releases_the_claim() {
             panic!("forced panic between claim and confirm");
         }
     });
-    let ingest = IngestHandle::start_with_before_publish(settings, hook).await;
+    let mut app = ingest_app(&secret).before_publish(hook).start().await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let body = webhook::ticket("evt_panic", "x");
     let send = || {
@@ -570,31 +510,31 @@ async fn a_panic_inside_the_publish_task_releases_the_claim() {
     assert_eq!(failed.status(), 503);
     assert!(!armed.load(Ordering::SeqCst), "the hook panicked");
     // Released by the guard, well before the pending claim (7 s here) could expire.
-    let key = seen_key(&env, "std", "msg_panic");
+    let key = seen_key(env, "std", "msg_panic");
     wait_until(Duration::from_secs(3), || async {
-        redis_get(&env, &key).await.is_none()
+        redis_get(env, &key).await.is_none()
     })
     .await;
     assert_eq!(send().await.unwrap().status(), 202, "the retry lands");
     let jobs = env.topology().jobs_queue();
     env.wait_for_count(&jobs, 1, Duration::from_secs(5)).await;
     assert_eq!(env.drain(&jobs).await.len(), 1);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_copy_arriving_before_the_confirm_gets_409_and_after_it_200_duplicate() {
-    let env = TestEnv::new().await;
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    settings.amqp.url = proxy.amqp_url();
-    settings.amqp.confirm_timeout = Duration::from_secs(2);
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-    let ingest = Arc::new(IngestHandle::start(settings).await);
+    let amqp_url = proxy.amqp_url();
+    let mut app = ingest_app(&secret)
+        .configure(move |settings, _| {
+            settings.amqp.url = amqp_url;
+            settings.amqp.confirm_timeout = Duration::from_secs(2);
+        })
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let send = |id: &str| {
         webhook::standard_request(
@@ -611,9 +551,9 @@ async fn a_copy_arriving_before_the_confirm_gets_409_and_after_it_200_duplicate(
     for (id, confirmed) in [("held-ok", true), ("held-fails", false)] {
         proxy.stall();
         let first = tokio::spawn(send(id));
-        let key = seen_key(&env, "std", id);
+        let key = seen_key(env, "std", id);
         wait_until(Duration::from_secs(2), || async {
-            redis_get(&env, &key)
+            redis_get(env, &key)
                 .await
                 .is_some_and(|v| v.starts_with("pending:"))
         })
@@ -644,50 +584,23 @@ async fn a_copy_arriving_before_the_confirm_gets_409_and_after_it_200_duplicate(
     let distinct: HashSet<&String> = landed.iter().collect();
     assert_eq!(distinct.len(), 3, "{landed:?}");
     assert_eq!(landed.iter().filter(|id| *id == "held-ok").count(), 1);
-    Arc::try_unwrap(ingest).ok().unwrap().stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_sigkilled_ingest_leaves_only_pending_claims_and_the_retries_all_land() {
-    let env = TestEnv::new().await;
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("hf-{}-", env.namespace))
-        .tempdir()
-        .unwrap();
     let secret = webhook::standard_secret();
-    std::fs::write(dir.path().join("secret"), &secret).unwrap();
+    let app = ingest_app(&secret).start().await;
+    let env = app.env();
     // connect 2 s + confirm 3 s + 2 s margin: pending claims live 7 s.
-    let config = format!(
-        "namespace = \"{ns}\"\n[amqp]\nurl = \"{amqp}\"\nconnect_timeout = \"2s\"\nconfirm_timeout = \"3s\"\nqueue_expires = \"10m\"\nretry_tiers = [\"200ms\", \"1s\"]\n[ingest]\nlisten = \"127.0.0.1:{port}\"\ndrain_delay = \"100ms\"\n[ingest.sources.std]\nscheme = \"standard\"\nsecrets = [{{ secret_file = \"{secret}\" }}]\n",
-        ns = env.namespace,
-        amqp = proxy.amqp_url(),
-        secret = dir.path().join("secret").display(),
-    );
-    std::fs::write(dir.path().join("hookfleet.toml"), config).unwrap();
-    let mut child =
-        tokio::process::Command::new(hookfleet_tests::spawn::binary("hookfleet-ingest"))
-            .arg("--config")
-            .arg(dir.path().join("hookfleet.toml"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+    let through_proxy = app.settings_with(|settings| {
+        settings.amqp.url = proxy.amqp_url();
+        settings.amqp.connect_timeout = Duration::from_secs(2);
+        settings.amqp.confirm_timeout = Duration::from_secs(3);
+    });
+    let mut killed = app.spawn_ready(Service::Ingest, &through_proxy).await;
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until(Duration::from_secs(20), || async {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
 
     // Requests in flight: claimed, published, their confirms held by the proxy.
     proxy.stall();
@@ -695,7 +608,7 @@ async fn a_sigkilled_ingest_leaves_only_pending_claims_and_the_retries_all_land(
     let in_flight: Vec<_> = ids
         .iter()
         .map(|id| {
-            let url = format!("{base}/hooks/std");
+            let url = killed.hook_url("std");
             tokio::spawn(
                 webhook::standard_request(&client, &url, &secret, id, &webhook::ticket(id, "x"))
                     .send(),
@@ -703,16 +616,15 @@ async fn a_sigkilled_ingest_leaves_only_pending_claims_and_the_retries_all_land(
         })
         .collect();
     for id in &ids {
-        let key = seen_key(&env, "std", id);
+        let key = seen_key(env, "std", id);
         wait_until(Duration::from_secs(3), || async {
-            redis_get(&env, &key)
+            redis_get(env, &key)
                 .await
                 .is_some_and(|v| v.starts_with("pending:"))
         })
         .await;
     }
-    child.start_kill().unwrap(); // SIGKILL
-    child.wait().await.unwrap();
+    killed.sigkill().await;
     // The held publishes die with the connection: these events exist nowhere.
     proxy.sever();
     for request in in_flight {
@@ -722,12 +634,7 @@ async fn a_sigkilled_ingest_leaves_only_pending_claims_and_the_retries_all_land(
         );
     }
 
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&secret]));
-    let fresh = IngestHandle::start(settings).await;
+    let fresh = app.ingest();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     for id in &ids {
         // The sender retries as senders do: 409 while the dead claim is pending.
@@ -747,6 +654,8 @@ async fn a_sigkilled_ingest_leaves_only_pending_claims_and_the_retries_all_land(
                 409 => assert!(tokio::time::Instant::now() < deadline, "{id} still pending"),
                 other => panic!("{id}: unexpected {other}"),
             }
+            // The sender's back-off between retries: part of what is tested
+            // (retries land once the dead claim expires), not an ordering.
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -757,5 +666,6 @@ async fn a_sigkilled_ingest_leaves_only_pending_claims_and_the_retries_all_land(
     for id in &ids {
         assert!(landed.contains(id), "{id} never landed");
     }
-    fresh.stop().await.unwrap();
+    let mut app = app;
+    app.stop().await;
 }

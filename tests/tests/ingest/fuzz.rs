@@ -12,8 +12,7 @@ use hookfleet_ingest::config::FieldSource;
 
 use hookfleet_common::signature::SchemeKind;
 use hookfleet_common::signature::{github, stripe};
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::spawn::IngestHandle;
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::webhook::{self, source};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -51,9 +50,9 @@ const TOKENS: &[&str] = &[
 ];
 
 struct Fixture {
+    // Before the runtime, so it is dropped while the runtime still runs.
+    app: TestApp,
     runtime: Runtime,
-    env: TestEnv,
-    ingest: IngestHandle,
     client: reqwest::Client,
     secret: String,
 }
@@ -62,23 +61,20 @@ impl Fixture {
     fn start() -> Self {
         let runtime = Runtime::new().unwrap();
         let secret = webhook::plain_secret();
-        let (env, ingest) = runtime.block_on(async {
-            let env = TestEnv::new().await;
-            let mut settings = env.settings.clone();
-            let mut gh = source(SchemeKind::Github, &[&secret]);
-            gh.require_json = false;
-            gh.forward_headers = vec!["x-fwd".into()];
-            settings.ingest.sources.insert("gh".into(), gh);
-            let mut stripe = source(SchemeKind::Stripe, &[&secret]);
-            stripe.event_type = Some(FieldSource::JsonPointer("/type".into()));
-            settings.ingest.sources.insert("stripe".into(), stripe);
-            let ingest = IngestHandle::start(settings).await;
-            (env, ingest)
-        });
+        let mut gh = source(SchemeKind::Github, &[&secret]);
+        gh.require_json = false;
+        gh.forward_headers = vec!["x-fwd".into()];
+        let mut stripe = source(SchemeKind::Stripe, &[&secret]);
+        stripe.event_type = Some(FieldSource::JsonPointer("/type".into()));
+        let builder = TestApp::builder()
+            .workers(0)
+            .ingest()
+            .source("gh", gh)
+            .source("stripe", stripe);
+        let app = runtime.block_on(builder.start());
         Self {
+            app,
             runtime,
-            env,
-            ingest,
             client: reqwest::Client::new(),
             secret,
         }
@@ -88,7 +84,7 @@ impl Fixture {
     fn post(&self, source: &str, headers: HeaderMap, body: Vec<u8>) -> Result<u16, TestCaseError> {
         let request = self
             .client
-            .post(self.ingest.hook_url(source))
+            .post(self.app.ingest().hook_url(source))
             .headers(headers)
             .body(body)
             .timeout(Duration::from_secs(10));
@@ -98,11 +94,8 @@ impl Fixture {
             .map_err(|e| TestCaseError::fail(format!("no answer (a panic?): {e}")))
     }
 
-    fn stop(self) {
-        self.runtime.block_on(async {
-            self.ingest.stop().await.unwrap();
-            self.env.cleanup().await;
-        });
+    fn stop(mut self) {
+        self.runtime.block_on(self.app.stop());
     }
 }
 

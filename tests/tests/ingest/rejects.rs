@@ -7,8 +7,7 @@ use hookfleet_ingest::config::RateLimit;
 
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_common::signature::SchemeKind;
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::spawn::IngestHandle;
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::webhook::{self, source};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,21 +21,26 @@ struct Case {
 
 #[tokio::test]
 async fn bad_requests_are_refused_with_a_json_error_and_change_nothing() {
-    let env = TestEnv::new().await;
     let stripe_secret = webhook::plain_secret();
     let std_secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    let mut stripe = source(SchemeKind::Stripe, &[&stripe_secret]);
-    stripe.max_body_bytes = 2048;
-    settings.ingest.sources.insert("stripe".into(), stripe);
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&std_secret]));
-    let mut fenced = source(SchemeKind::Standard, &[&std_secret]);
-    fenced.allow_ips = vec!["10.0.0.0/8".into()];
-    settings.ingest.sources.insert("fenced".into(), fenced);
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .configure(|settings, _| {
+            let mut stripe = source(SchemeKind::Stripe, &[&stripe_secret]);
+            stripe.max_body_bytes = 2048;
+            settings.ingest.sources.insert("stripe".into(), stripe);
+            settings
+                .ingest
+                .sources
+                .insert("std".into(), source(SchemeKind::Standard, &[&std_secret]));
+            let mut fenced = source(SchemeKind::Standard, &[&std_secret]);
+            fenced.allow_ips = vec!["10.0.0.0/8".into()];
+            settings.ingest.sources.insert("fenced".into(), fenced);
+        })
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let url = ingest.hook_url("stripe");
     let body = webhook::ticket("evt_bad", "hello");
@@ -177,18 +181,23 @@ async fn bad_requests_are_refused_with_a_json_error_and_change_nothing() {
     assert!(keys.is_empty(), "no Redis keys: {keys:?}");
     assert_eq!(ingest.requests("unknown", "unknown_source"), 1);
     assert_eq!(ingest.requests("stripe", "bad_signature"), 4);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_chunked_body_without_content_length_is_cut_off_at_the_limit() {
-    let env = TestEnv::new().await;
     let secret = webhook::plain_secret();
-    let mut settings = env.settings.clone();
-    let mut stripe = source(SchemeKind::Stripe, &[&secret]);
-    stripe.max_body_bytes = 1024;
-    settings.ingest.sources.insert("stripe".into(), stripe);
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .configure(|settings, _| {
+            let mut stripe = source(SchemeKind::Stripe, &[&secret]);
+            stripe.max_body_bytes = 1024;
+            settings.ingest.sources.insert("stripe".into(), stripe);
+        })
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let addr = ingest.base_url.trim_start_matches("http://").to_owned();
 
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -214,21 +223,26 @@ async fn a_chunked_body_without_content_length_is_cut_off_at_the_limit() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"error\""), "{answer}");
     assert_eq!(env.ready_count(&env.topology().jobs_queue()).await, 0);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
-    let env = TestEnv::new().await;
     let secret = webhook::standard_secret();
-    let mut settings = env.settings.clone();
-    let mut limited = source(SchemeKind::Standard, &[&secret]);
-    limited.rate_limit = Some(RateLimit {
-        per_second: 1,
-        burst: 2,
-    });
-    settings.ingest.sources.insert("limited".into(), limited);
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .configure(|settings, _| {
+            let mut limited = source(SchemeKind::Standard, &[&secret]);
+            limited.rate_limit = Some(RateLimit {
+                per_second: 1,
+                burst: 2,
+            });
+            settings.ingest.sources.insert("limited".into(), limited);
+        })
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     let mut retry_after = None;
@@ -260,24 +274,21 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
     env.wait_for_count(&jobs, accepted, Duration::from_secs(5))
         .await;
     assert_eq!(env.ready_count(&jobs).await, accepted);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn an_event_id_over_256_bytes_is_refused_saying_so() {
-    let env = TestEnv::new().await;
     let std_secret = webhook::standard_secret();
     let stripe_secret = webhook::plain_secret();
-    let mut settings = env.settings.clone();
-    settings
-        .ingest
-        .sources
-        .insert("std".into(), source(SchemeKind::Standard, &[&std_secret]));
-    settings.ingest.sources.insert(
-        "stripe".into(),
-        source(SchemeKind::Stripe, &[&stripe_secret]),
-    );
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .source("std", source(SchemeKind::Standard, &[&std_secret]))
+        .source("stripe", source(SchemeKind::Stripe, &[&stripe_secret]))
+        .start()
+        .await;
+    let ingest = app.ingest();
     let client = reqwest::Client::new();
     let std_send = |id: &str| {
         webhook::standard_request(
@@ -319,5 +330,5 @@ async fn an_event_id_over_256_bytes_is_refused_saying_so() {
     }
     assert_eq!(ingest.requests("std", "event_id_too_long"), 1);
     assert_eq!(ingest.requests("stripe", "event_id_too_long"), 1);
-    ingest.stop().await.unwrap();
+    app.stop().await;
 }

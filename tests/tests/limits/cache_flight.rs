@@ -192,6 +192,7 @@ async fn a_leader_slower_than_its_lease_keeps_its_claim_by_renewing_it() {
         cache
             .get_or_compute(&k, &settings(lease), || async {
                 computed.fetch_add(1, Ordering::SeqCst);
+                // The slow computation under test: four leases long.
                 tokio::time::sleep(Duration::from_millis(1_200)).await;
                 Ok::<_, std::convert::Infallible>(answer("slow"))
             })
@@ -228,6 +229,7 @@ async fn a_failed_leader_releases_at_once_and_the_next_waiter_computes() {
             let result = cache
                 .get_or_compute(&k, &settings(Duration::from_secs(30)), || async {
                     let n = attempts.fetch_add(1, Ordering::SeqCst);
+                    // A call that takes time, so the others queue up behind it.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if n == 0 {
                         Err("provider answered 500")

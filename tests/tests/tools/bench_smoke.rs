@@ -4,12 +4,12 @@
 //! every 202 landed, every job got its result — never a timing.
 
 use hookfleet_common::signature::SchemeKind;
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::bench::procs::Lab;
 use hookfleet_tests::bench::report::{self, Host};
 use hookfleet_tests::bench::suite::{self, SuiteParams};
-use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::loadgen::{self, Mode, Scheme, Stop, Target};
-use hookfleet_tests::spawn::{self, IngestHandle};
+use hookfleet_tests::spawn;
 use hookfleet_tests::webhook::{self, source};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,14 +88,16 @@ async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_signs_both_schemes_in_both_loops_and_every_202_lands() {
-    let env = TestEnv::new().await;
     let standard = webhook::standard_secret();
     let stripe = webhook::plain_secret();
-    let mut settings = env.settings.clone();
-    let sources = &mut settings.ingest.sources;
-    sources.insert("support".into(), source(SchemeKind::Standard, &[&standard]));
-    sources.insert("stripe".into(), source(SchemeKind::Stripe, &[&stripe]));
-    let ingest = IngestHandle::start(settings).await;
+    let mut app = TestApp::builder()
+        .workers(0)
+        .ingest()
+        .source("support", source(SchemeKind::Standard, &[&standard]))
+        .source("stripe", source(SchemeKind::Stripe, &[&stripe]))
+        .start()
+        .await;
+    let (env, ingest) = (app.env(), app.ingest());
 
     let runs = [
         (
@@ -135,5 +137,5 @@ async fn loadgen_signs_both_schemes_in_both_loops_and_every_202_lands() {
         .await
         .expect("passive declare");
     assert_eq!(u64::from(landed), accepted, "one message per 202");
-    ingest.stop().await.expect("ingest stops");
+    app.stop().await;
 }

@@ -359,6 +359,8 @@ async fn the_rpm_window_answers_429_with_retry_after_above_the_limit_and_admits_
     other["model"] = json!("gpt-4o");
     assert_eq!(openai(&mock, other).await.status(), StatusCode::OK);
 
+    // Waiting out the advertised Retry-After is what is tested: the window
+    // admits again after it.
     tokio::time::sleep(Duration::from_millis(retry_ms)).await;
     assert_eq!(
         openai(&mock, chat("request 3")).await.status(),

@@ -5,12 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, event, header, mock_openai, pending_jobs, pipeline, take,
-    worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::app::TestApp;
+use hookfleet_tests::fleet::{JobPublisher, event, header, pending_jobs, pipeline, take};
+use hookfleet_tests::mock_ai::MockConfig;
 use hookfleet_worker::config::UnmatchedPolicy;
 use lapin::BasicProperties;
 use lapin::message::BasicGetMessage;
@@ -26,25 +23,24 @@ fn reason(message: &BasicGetMessage) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_jobs_are_dead_lettered_once_with_their_reason_and_the_counts_add_up() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig {
-        fail_marker: Some("FAIL-ALWAYS".into()),
-        bad_request_marker: Some("BAD-REQUEST".into()),
-        ..MockConfig::default()
-    })
-    .await;
-    let mut settings = worker_settings(&env, 3);
-    settings.worker.unmatched = UnmatchedPolicy::DeadLetter;
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    let mut triage = pipeline("triage", "mock", USER);
-    triage.sources = vec!["support".into()];
-    settings.worker.pipelines = vec![triage];
-    let worker = WorkerHandle::start_consuming(settings).await;
+    let mut app = TestApp::builder()
+        .mock(MockConfig {
+            fail_marker: Some("FAIL-ALWAYS".into()),
+            bad_request_marker: Some("BAD-REQUEST".into()),
+            ..MockConfig::default()
+        })
+        .configure(|settings, _| {
+            settings.worker.unmatched = UnmatchedPolicy::DeadLetter;
+            let mut triage = pipeline("triage", "mock", USER);
+            triage.sources = vec!["support".into()];
+            settings.worker.pipelines = vec![triage];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let (env, mock) = (app.env(), &app.mock);
     let metrics = worker.metrics.clone();
-    let jobs = JobPublisher::new(&env).await;
+    let jobs = JobPublisher::new(env).await;
 
     let ticket = |text: &str| json!({ "customer": { "name": "Ada" }, "ticket": { "body": text } });
     for i in 0..3 {
@@ -75,7 +71,7 @@ async fn failing_jobs_are_dead_lettered_once_with_their_reason_and_the_counts_ad
         .await;
 
     let topology = env.topology();
-    let dead = take(&env, &topology.dead_queue(), 9, Duration::from_secs(20)).await;
+    let dead = take(env, &topology.dead_queue(), 9, Duration::from_secs(20)).await;
     worker.stop().await.expect("the worker stops cleanly");
 
     let by_reason: BTreeMap<String, Vec<&BasicGetMessage>> =
@@ -150,17 +146,15 @@ async fn failing_jobs_are_dead_lettered_once_with_their_reason_and_the_counts_ad
             "{code}"
         );
     }
-    assert_eq!(pending_jobs(&env).await, 0);
+    assert_eq!(pending_jobs(env).await, 0);
     assert!(env.drain(&topology.results_queue()).await.is_empty());
-    jobs.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_routing_key_header_past_255_bytes_is_cut_to_fit_the_dead_letter() {
-    let env = TestEnv::new().await;
-    let settings = worker_settings(&env, 3);
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder().start().await;
+    let worker = app.take_worker();
+    let (env, jobs) = (app.env(), app.jobs());
 
     let long = format!("support.{}", "é".repeat(200));
     let mut headers = lapin::types::FieldTable::default();
@@ -172,7 +166,7 @@ async fn a_foreign_routing_key_header_past_255_bytes_is_cut_to_fit_the_dead_lett
         .await;
 
     let topology = env.topology();
-    let dead = take(&env, &topology.dead_queue(), 1, Duration::from_secs(20)).await;
+    let dead = take(env, &topology.dead_queue(), 1, Duration::from_secs(20)).await;
     assert_eq!(reason(&dead[0]), "not_a_hookfleet_event");
     let key = dead[0].delivery.routing_key.as_str();
     assert!(key.len() <= 255 && long.starts_with(key), "{key}");
@@ -198,25 +192,25 @@ async fn dlq_replay(settings: &hookfleet_tests::settings::Settings) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelines_permanent_failure_is_final_and_its_own_dead_letter_replays_it_alone() {
-    let env = TestEnv::new().await;
     // `classify` always gets a 400; `summarize` a 500, then its answer.
-    let mock = MockAi::start(MockConfig {
-        bad_request_marker: Some("BAD-REQUEST".into()),
-        fail_first_attempts: 1,
-        ..MockConfig::default()
-    })
-    .await;
-    let mut settings = worker_settings(&env, 5);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    settings.worker.pipelines = vec![
-        pipeline("classify", "mock", "BAD-REQUEST {{ payload.ticket.body }}"),
-        pipeline("summarize", "mock", "Summarize {{ payload.ticket.body }}"),
-    ];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .mock(MockConfig {
+            bad_request_marker: Some("BAD-REQUEST".into()),
+            fail_first_attempts: 1,
+            ..MockConfig::default()
+        })
+        .max_attempts(5)
+        .configure(|settings, _| {
+            settings.worker.pipelines = vec![
+                pipeline("classify", "mock", "BAD-REQUEST {{ payload.ticket.body }}"),
+                pipeline("summarize", "mock", "Summarize {{ payload.ticket.body }}"),
+            ];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let (env, mock) = (app.env(), &app.mock);
+    let jobs = app.jobs();
     jobs.publish(
         "support",
         "ticket.created",
@@ -225,7 +219,7 @@ async fn a_pipelines_permanent_failure_is_final_and_its_own_dead_letter_replays_
     .await;
 
     let topology = env.topology();
-    let results = take(&env, &topology.results_queue(), 1, Duration::from_secs(20)).await;
+    let results = take(env, &topology.results_queue(), 1, Duration::from_secs(20)).await;
     assert_eq!(results.len(), 1, "one result, summarize's");
     assert_eq!(
         header(&results[0], "hf-pipeline").as_deref(),
@@ -256,7 +250,7 @@ async fn a_pipelines_permanent_failure_is_final_and_its_own_dead_letter_replays_
     let summarize_runs =
         worker.jobs("summarize", "succeeded") + worker.jobs("summarize", "duplicate");
     assert_eq!(dlq_replay(&env.settings).await, 1);
-    let dead = take(&env, &topology.dead_queue(), 1, Duration::from_secs(20)).await;
+    let dead = take(env, &topology.dead_queue(), 1, Duration::from_secs(20)).await;
     let summarize_after =
         worker.jobs("summarize", "succeeded") + worker.jobs("summarize", "duplicate");
     worker.stop().await.expect("the worker stops cleanly");
@@ -274,5 +268,4 @@ async fn a_pipelines_permanent_failure_is_final_and_its_own_dead_letter_replays_
         "the replay did not run summarize"
     );
     assert!(env.drain(&topology.results_queue()).await.is_empty());
-    jobs.close().await;
 }

@@ -4,36 +4,31 @@
 
 use std::time::Duration;
 
-use hookfleet_common::signature::SchemeKind;
-
 use hookfleet_common::message::now_rfc3339;
 use hookfleet_common::redis::status::{EventState, Statuses, Update};
+use hookfleet_common::signature::SchemeKind;
+use hookfleet_tests::app::{TestApp, TestAppBuilder};
 use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{WorkerHandle, event, mock_openai, pipeline, worker_settings};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
-use hookfleet_tests::settings::Settings;
+use hookfleet_tests::fleet::{event, pipeline};
+use hookfleet_tests::mock_ai::MockConfig;
 use hookfleet_tests::spawn::IngestHandle;
-use hookfleet_tests::wait::wait_until;
+use hookfleet_tests::wait::{wait_for, wait_until};
 use hookfleet_tests::webhook::{self, source};
 use serde_json::Value;
 
 const USER: &str = "Ticket from {{ payload.customer.name }}: {{ payload.ticket.body }}";
 
-/// Settings with a Standard Webhooks source `support` and pipeline `triage` on
-/// `mock`; returns them with the source's secret.
-fn settings(env: &TestEnv, mock: &MockAi, max_attempts: u32) -> (Settings, String) {
+/// Ingest with a Standard Webhooks source `support`, pipeline `triage` on the
+/// mock answering as `mock` says, and no worker; and the source's secret.
+fn builder<'a>(mock: MockConfig) -> (TestAppBuilder<'a>, String) {
     let secret = webhook::standard_secret();
-    let mut settings = worker_settings(env, max_attempts);
-    settings
-        .ingest
-        .sources
-        .insert("support".into(), source(SchemeKind::Standard, &[&secret]));
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(mock));
-    settings.worker.pipelines = vec![pipeline("triage", "mock", USER)];
-    (settings, secret)
+    let builder = TestApp::builder()
+        .mock(mock)
+        .workers(0)
+        .ingest()
+        .source("support", source(SchemeKind::Standard, &[&secret]))
+        .pipeline(pipeline("triage", "mock", USER));
+    (builder, secret)
 }
 
 /// Sends a signed ticket; returns the message id of the 202.
@@ -61,45 +56,37 @@ async fn get(ingest: &IngestHandle, path: &str) -> (u16, Value) {
     (code, response.json().await.expect("a JSON body"))
 }
 
-/// Polls `GET /events/{id}` every 20 ms until its state is `state`; returns
-/// the body. Panics with the last body seen after `deadline`.
+/// Waits until `GET /events/{id}` answers 200 with state `state`; returns the
+/// body. Panics after `deadline`.
 async fn wait_for_state(ingest: &IngestHandle, id: &str, state: &str, deadline: Duration) -> Value {
     let path = format!("/events/{id}");
-    let start = tokio::time::Instant::now();
-    loop {
+    wait_for(deadline, &format!("{id} {state}"), || async {
         let (code, body) = get(ingest, &path).await;
-        if code == 200 && body["state"] == state {
-            return body;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "not {state} within {deadline:?}: {code} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (code == 200 && body["state"] == state).then_some(body)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_event_moves_to_done_with_its_summary() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
-    let (settings, secret) = settings(&env, &mock, 3);
-    let ingest = IngestHandle::start(settings.clone()).await;
+    let (builder, secret) = builder(MockConfig::default());
+    let mut app = builder.start().await;
+    let ingest = app.ingest();
 
-    let id = send(&ingest, &secret, "tkt-1", "my order arrived broken").await;
-    let (code, accepted) = get(&ingest, &format!("/events/{id}")).await;
+    let id = send(ingest, &secret, "tkt-1", "my order arrived broken").await;
+    let (code, accepted) = get(ingest, &format!("/events/{id}")).await;
     assert_eq!(code, 200, "{accepted}");
     assert_eq!(accepted["state"], "accepted", "no worker yet: {accepted}");
     assert_eq!(accepted["id"], id.as_str());
     assert_eq!(accepted["source"], "support");
     assert_eq!(accepted["event_id"], "tkt-1");
     assert!(accepted["accepted_at"].is_string());
-    let (code, by_event) = get(&ingest, "/events/support/tkt-1").await;
+    let (code, by_event) = get(ingest, "/events/support/tkt-1").await;
     assert_eq!(code, 200);
     assert_eq!(by_event["id"], id.as_str(), "found by source and event id");
 
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let done = wait_for_state(&ingest, &id, "done", Duration::from_secs(15)).await;
+    let worker = app.start_worker(app.settings.clone()).await;
+    let done = wait_for_state(ingest, &id, "done", Duration::from_secs(15)).await;
     assert_eq!(done["attempts"], 1, "{done}");
     assert!(done["completed_at"].is_string());
     let pipelines = done["pipelines"].as_array().expect("pipelines");
@@ -116,25 +103,22 @@ async fn an_accepted_event_moves_to_done_with_its_summary() {
         "no payload or secret in the status: {text}"
     );
     worker.stop().await.expect("the worker stops cleanly");
-    ingest.stop().await.expect("ingest stops cleanly");
-    mock.stop().await.ok();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_event_shows_retrying_with_its_attempt_then_dead_with_its_reason() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig {
+    let (builder, secret) = builder(MockConfig {
         fail_marker: Some("FAIL-ALWAYS".into()),
         ..MockConfig::default()
-    })
-    .await;
-    let (settings, secret) = settings(&env, &mock, 3);
-    let ingest = IngestHandle::start(settings.clone()).await;
-    let worker = WorkerHandle::start_consuming(settings).await;
+    });
+    let mut app = builder.workers(1).start().await;
+    let worker = app.take_worker();
+    let ingest = app.ingest();
 
-    let id = send(&ingest, &secret, "tkt-doomed", "FAIL-ALWAYS please").await;
+    let id = send(ingest, &secret, "tkt-doomed", "FAIL-ALWAYS please").await;
     // Attempt 2 waits in the 1 s retry tier: plenty of time to see it.
-    let retrying = wait_for_state(&ingest, &id, "retrying", Duration::from_secs(10)).await;
+    let retrying = wait_for_state(ingest, &id, "retrying", Duration::from_secs(10)).await;
     let attempt = retrying["attempt"].as_u64().expect("attempt");
     assert!((1..=2).contains(&attempt), "{retrying}");
     let next = retrying["next_attempt_at"]
@@ -142,7 +126,7 @@ async fn a_failing_event_shows_retrying_with_its_attempt_then_dead_with_its_reas
         .expect("next_attempt_at");
     humantime::parse_rfc3339(next).expect("an RFC 3339 time");
 
-    let dead = wait_for_state(&ingest, &id, "dead", Duration::from_secs(15)).await;
+    let dead = wait_for_state(ingest, &id, "dead", Duration::from_secs(15)).await;
     assert_eq!(dead["class"], "exhausted", "{dead}");
     assert_eq!(dead["reason"], "ai_http_500");
     assert_eq!(dead["stage"], "ai");
@@ -151,47 +135,46 @@ async fn a_failing_event_shows_retrying_with_its_attempt_then_dead_with_its_reas
     assert!(dead["error"].as_str().unwrap().contains("500"), "{dead}");
     assert!(dead["pipelines"].as_array().unwrap().is_empty());
     worker.stop().await.expect("the worker stops cleanly");
-    ingest.stop().await.expect("ingest stops cleanly");
-    mock.stop().await.ok();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ids_are_404_with_a_json_error() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
-    let (settings, _secret) = settings(&env, &mock, 3);
-    let ingest = IngestHandle::start(settings).await;
+    let (builder, _secret) = builder(MockConfig::default());
+    let mut app = builder.start().await;
+    let ingest = app.ingest();
     for path in [
         format!("/events/{}", ulid::Ulid::new()),
         "/events/not-an-id".to_owned(),
         "/events/support/never-sent".to_owned(),
         "/events/nosuchsource/x".to_owned(),
     ] {
-        let (code, body) = get(&ingest, &path).await;
+        let (code, body) = get(ingest, &path).await;
         assert_eq!(code, 404, "{path}");
         assert!(
             body["error"].as_str().unwrap().contains("unknown event"),
             "{body}"
         );
     }
-    ingest.stop().await.expect("ingest stops cleanly");
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_status_is_404() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
-    let (mut settings, secret) = settings(&env, &mock, 3);
-    settings.status.ttl = Duration::from_secs(1);
-    let ingest = IngestHandle::start(settings).await;
-    let id = send(&ingest, &secret, "tkt-short", "hello").await;
-    let (code, body) = get(&ingest, &format!("/events/{id}")).await;
+    let (builder, secret) = builder(MockConfig::default());
+    let mut app = builder
+        .configure(|settings, _| settings.status.ttl = Duration::from_secs(1))
+        .start()
+        .await;
+    let ingest = app.ingest();
+    let id = send(ingest, &secret, "tkt-short", "hello").await;
+    let (code, body) = get(ingest, &format!("/events/{id}")).await;
     assert_eq!((code, &body["state"]), (200, &Value::from("accepted")));
     wait_until(Duration::from_secs(5), || async {
-        get(&ingest, &format!("/events/{id}")).await.0 == 404
+        get(ingest, &format!("/events/{id}")).await.0 == 404
     })
     .await;
-    ingest.stop().await.expect("ingest stops cleanly");
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,35 +4,37 @@
 
 use std::time::Duration;
 
-use hookfleet_worker::config::FallbackConfig;
-
-use hookfleet_tests::env::TestEnv;
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, header, json_body, mock_anthropic, mock_openai, pending_jobs,
-    pipeline, take, worker_settings,
+    header, json_body, mock_anthropic, mock_openai, pending_jobs, pipeline, take,
 };
 use hookfleet_tests::mock_ai::{MockAi, MockConfig, ModelLimits};
-use hookfleet_tests::settings::Settings;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::config::FallbackConfig;
 use serde_json::json;
 
 const USER: &str = "Ticket from {{ payload.customer.name }}: {{ payload.ticket.body }}";
 const FALLBACK_MODEL: &str = "claude-3-5-haiku";
 
-/// Worker settings: pipeline `triage` on `primary` (openai, `gpt-4o-mini`) with
-/// one fallback, `backup` (anthropic, `claude-3-5-haiku`).
-fn settings(env: &TestEnv, primary: &MockAi, backup: &MockAi, max_attempts: u32) -> Settings {
-    let mut settings = worker_settings(env, max_attempts);
-    let providers = &mut settings.worker.providers;
-    providers.insert("primary".into(), mock_openai(primary));
-    providers.insert("backup".into(), mock_anthropic(backup));
+/// One worker on pipeline `triage` on `primary` (the app's mock as `primary`
+/// says; openai, `gpt-4o-mini`) with one fallback, `backup` (anthropic,
+/// `claude-3-5-haiku`).
+async fn start(primary: MockConfig, backup: &MockAi) -> TestApp {
     let mut triage = pipeline("triage", "primary", USER);
     triage.fallbacks = vec![FallbackConfig {
         provider: "backup".into(),
         model: FALLBACK_MODEL.into(),
     }];
-    settings.worker.pipelines = vec![triage];
-    settings
+    TestApp::builder()
+        .mock(primary)
+        .pipeline(triage)
+        .configure(|settings, started| {
+            let providers = &mut settings.worker.providers;
+            providers.insert("primary".into(), mock_openai(&started.mock));
+            providers.insert("backup".into(), mock_anthropic(backup));
+        })
+        .start()
+        .await
 }
 
 fn ticket(name: &str, text: &str) -> serde_json::Value {
@@ -41,15 +43,17 @@ fn ticket(name: &str, text: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_5xx_is_answered_by_the_fallback_and_the_result_names_it() {
-    let env = TestEnv::new().await;
-    let primary = MockAi::start(MockConfig {
-        fail_5xx_rate: 1.0,
-        ..MockConfig::default()
-    })
-    .await;
     let backup = MockAi::start(MockConfig::default()).await;
-    let worker = WorkerHandle::start_consuming(settings(&env, &primary, &backup, 3)).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = start(
+        MockConfig {
+            fail_5xx_rate: 1.0,
+            ..MockConfig::default()
+        },
+        &backup,
+    )
+    .await;
+    let worker = app.take_worker();
+    let (env, primary, jobs) = (app.env(), &app.mock, app.jobs());
     let n = 3;
     for i in 0..n {
         jobs.publish(
@@ -60,7 +64,7 @@ async fn a_primary_5xx_is_answered_by_the_fallback_and_the_result_names_it() {
         .await;
     }
     let results = take(
-        &env,
+        env,
         &env.topology().results_queue(),
         n,
         Duration::from_secs(20),
@@ -103,42 +107,42 @@ async fn a_primary_5xx_is_answered_by_the_fallback_and_the_result_names_it() {
     );
     assert_eq!(worker.jobs("triage", "retried"), 0);
     worker.stop().await.expect("the worker stops cleanly");
-    jobs.close().await;
-    primary.stop().await.ok();
     backup.stop().await.ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_a_429_pauses_the_primary_the_next_jobs_go_to_the_fallback() {
-    let env = TestEnv::new().await;
     // One request per 30 s: the second gets a 429 with retry-after ≈ 30 s, which
     // pauses the primary fleet-wide for longer than this test runs.
-    let primary = MockAi::start(MockConfig {
-        model_limits: [(
-            "gpt-4o-mini".to_owned(),
-            ModelLimits {
-                rpm: Some(1),
-                tpm: None,
-            },
-        )]
-        .into(),
-        rate_window: Duration::from_secs(30),
-        ..MockConfig::default()
-    })
-    .await;
     let backup = MockAi::start(MockConfig::default()).await;
-    let worker = WorkerHandle::start_consuming(settings(&env, &primary, &backup, 3)).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = start(
+        MockConfig {
+            model_limits: [(
+                "gpt-4o-mini".to_owned(),
+                ModelLimits {
+                    rpm: Some(1),
+                    tpm: None,
+                },
+            )]
+            .into(),
+            rate_window: Duration::from_secs(30),
+            ..MockConfig::default()
+        },
+        &backup,
+    )
+    .await;
+    let worker = app.take_worker();
+    let (env, primary, jobs) = (app.env(), &app.mock, app.jobs());
     let results_queue = env.topology().results_queue();
 
     jobs.publish("support", "ticket.created", &ticket("first", "broken"))
         .await;
-    let first = take(&env, &results_queue, 1, Duration::from_secs(10)).await;
+    let first = take(env, &results_queue, 1, Duration::from_secs(10)).await;
     assert_eq!(json_body(&first[0])["provider"], "primary");
 
     jobs.publish("support", "ticket.created", &ticket("second", "broken"))
         .await;
-    let second = take(&env, &results_queue, 1, Duration::from_secs(10)).await;
+    let second = take(env, &results_queue, 1, Duration::from_secs(10)).await;
     assert_eq!(
         json_body(&second[0])["provider"],
         "backup",
@@ -155,7 +159,7 @@ async fn while_a_429_pauses_the_primary_the_next_jobs_go_to_the_fallback() {
         )
         .await;
     }
-    let later = take(&env, &results_queue, paused, Duration::from_secs(15)).await;
+    let later = take(env, &results_queue, paused, Duration::from_secs(15)).await;
     for result in &later {
         assert_eq!(json_body(result)["provider"], "backup");
         assert_eq!(json_body(result)["fallback"], 0);
@@ -175,27 +179,27 @@ async fn while_a_429_pauses_the_primary_the_next_jobs_go_to_the_fallback() {
     assert_eq!(fell("limiter"), u64::from(paused), "the pause");
     assert_eq!(worker.jobs("triage", "retried"), 0);
     worker.stop().await.expect("the worker stops cleanly");
-    jobs.close().await;
-    primary.stop().await.ok();
     backup.stop().await.ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_400_does_not_fall_through_and_is_dead_lettered() {
-    let env = TestEnv::new().await;
-    let primary = MockAi::start(MockConfig {
-        bad_request_marker: Some("BAD-REQUEST".into()),
-        ..MockConfig::default()
-    })
-    .await;
     let backup = MockAi::start(MockConfig::default()).await;
-    let worker = WorkerHandle::start_consuming(settings(&env, &primary, &backup, 3)).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = start(
+        MockConfig {
+            bad_request_marker: Some("BAD-REQUEST".into()),
+            ..MockConfig::default()
+        },
+        &backup,
+    )
+    .await;
+    let worker = app.take_worker();
+    let (env, jobs) = (app.env(), app.jobs());
     let meta = jobs
         .publish("support", "ticket.created", &ticket("Ada", "BAD-REQUEST"))
         .await;
     let dead = take(
-        &env,
+        env,
         &env.topology().dead_queue(),
         1,
         Duration::from_secs(10),
@@ -222,9 +226,7 @@ async fn a_primary_400_does_not_fall_through_and_is_dead_lettered() {
     })
     .await;
     assert_eq!(backup.counters().requests, 0, "no fallback after a 4xx");
-    assert_eq!(pending_jobs(&env).await, 0);
+    assert_eq!(pending_jobs(env).await, 0);
     worker.stop().await.expect("the worker stops cleanly");
-    jobs.close().await;
-    primary.stop().await.ok();
     backup.stop().await.ok();
 }

@@ -6,41 +6,39 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, json_body, mock_openai, pending_jobs, pipeline, worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::app::TestApp;
+use hookfleet_tests::fleet::{JobPublisher, json_body, pending_jobs, pipeline};
+use hookfleet_tests::mock_ai::MockConfig;
 use hookfleet_tests::proxy::Proxy;
 use hookfleet_tests::wait::wait_until;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_survives_its_broker_connection_being_cut_and_handles_every_job_once() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig {
-        latency: Duration::from_millis(600),
-        ..MockConfig::default()
-    })
-    .await;
     let proxy = Proxy::start("127.0.0.1:5672".parse().expect("address")).await;
-    let mut settings = worker_settings(&env, 5);
-    settings.amqp.url = proxy.amqp_url();
     let concurrency = 4u16;
-    settings.worker.concurrency = concurrency;
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    settings.worker.pipelines = vec![pipeline(
-        "triage",
-        "mock",
-        "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}",
-    )];
-    let worker = WorkerHandle::start_consuming(settings).await;
+    let mut app = TestApp::builder()
+        .mock(MockConfig {
+            latency: Duration::from_millis(600),
+            ..MockConfig::default()
+        })
+        .max_attempts(5)
+        .configure(|settings, _| {
+            settings.amqp.url = proxy.amqp_url();
+            settings.worker.concurrency = concurrency;
+            settings.worker.pipelines = vec![pipeline(
+                "triage",
+                "mock",
+                "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}",
+            )];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let env = app.env();
     let metrics = worker.metrics.clone();
     // The test publishes directly to the broker, never through the proxy.
-    let jobs = JobPublisher::new(&env).await;
+    let jobs = JobPublisher::new(env).await;
 
     let n = 16u64;
     let mut ids = BTreeSet::new();
@@ -80,7 +78,7 @@ async fn a_worker_survives_its_broker_connection_being_cut_and_handles_every_job
     .await;
     worker.stop().await.expect("the worker stops cleanly");
 
-    assert_eq!(pending_jobs(&env).await, 0, "no job left behind");
+    assert_eq!(pending_jobs(env).await, 0, "no job left behind");
     let topology = env.topology();
     let results = env.drain(&topology.results_queue()).await;
     let result_ids: Vec<String> = results
@@ -109,36 +107,35 @@ async fn a_worker_survives_its_broker_connection_being_cut_and_handles_every_job
     }
     assert!(env.drain(&topology.dead_queue()).await.is_empty());
     assert!(metrics.broker_reconnects.get() >= 1);
-    jobs.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_ack_is_lost_in_a_cut_after_its_dead_letter_is_not_run_or_dead_lettered_again()
 {
-    let env = TestEnv::new().await;
     // A slow 500 on the only attempt allowed: the cut lands during the call, so
     // the dead letter is published (and confirmed) after it, and the ack on the
     // dead channel is lost.
-    let mock = MockAi::start(MockConfig {
-        latency: Duration::from_millis(1500),
-        fail_marker: Some("FAIL-ALWAYS".into()),
-        ..MockConfig::default()
-    })
-    .await;
     let proxy = Proxy::start("127.0.0.1:5672".parse().expect("address")).await;
-    let mut settings = worker_settings(&env, 1);
-    settings.amqp.url = proxy.amqp_url();
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    settings.worker.pipelines = vec![pipeline(
-        "triage",
-        "mock",
-        "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}",
-    )];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .mock(MockConfig {
+            latency: Duration::from_millis(1500),
+            fail_marker: Some("FAIL-ALWAYS".into()),
+            ..MockConfig::default()
+        })
+        .max_attempts(1)
+        .configure(|settings, _| {
+            settings.amqp.url = proxy.amqp_url();
+            settings.worker.pipelines = vec![pipeline(
+                "triage",
+                "mock",
+                "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}",
+            )];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let (env, mock) = (app.env(), &app.mock);
+    let jobs = app.jobs();
     jobs.publish(
         "support",
         "ticket.created",
@@ -182,5 +179,4 @@ async fn a_job_whose_ack_is_lost_in_a_cut_after_its_dead_letter_is_not_run_or_de
         1,
         "one dead letter"
     );
-    jobs.close().await;
 }

@@ -6,11 +6,8 @@ use std::time::Duration;
 
 use axum::http::Method;
 use hookfleet_common::config::Secret;
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, header, mock_openai, pipeline, take, worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::app::TestApp;
+use hookfleet_tests::fleet::{header, pipeline, take};
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::wait::wait_until;
 use hookfleet_worker::config::{HttpAuth, HttpSinkConfig, SinkConfig};
@@ -35,41 +32,39 @@ fn sink(name: &str, url: String) -> HttpSinkConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sinks_deliver_once_per_event_with_their_credentials_even_when_the_job_is_redelivered() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let target = StandIn::start().await;
     target.answer(Method::POST, "/", 204, json!(null));
-    let mut settings = worker_settings(&env, 3);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    let mut basic = sink("basic", format!("{}/basic", target.url()));
-    basic.auth = Some(HttpAuth::Basic {
-        username: "svc".into(),
-        password: Secret::new("pw"),
-    });
-    let mut custom = sink(
-        "custom",
-        format!("{}/custom/{{{{ payload.n }}}}", target.url()),
-    );
-    custom.auth = Some(HttpAuth::Header {
-        name: "X-Api-Key".into(),
-        value: Secret::new("key-1"),
-    });
-    custom.headers = [("X-Ticket".to_owned(), "{{ payload.n }}".to_owned())].into();
-    custom.body = Some("{{ output_json.sentiment }}".into());
-    custom
-        .headers
-        .insert("Content-Type".into(), "text/plain".into());
-    let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}: thanks, great work");
-    p.sinks = vec![
-        SinkConfig::Http(Box::new(basic)),
-        SinkConfig::Http(Box::new(custom)),
-    ];
-    settings.worker.pipelines = vec![p];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .configure(|settings, _| {
+            let mut basic = sink("basic", format!("{}/basic", target.url()));
+            basic.auth = Some(HttpAuth::Basic {
+                username: "svc".into(),
+                password: Secret::new("pw"),
+            });
+            let mut custom = sink(
+                "custom",
+                format!("{}/custom/{{{{ payload.n }}}}", target.url()),
+            );
+            custom.auth = Some(HttpAuth::Header {
+                name: "X-Api-Key".into(),
+                value: Secret::new("key-1"),
+            });
+            custom.headers = [("X-Ticket".to_owned(), "{{ payload.n }}".to_owned())].into();
+            custom.body = Some("{{ output_json.sentiment }}".into());
+            custom
+                .headers
+                .insert("Content-Type".into(), "text/plain".into());
+            let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}: thanks, great work");
+            p.sinks = vec![
+                SinkConfig::Http(Box::new(basic)),
+                SinkConfig::Http(Box::new(custom)),
+            ];
+            settings.worker.pipelines = vec![p];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let jobs = app.jobs();
 
     let meta = jobs
         .publish("support", "ticket.created", &json!({ "n": 7 }))
@@ -110,14 +105,10 @@ async fn sinks_deliver_once_per_event_with_their_credentials_even_when_the_job_i
     assert_eq!(&custom[0].body[..], b"positive");
 
     worker.stop().await.unwrap();
-    jobs.close().await;
-    mock.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_template_failing_for_an_event_dead_letters_it_after_the_other_sinks_delivered() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let target = StandIn::start().await;
     target.answer(Method::POST, "/", 200, json!({}));
     target.answer(
@@ -126,32 +117,34 @@ async fn a_sink_template_failing_for_an_event_dead_letters_it_after_the_other_si
         422,
         json!({ "error": "bad field" }),
     );
-    let mut settings = worker_settings(&env, 5);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    let good = sink("good", format!("{}/good", target.url()));
-    let mut broken = sink("broken", format!("{}/broken", target.url()));
-    broken.body = Some("{{ payload.missing.field }}".into());
-    let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
-    p.sinks = vec![
-        SinkConfig::Http(Box::new(good)),
-        SinkConfig::Http(Box::new(broken)),
-    ];
-    let mut q = pipeline("q", "mock", "Ticket {{ payload.n }}");
-    q.sinks = vec![SinkConfig::Http(Box::new(sink(
-        "rejects",
-        format!("{}/rejects", target.url()),
-    )))];
-    settings.worker.pipelines = vec![p, q];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .max_attempts(5)
+        .configure(|settings, _| {
+            let good = sink("good", format!("{}/good", target.url()));
+            let mut broken = sink("broken", format!("{}/broken", target.url()));
+            broken.body = Some("{{ payload.missing.field }}".into());
+            let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
+            p.sinks = vec![
+                SinkConfig::Http(Box::new(good)),
+                SinkConfig::Http(Box::new(broken)),
+            ];
+            let mut q = pipeline("q", "mock", "Ticket {{ payload.n }}");
+            q.sinks = vec![SinkConfig::Http(Box::new(sink(
+                "rejects",
+                format!("{}/rejects", target.url()),
+            )))];
+            settings.worker.pipelines = vec![p, q];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let env = app.env();
+    let jobs = app.jobs();
 
     jobs.publish("support", "ticket.created", &json!({ "n": 1 }))
         .await;
     let topology = env.topology();
-    let dead = take(&env, &topology.dead_queue(), 1, DEADLINE).await;
+    let dead = take(env, &topology.dead_queue(), 1, DEADLINE).await;
 
     assert_eq!(header(&dead[0], "hf-stage").as_deref(), Some("sink"));
     assert_eq!(
@@ -169,6 +162,4 @@ async fn a_sink_template_failing_for_an_event_dead_letters_it_after_the_other_si
     assert_eq!(worker.jobs("q", "dead_lettered"), 1);
 
     worker.stop().await.unwrap();
-    jobs.close().await;
-    mock.stop().await.unwrap();
 }

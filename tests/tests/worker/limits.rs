@@ -11,12 +11,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, json_body, mock_openai, pipeline, worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig, Prompt};
-use hookfleet_tests::settings::Settings;
+use hookfleet_tests::fleet::{JobPublisher, WorkerHandle, json_body, pipeline};
+use hookfleet_tests::mock_ai::{MockConfig, Prompt};
 use hookfleet_tests::wait::wait_until;
 use hookfleet_worker::config::{ModelLimits, PipelineConfig};
 use serde_json::json;
@@ -24,17 +22,20 @@ use serde_json::json;
 const MODEL: &str = "gpt-4o-mini";
 const SYSTEM: &str = "You triage support tickets. Answer in JSON.";
 
-/// Worker settings with one pipeline on the mock and `limits` for its model.
-fn settings(env: &TestEnv, mock: &MockAi, limits: ModelLimits, concurrency: u16) -> Settings {
-    let mut settings = worker_settings(env, 5);
-    settings.worker.concurrency = concurrency;
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(mock));
-    settings.worker.pipelines = vec![triage()];
-    settings.worker.limits.models = vec![limits];
-    settings
+/// `workers` workers, each with `concurrency`, on one pipeline on the mock
+/// (answering as `mock` says) and `limits` for its model.
+async fn start(mock: MockConfig, limits: ModelLimits, concurrency: u16, workers: usize) -> TestApp {
+    TestApp::builder()
+        .mock(mock)
+        .workers(workers)
+        .max_attempts(5)
+        .pipeline(triage())
+        .configure(|settings, _| {
+            settings.worker.concurrency = concurrency;
+            settings.worker.limits.models = vec![limits];
+        })
+        .start()
+        .await
 }
 
 /// The pipeline: the prompt is the ticket body and nothing else, so prompts of
@@ -89,13 +90,11 @@ fn ai_requests(worker: &WorkerHandle, status: &str) -> u64 {
 async fn a_429_pauses_every_worker_for_the_providers_retry_time() {
     const JOBS: usize = 60;
     const RETRY_AFTER: Duration = Duration::from_secs(2);
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig {
+    let mock = MockConfig {
         rate_limit_marker: Some("THROTTLE".into()),
         rate_limit_retry_after: RETRY_AFTER,
         ..MockConfig::default()
-    })
-    .await;
+    };
     // 20 requests a second: a steady stream on both workers, so a pause that
     // one of them ignored would show up as admissions inside it.
     let limits = ModelLimits {
@@ -107,18 +106,15 @@ async fn a_429_pauses_every_worker_for_the_providers_retry_time() {
         burst_tokens: None,
         refund_unused: true,
     };
-    let workers = [
-        WorkerHandle::start_consuming(settings(&env, &mock, limits.clone(), 4)).await,
-        WorkerHandle::start_consuming(settings(&env, &mock, limits, 4)).await,
-    ];
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = start(mock, limits, 4, 2).await;
+    let (env, mock, workers, jobs) = (app.env(), &app.mock, &app.workers, app.jobs());
     let bodies = (0..JOBS)
         .map(|i| {
             let marker = if i == 10 { " THROTTLE" } else { "" };
             format!("Ticket {i}: where is my parcel?{marker}")
         })
         .collect();
-    let ids = publish_all(&jobs, bodies).await;
+    let ids = publish_all(jobs, bodies).await;
 
     wait_until(Duration::from_secs(20), || {
         let throttled = mock.counters().throttled_at_us.len();
@@ -126,7 +122,7 @@ async fn a_429_pauses_every_worker_for_the_providers_retry_time() {
     })
     .await;
     let before: Vec<u64> = workers.iter().map(|w| ai_requests(w, "200")).collect();
-    expect_results(&env, &ids, Duration::from_secs(30)).await;
+    expect_results(env, &ids, Duration::from_secs(30)).await;
 
     let counters = mock.counters();
     assert_eq!(counters.status(429), 1, "one 429, then nobody hit it again");
@@ -157,10 +153,7 @@ async fn a_429_pauses_every_worker_for_the_providers_retry_time() {
             "both workers were calling the provider before and after the pause"
         );
     }
-    for worker in workers {
-        worker.stop().await.unwrap();
-    }
-    jobs.close().await;
+    app.stop().await;
 }
 
 /// Four workers, the mock's limits scaled down to a 10 s window (600 requests and
@@ -173,13 +166,12 @@ async fn four_workers_get_no_429s_and_use_at_least_95_percent_of_the_limit() {
     const JOBS: usize = 800;
     const WINDOW: Duration = Duration::from_secs(10);
     const PER_WINDOW: u32 = 600;
-    let env = TestEnv::new().await;
     // Every prompt has the same length, so every request costs the same tokens:
     // the prompt estimate plus max_tokens, as the mock and the limiter count.
     let body = |i: usize| format!("Ticket {i:06}: please classify this ticket.");
     let prompt = Prompt::from_pairs(&[("system", SYSTEM), ("user", &body(0))]);
     let cost = prompt.estimate_tokens() + triage().max_tokens.unwrap();
-    let mock = MockAi::start(MockConfig {
+    let mock = MockConfig {
         rpm_limit: Some(PER_WINDOW),
         tpm_limit: Some(PER_WINDOW * cost),
         rate_window: WINDOW,
@@ -187,8 +179,7 @@ async fn four_workers_get_no_429s_and_use_at_least_95_percent_of_the_limit() {
         latency_jitter: Duration::from_millis(20),
         seed: Some(4),
         ..MockConfig::default()
-    })
-    .await;
+    };
     let per_minute = PER_WINDOW * 6 * 97 / 100;
     let limits = ModelLimits {
         provider: "mock".into(),
@@ -201,14 +192,11 @@ async fn four_workers_get_no_429s_and_use_at_least_95_percent_of_the_limit() {
         // the unused part back.
         refund_unused: false,
     };
-    let mut workers = Vec::new();
-    for _ in 0..WORKERS {
-        workers.push(WorkerHandle::start_consuming(settings(&env, &mock, limits.clone(), 8)).await);
-    }
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = start(mock, limits, 8, WORKERS).await;
+    let (env, mock, workers, jobs) = (app.env(), &app.mock, &app.workers, app.jobs());
     mock.reset_counters();
-    let ids = publish_all(&jobs, (0..JOBS).map(body).collect()).await;
-    expect_results(&env, &ids, Duration::from_secs(45)).await;
+    let ids = publish_all(jobs, (0..JOBS).map(body).collect()).await;
+    expect_results(env, &ids, Duration::from_secs(45)).await;
 
     let counters = mock.counters();
     let first = Duration::from_micros(counters.admitted_at_us[0]);
@@ -252,8 +240,5 @@ async fn four_workers_get_no_429s_and_use_at_least_95_percent_of_the_limit() {
         acquisitions, JOBS as u64,
         "each call waited for the limiter"
     );
-    for worker in workers {
-        worker.stop().await.unwrap();
-    }
-    jobs.close().await;
+    app.stop().await;
 }

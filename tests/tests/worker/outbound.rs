@@ -10,11 +10,10 @@ use std::time::Duration;
 use axum::http::Method;
 use hookfleet_common::config::Secret;
 use hookfleet_common::redis::status::{EventState, Statuses};
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, header, json_body, mock_openai, pipeline, take, worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::fleet::{header, json_body, mock_openai, pipeline, take};
+use hookfleet_tests::proxy::ClosedPort;
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::wait::wait_until;
 use hookfleet_worker::config::{
@@ -96,53 +95,48 @@ impl Write for Logs {
     }
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_in_a_sink_url_reaches_no_log_no_dead_letter_and_no_status() {
+    let closed = ClosedPort::reserve();
     const TOKEN: &str = "xoxb-SECRET-TOKEN-41d7";
     let logs = Logs::capture();
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let chat = StandIn::start().await;
     chat.answer(Method::POST, "/services", 500, json!({ "error": "down" }));
-    let mut settings = worker_settings(&env, 2);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
-    p.sinks = vec![
-        SinkConfig::Http(Box::new(sink(
-            "failing",
-            format!("{}/services/T0/B1/{TOKEN}", chat.url()),
-        ))),
-        SinkConfig::Http(Box::new(sink(
-            "unreachable",
-            format!(
-                "http://127.0.0.1:{}/hooks/{TOKEN}?token={TOKEN}",
-                closed_port()
-            ),
-        ))),
-    ];
-    settings.worker.pipelines = vec![p];
+    let mut app = TestApp::builder()
+        .max_attempts(2)
+        .configure(|settings, _| {
+            let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
+            p.sinks = vec![
+                SinkConfig::Http(Box::new(sink(
+                    "failing",
+                    format!("{}/services/T0/B1/{TOKEN}", chat.url()),
+                ))),
+                SinkConfig::Http(Box::new(sink(
+                    "unreachable",
+                    format!(
+                        "http://127.0.0.1:{}/hooks/{TOKEN}?token={TOKEN}",
+                        closed.port
+                    ),
+                ))),
+            ];
+            settings.worker.pipelines = vec![p];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let env = app.env();
+    let jobs = app.jobs();
     let statuses = Statuses::new(
         env.redis(),
         env.topology(),
         env.settings.status.clone(),
         Duration::from_secs(2),
     );
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
 
     let meta = jobs
         .publish("support", "ticket.created", &json!({ "n": 1 }))
         .await;
-    let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    let dead = take(env, &env.topology().dead_queue(), 1, DEADLINE).await;
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(
         error.contains("http://127.0.0.1:"),
@@ -172,14 +166,10 @@ async fn a_token_in_a_sink_url_reaches_no_log_no_dead_letter_and_no_status() {
         "the failure was logged: {logs}"
     );
     assert!(!logs.contains(TOKEN), "{logs}");
-    jobs.close().await;
-    mock.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_answering_301_is_dead_lettered_naming_the_location_and_never_delivered() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let target = StandIn::start().await;
     target.answer_with_headers(
         Method::POST,
@@ -188,23 +178,24 @@ async fn a_sink_answering_301_is_dead_lettered_naming_the_location_and_never_del
         &[("location", "https://elsewhere.example.net/collect?k=1")],
         "",
     );
-    let mut settings = worker_settings(&env, 3);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
-    p.sinks = vec![SinkConfig::Http(Box::new(sink(
-        "crm",
-        format!("{}/moved", target.url()),
-    )))];
-    settings.worker.pipelines = vec![p];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .configure(|settings, _| {
+            let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
+            p.sinks = vec![SinkConfig::Http(Box::new(sink(
+                "crm",
+                format!("{}/moved", target.url()),
+            )))];
+            settings.worker.pipelines = vec![p];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let env = app.env();
+    let jobs = app.jobs();
 
     jobs.publish("support", "ticket.created", &json!({ "n": 1 }))
         .await;
-    let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    let dead = take(env, &env.topology().dead_queue(), 1, DEADLINE).await;
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(error.starts_with("sink_http_301"), "{error}");
     assert!(
@@ -217,14 +208,10 @@ async fn a_sink_answering_301_is_dead_lettered_naming_the_location_and_never_del
     assert_eq!(target.requests().len(), 1, "the redirect was not followed");
 
     worker.stop().await.unwrap();
-    jobs.close().await;
-    mock.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_redirects_stays_on_the_origin_and_drops_the_credentials() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let target = StandIn::start().await;
     target.answer_with_headers(Method::POST, "/old", 307, &[("location", "/new")], "");
     target.answer(Method::POST, "/new", 200, json!({}));
@@ -232,30 +219,31 @@ async fn follow_redirects_stays_on_the_origin_and_drops_the_credentials() {
     let port = target.url().rsplit(':').next().unwrap().to_owned();
     let away = format!("http://localhost:{port}/new");
     target.answer_with_headers(Method::POST, "/away", 302, &[("location", &away)], "");
-    let mut settings = worker_settings(&env, 3);
-    settings.worker.outbound.allow_hosts = vec!["127.0.0.1".into(), "localhost".into()];
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    let with_key = |name: &str, path: &str| {
-        let mut s = sink(name, format!("{}{path}", target.url()));
-        s.follow_redirects = true;
-        s.auth = Some(HttpAuth::Header {
-            name: "X-Api-Key".into(),
-            value: Secret::new("key-1"),
-        });
-        SinkConfig::Http(Box::new(s))
-    };
-    let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
-    p.sinks = vec![with_key("same", "/old"), with_key("cross", "/away")];
-    settings.worker.pipelines = vec![p];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .configure(|settings, _| {
+            settings.worker.outbound.allow_hosts = vec!["127.0.0.1".into(), "localhost".into()];
+            let with_key = |name: &str, path: &str| {
+                let mut s = sink(name, format!("{}{path}", target.url()));
+                s.follow_redirects = true;
+                s.auth = Some(HttpAuth::Header {
+                    name: "X-Api-Key".into(),
+                    value: Secret::new("key-1"),
+                });
+                SinkConfig::Http(Box::new(s))
+            };
+            let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
+            p.sinks = vec![with_key("same", "/old"), with_key("cross", "/away")];
+            settings.worker.pipelines = vec![p];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let env = app.env();
+    let jobs = app.jobs();
 
     jobs.publish("support", "ticket.created", &json!({ "n": 1 }))
         .await;
-    let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    let dead = take(env, &env.topology().dead_queue(), 1, DEADLINE).await;
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(error.starts_with("sink_http_302"), "{error}");
     assert!(
@@ -271,22 +259,13 @@ async fn follow_redirects_stays_on_the_origin_and_drops_the_credentials() {
     assert_eq!(new[0].body, old[0].body, "a 307 keeps the body");
 
     worker.stop().await.unwrap();
-    jobs.close().await;
-    mock.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let target = StandIn::start().await;
     target.answer(Method::POST, "/", 200, json!({}));
     let port = target.url().rsplit(':').next().unwrap().to_owned();
-    let mut settings = worker_settings(&env, 3);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
     let mut p = pipeline("p", "mock", "Ticket {{ payload.n }}");
     p.sinks = vec![
         // A name that resolves to 127.0.0.1, and an IP literal.
@@ -299,14 +278,18 @@ async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() 
             format!("http://127.0.0.1:{port}/literal"),
         ))),
     ];
-    settings.worker.pipelines = vec![p];
-    settings.worker.outbound.allow_hosts = Vec::new();
-    let jobs = JobPublisher::new(&env).await;
+    let app = TestApp::builder()
+        .workers(0)
+        .pipeline(p)
+        .configure(|settings, _| settings.worker.outbound.allow_hosts = Vec::new())
+        .start()
+        .await;
+    let (env, jobs) = (app.env(), app.jobs());
 
-    let strict = WorkerHandle::start_consuming(settings.clone()).await;
+    let strict = app.start_worker(app.settings.clone()).await;
     jobs.publish("support", "ticket.created", &json!({ "n": 1 }))
         .await;
-    let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    let dead = take(env, &env.topology().dead_queue(), 1, DEADLINE).await;
     strict.stop().await.unwrap();
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(error.starts_with("sink_destination_refused"), "{error}");
@@ -316,8 +299,11 @@ async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() 
     );
     assert!(target.requests().is_empty(), "nothing was sent");
 
-    settings.worker.outbound.allow_hosts = vec!["localhost".into(), "127.0.0.1".into()];
-    let allowed = WorkerHandle::start_consuming(settings).await;
+    let allowed = app
+        .start_worker(app.settings_with(|settings| {
+            settings.worker.outbound.allow_hosts = vec!["localhost".into(), "127.0.0.1".into()];
+        }))
+        .await;
     jobs.publish("support", "ticket.created", &json!({ "n": 2 }))
         .await;
     target.wait_for(Method::POST, "/name", 1, DEADLINE).await;
@@ -329,14 +315,10 @@ async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() 
     .await;
 
     allowed.stop().await.unwrap();
-    jobs.close().await;
-    mock.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_and_daily_retry_afters_neither_panic_nor_pause_past_the_cap_and_fallbacks_answer() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let absurd = StandIn::start().await;
     let daily = StandIn::start().await;
     let quota = r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
@@ -354,32 +336,37 @@ async fn absurd_and_daily_retry_afters_neither_panic_nor_pause_past_the_cap_and_
         &[("retry-after", "21600")],
         quota,
     );
-    let mut settings = worker_settings(&env, 3);
-    let providers = &mut settings.worker.providers;
-    providers.insert("mock".into(), mock_openai(&mock));
-    providers.insert("absurd".into(), scripted_provider(&absurd));
-    providers.insert("daily".into(), scripted_provider(&daily));
-    let with_fallback = |name: &str, provider: &str| {
-        let mut p = pipeline(name, provider, "Ticket {{ payload.n }}");
-        p.event_types = vec![format!("{name}.*")];
-        p.fallbacks = vec![FallbackConfig {
-            provider: "mock".into(),
-            model: "gpt-4o-mini".into(),
-        }];
-        p
-    };
-    settings.worker.pipelines = vec![
-        with_fallback("absurd", "absurd"),
-        with_fallback("daily", "daily"),
-    ];
+    let mut app = TestApp::builder()
+        .configure(|settings, started| {
+            let providers = &mut settings.worker.providers;
+            providers.insert("mock".into(), mock_openai(&started.mock));
+            providers.insert("absurd".into(), scripted_provider(&absurd));
+            providers.insert("daily".into(), scripted_provider(&daily));
+            let with_fallback = |name: &str, provider: &str| {
+                let mut p = pipeline(name, provider, "Ticket {{ payload.n }}");
+                p.event_types = vec![format!("{name}.*")];
+                p.fallbacks = vec![FallbackConfig {
+                    provider: "mock".into(),
+                    model: "gpt-4o-mini".into(),
+                }];
+                p
+            };
+            settings.worker.pipelines = vec![
+                with_fallback("absurd", "absurd"),
+                with_fallback("daily", "daily"),
+            ];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let env = app.env();
+    let jobs = app.jobs();
     let limiter = Limiter::new(
         env.redis(),
         env.topology(),
-        &settings.worker.limits,
+        &app.settings.worker.limits,
         Duration::from_secs(2),
     );
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
 
     // One job per pipeline, then, once their 429s paused the models, one more.
     for n in 0..2 {
@@ -387,7 +374,7 @@ async fn absurd_and_daily_retry_afters_neither_panic_nor_pause_past_the_cap_and_
             jobs.publish("support", &format!("{name}.created"), &json!({ "n": n }))
                 .await;
         }
-        let results = take(&env, &env.topology().results_queue(), 2, DEADLINE).await;
+        let results = take(env, &env.topology().results_queue(), 2, DEADLINE).await;
         for result in &results {
             let body = json_body(result);
             assert_eq!(body["provider"], "mock", "the fallback answered: {body}");
@@ -404,7 +391,7 @@ async fn absurd_and_daily_retry_afters_neither_panic_nor_pause_past_the_cap_and_
     .await;
     for provider in ["absurd", "daily"] {
         let state = limiter.state(provider, "gpt-4o-mini").await.unwrap();
-        let now = redis_now_us(&env).await;
+        let now = redis_now_us(env).await;
         let paused = Duration::from_micros(state.paused_until.saturating_sub(now));
         assert!(
             paused > Duration::from_secs(60),
@@ -417,8 +404,6 @@ async fn absurd_and_daily_retry_afters_neither_panic_nor_pause_past_the_cap_and_
     }
 
     worker.stop().await.unwrap();
-    jobs.close().await;
-    mock.stop().await.unwrap();
 }
 
 /// The Redis server's clock, µs since the epoch (the limiter's clock).
@@ -446,36 +431,40 @@ fn slow_tokens(provider: &str) -> ModelLimits {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_without_usage_keeps_its_reservation_and_is_counted_and_huge_usage_saturates() {
-    let env = TestEnv::new().await;
     let silent = StandIn::start().await;
     silent.answer_raw(Method::POST, COMPLETIONS, 200, &completion(None));
     let huge = StandIn::start().await;
     let max = json!({ "prompt_tokens": u64::MAX, "completion_tokens": u64::MAX });
     huge.answer_raw(Method::POST, COMPLETIONS, 200, &completion(Some(max)));
-    let mut settings = worker_settings(&env, 3);
-    let providers = &mut settings.worker.providers;
-    providers.insert("silent".into(), scripted_provider(&silent));
-    providers.insert("huge".into(), scripted_provider(&huge));
-    settings.worker.limits.models = vec![slow_tokens("silent"), slow_tokens("huge")];
     let mut quiet = pipeline("silent", "silent", "Ticket {{ payload.n }}");
     quiet.event_types = vec!["silent.*".into()];
     let mut loud = pipeline("huge", "huge", "Ticket {{ payload.n }}");
     loud.event_types = vec!["huge.*".into()];
-    settings.worker.pipelines = vec![quiet, loud];
+    let mut app = TestApp::builder()
+        .pipeline(quiet)
+        .pipeline(loud)
+        .configure(|settings, _| {
+            let providers = &mut settings.worker.providers;
+            providers.insert("silent".into(), scripted_provider(&silent));
+            providers.insert("huge".into(), scripted_provider(&huge));
+            settings.worker.limits.models = vec![slow_tokens("silent"), slow_tokens("huge")];
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let (env, jobs) = (app.env(), app.jobs());
     let limiter = Limiter::new(
         env.redis(),
         env.topology(),
-        &settings.worker.limits,
+        &app.settings.worker.limits,
         Duration::from_secs(2),
     );
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
 
     jobs.publish("support", "silent.created", &json!({ "n": 1 }))
         .await;
     jobs.publish("support", "huge.created", &json!({ "n": 2 }))
         .await;
-    let results = take(&env, &env.topology().results_queue(), 2, DEADLINE).await;
+    let results = take(env, &env.topology().results_queue(), 2, DEADLINE).await;
     let by_pipeline = |name: &str| {
         results
             .iter()
@@ -512,12 +501,10 @@ async fn an_answer_without_usage_keeps_its_reservation_and_is_counted_and_huge_u
     assert!(!next.granted, "{next:?}");
 
     worker.stop().await.unwrap();
-    jobs.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_redirect_is_not_followed_and_dead_letters_naming_its_origin() {
-    let env = TestEnv::new().await;
     let moved = StandIn::start().await;
     moved.answer_with_headers(
         Method::POST,
@@ -529,18 +516,22 @@ async fn a_provider_redirect_is_not_followed_and_dead_letters_naming_its_origin(
         )],
         "",
     );
-    let mut settings = worker_settings(&env, 3);
-    settings
-        .worker
-        .providers
-        .insert("moved".into(), scripted_provider(&moved));
-    settings.worker.pipelines = vec![pipeline("p", "moved", "Ticket {{ payload.n }}")];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .pipeline(pipeline("p", "moved", "Ticket {{ payload.n }}"))
+        .configure(|settings, _| {
+            settings
+                .worker
+                .providers
+                .insert("moved".into(), scripted_provider(&moved));
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let (env, jobs) = (app.env(), app.jobs());
 
     jobs.publish("support", "ticket.created", &json!({ "n": 1 }))
         .await;
-    let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    let dead = take(env, &env.topology().dead_queue(), 1, DEADLINE).await;
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(error.starts_with("ai_http_308"), "{error}");
     assert!(error.contains("https://collector.example.net"), "{error}");
@@ -551,5 +542,4 @@ async fn a_provider_redirect_is_not_followed_and_dead_letters_naming_its_origin(
     assert_eq!(moved.requests().len(), 1, "the API key went nowhere else");
 
     worker.stop().await.unwrap();
-    jobs.close().await;
 }

@@ -5,26 +5,22 @@
 use std::time::Duration;
 
 use hookfleet_common::redis::{self as hredis, redis};
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, event, json_body, mock_openai, pending_jobs, pipeline,
-    worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::app::TestApp;
+use hookfleet_tests::fleet::{WorkerHandle, event, json_body, pending_jobs, pipeline};
+use hookfleet_tests::mock_ai::MockConfig;
 use hookfleet_tests::wait::wait_until;
 use hookfleet_worker::config::FallbackConfig;
 use serde_json::json;
 
 const USER: &str = "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}";
 
-async fn start(env: &TestEnv, mock: &MockAi) -> WorkerHandle {
-    let mut settings = worker_settings(env, 3);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(mock));
-    settings.worker.pipelines = vec![pipeline("triage", "mock", USER)];
-    WorkerHandle::start_consuming(settings).await
+/// One worker on pipeline `triage`, the mock as `mock` says.
+async fn start(mock: MockConfig) -> TestApp {
+    TestApp::builder()
+        .mock(mock)
+        .pipeline(pipeline("triage", "mock", USER))
+        .start()
+        .await
 }
 
 async fn wait_for(worker: &WorkerHandle, outcome: &str, n: u64) {
@@ -38,10 +34,9 @@ async fn wait_for(worker: &WorkerHandle, outcome: &str, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_delivered_again_after_its_result_was_published_costs_no_ai_call_and_no_second_result()
  {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
-    let worker = start(&env, &mock).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = start(MockConfig::default()).await;
+    let worker = app.take_worker();
+    let (env, mock, jobs) = (app.env(), &app.mock, app.jobs());
     let body = json!({ "ticket": { "body": "refund please" } }).to_string();
 
     // The same message id twice, as the broker redelivers after a crash between
@@ -77,20 +72,18 @@ async fn a_job_delivered_again_after_its_result_was_published_costs_no_ai_call_a
         json_body(&results[0])["message_id"],
         meta.message_id.as_str()
     );
-    assert_eq!(pending_jobs(&env).await, 0);
-    jobs.close().await;
+    assert_eq!(pending_jobs(env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_delivered_while_the_first_is_still_running_waits_for_it_instead_of_calling_again() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig {
+    let mut app = start(MockConfig {
         latency: Duration::from_millis(1500),
         ..MockConfig::default()
     })
     .await;
-    let worker = start(&env, &mock).await;
-    let jobs = JobPublisher::new(&env).await;
+    let worker = app.take_worker();
+    let (env, mock, jobs) = (app.env(), &app.mock, app.jobs());
     let body = json!({ "ticket": { "body": "where is my parcel" } }).to_string();
 
     // Two copies at once: what a second worker sees when the first one's channel
@@ -115,36 +108,37 @@ async fn a_copy_delivered_while_the_first_is_still_running_waits_for_it_instead_
     );
     let results = env.drain(&env.topology().results_queue()).await;
     assert_eq!(results.len(), 1);
-    assert_eq!(pending_jobs(&env).await, 0);
-    jobs.close().await;
+    assert_eq!(pending_jobs(env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_outlasting_its_lease_keeps_it_so_a_copy_never_runs_beside_it() {
-    let env = TestEnv::new().await;
     // Each call takes 0.9 s; the first call of a prompt fails (500), so the job
     // runs its fallback too: 1.8 s in all, longer than the 1.5 s lease, although
     // every single call fits in it (as the config checks require).
-    let mock = MockAi::start(MockConfig {
-        latency: Duration::from_millis(900),
-        fail_first_attempts: 1,
-        ..MockConfig::default()
-    })
-    .await;
-    let mut settings = worker_settings(&env, 3);
-    settings.worker.lease_ttl = Duration::from_millis(1500);
-    settings.worker.limits.max_wait = Duration::from_millis(100);
-    let mut provider = mock_openai(&mock);
-    provider.timeout = Duration::from_millis(1200);
-    settings.worker.providers.insert("mock".into(), provider);
     let mut triage = pipeline("triage", "mock", USER);
     triage.fallbacks = vec![FallbackConfig {
         provider: "mock".into(),
         model: "gpt-4o".into(),
     }];
-    settings.worker.pipelines = vec![triage];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .mock(MockConfig {
+            latency: Duration::from_millis(900),
+            fail_first_attempts: 1,
+            ..MockConfig::default()
+        })
+        .pipeline(triage)
+        .configure(|settings, _| {
+            settings.worker.lease_ttl = Duration::from_millis(1500);
+            settings.worker.limits.max_wait = Duration::from_millis(100);
+            if let Some(provider) = settings.worker.providers.get_mut("mock") {
+                provider.timeout = Duration::from_millis(1200);
+            }
+        })
+        .start()
+        .await;
+    let worker = app.take_worker();
+    let (env, mock, jobs) = (app.env(), &app.mock, app.jobs());
     let body = json!({ "ticket": { "body": "my parcel never came" } }).to_string();
 
     // Two copies at once, as after a channel loss mid-job.
@@ -170,20 +164,18 @@ async fn a_job_outlasting_its_lease_keeps_it_so_a_copy_never_runs_beside_it() {
     assert_eq!(settled, (1, 1), "one run, one duplicate");
     let results = env.drain(&env.topology().results_queue()).await;
     assert_eq!(results.len(), 1, "one result");
-    assert_eq!(pending_jobs(&env).await, 0);
-    jobs.close().await;
+    assert_eq!(pending_jobs(env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_settled_by_a_confirmed_dead_letter_whose_ack_was_lost_is_not_run_again() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig {
+    let mut app = start(MockConfig {
         bad_request_marker: Some("BAD-REQUEST".into()),
         ..MockConfig::default()
     })
     .await;
-    let worker = start(&env, &mock).await;
-    let jobs = JobPublisher::new(&env).await;
+    let worker = app.take_worker();
+    let (env, mock, jobs) = (app.env(), &app.mock, app.jobs());
     let body = json!({ "ticket": { "body": "BAD-REQUEST" } }).to_string();
     let topology = env.topology();
 
@@ -220,5 +212,4 @@ async fn a_delivery_settled_by_a_confirmed_dead_letter_whose_ack_was_lost_is_not
         1,
         "one dead letter"
     );
-    jobs.close().await;
 }

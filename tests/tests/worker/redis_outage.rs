@@ -14,48 +14,42 @@ use std::time::Duration;
 
 use hookfleet_common::config::FailMode;
 
-use hookfleet_worker::config::ModelLimits;
-
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, json_body, mock_openai, pending_jobs, pipeline, take,
-    worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::fleet::{JobPublisher, WorkerHandle, json_body, pending_jobs, pipeline, take};
 use hookfleet_tests::proxy::Proxy;
-use hookfleet_tests::settings::Settings;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::config::ModelLimits;
 use serde_json::json;
 
 const MODEL: &str = "gpt-4o-mini";
 
-/// A worker whose Redis is `proxy`, with the limiter in `mode`.
-fn settings(env: &TestEnv, mock: &MockAi, proxy: &Proxy, mode: FailMode) -> Settings {
-    let mut settings = worker_settings(env, 3);
-    settings.redis.url = proxy.redis_url();
-    settings.redis.timeout = Duration::from_millis(500);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(mock));
-    settings.worker.pipelines = vec![pipeline(
-        "triage",
-        "mock",
-        "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}",
-    )];
-    settings.worker.limits.redis_failure = mode;
-    // Short, so jobs waiting for Redis are deferred to a retry tier and come back.
-    settings.worker.limits.max_wait = Duration::from_secs(1);
-    settings.worker.limits.models = vec![ModelLimits {
-        provider: "mock".into(),
-        model: MODEL.into(),
-        rpm: Some(60_000),
-        tpm: Some(10_000_000),
-        burst_requests: None,
-        burst_tokens: None,
-        refund_unused: true,
-    }];
-    settings
+/// One worker whose Redis is `proxy`, with the limiter in `mode`.
+async fn start(proxy: &Proxy, mode: FailMode) -> TestApp {
+    TestApp::builder()
+        .pipeline(pipeline(
+            "triage",
+            "mock",
+            "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}",
+        ))
+        .configure(|settings, _| {
+            settings.redis.url = proxy.redis_url();
+            settings.redis.timeout = Duration::from_millis(500);
+            settings.worker.limits.redis_failure = mode;
+            // Short, so jobs waiting for Redis are deferred to a retry tier and come back.
+            settings.worker.limits.max_wait = Duration::from_secs(1);
+            settings.worker.limits.models = vec![ModelLimits {
+                provider: "mock".into(),
+                model: MODEL.into(),
+                rpm: Some(60_000),
+                tpm: Some(10_000_000),
+                burst_requests: None,
+                burst_tokens: None,
+                refund_unused: true,
+            }];
+        })
+        .start()
+        .await
 }
 
 async fn redis_proxy() -> Proxy {
@@ -97,17 +91,15 @@ fn cache_count(worker: &WorkerHandle, result: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_closed_holds_jobs_during_a_redis_outage_and_answers_them_all_after() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let proxy = redis_proxy().await;
-    let worker =
-        WorkerHandle::start_consuming(settings(&env, &mock, &proxy, FailMode::Closed)).await;
-    let jobs = JobPublisher::new(&env).await;
-    let warm = publish(&jobs, 3, "before").await;
-    expect_results(&env, &warm, Duration::from_secs(15)).await;
+    let mut app = start(&proxy, FailMode::Closed).await;
+    let worker = app.take_worker();
+    let (env, mock, jobs) = (app.env(), &app.mock, app.jobs());
+    let warm = publish(jobs, 3, "before").await;
+    expect_results(env, &warm, Duration::from_secs(15)).await;
 
     proxy.sever();
-    let held = publish(&jobs, 10, "during").await;
+    let held = publish(jobs, 10, "during").await;
     // Every job has been through the limiter's wait and back to a retry tier.
     wait_until(Duration::from_secs(20), || {
         let deferred = worker.jobs("triage", "retried");
@@ -128,31 +120,29 @@ async fn fail_closed_holds_jobs_during_a_redis_outage_and_answers_them_all_after
     );
 
     proxy.restore();
-    expect_results(&env, &held, Duration::from_secs(30)).await;
+    expect_results(env, &held, Duration::from_secs(30)).await;
     assert_eq!(mock.counters().requests, 13, "each job called once");
     assert_eq!(env.ready_count(&topology.dead_queue()).await, 0);
     assert_eq!(worker.jobs("triage", "dead_lettered"), 0);
-    assert_eq!(pending_jobs(&env).await, 0);
+    assert_eq!(pending_jobs(env).await, 0);
 
     worker.stop().await.unwrap();
-    jobs.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_keeps_answering_during_a_redis_outage_and_recovers() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
     let proxy = redis_proxy().await;
-    let worker = WorkerHandle::start_consuming(settings(&env, &mock, &proxy, FailMode::Open)).await;
-    let jobs = JobPublisher::new(&env).await;
-    let warm = publish(&jobs, 3, "before").await;
-    expect_results(&env, &warm, Duration::from_secs(15)).await;
+    let mut app = start(&proxy, FailMode::Open).await;
+    let worker = app.take_worker();
+    let (env, mock, jobs) = (app.env(), &app.mock, app.jobs());
+    let warm = publish(jobs, 3, "before").await;
+    expect_results(env, &warm, Duration::from_secs(15)).await;
     assert_eq!(cache_count(&worker, "bypassed"), 0);
 
     proxy.sever();
-    let during = publish(&jobs, 10, "during").await;
+    let during = publish(jobs, 10, "during").await;
     // Answered while Redis is still away.
-    expect_results(&env, &during, Duration::from_secs(20)).await;
+    expect_results(env, &during, Duration::from_secs(20)).await;
     assert_eq!(mock.counters().requests, 13);
     assert!(
         cache_count(&worker, "bypassed") >= 10,
@@ -160,8 +150,8 @@ async fn fail_open_keeps_answering_during_a_redis_outage_and_recovers() {
     );
 
     proxy.restore();
-    let after = publish(&jobs, 3, "after").await;
-    expect_results(&env, &after, Duration::from_secs(15)).await;
+    let after = publish(jobs, 3, "after").await;
+    expect_results(env, &after, Duration::from_secs(15)).await;
     // Back to normal: the cache and the limiter are used again.
     assert_eq!(
         cache_count(&worker, "miss"),
@@ -171,8 +161,7 @@ async fn fail_open_keeps_answering_during_a_redis_outage_and_recovers() {
     assert_eq!(mock.counters().requests, 16);
     let topology = env.topology();
     assert_eq!(env.ready_count(&topology.dead_queue()).await, 0);
-    assert_eq!(pending_jobs(&env).await, 0);
+    assert_eq!(pending_jobs(env).await, 0);
 
     worker.stop().await.unwrap();
-    jobs.close().await;
 }

@@ -5,12 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{
-    JobPublisher, WorkerHandle, header, json_body, mock_anthropic, mock_openai, pending_jobs,
-    pipeline, worker_settings,
-};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::app::TestApp;
+use hookfleet_tests::fleet::{header, json_body, mock_anthropic, mock_openai, pipeline};
+use hookfleet_tests::mock_ai::MockConfig;
 use hookfleet_tests::wait::wait_until;
 use serde_json::json;
 
@@ -19,23 +16,19 @@ const USER: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_job_gets_exactly_one_result_despite_transient_ai_failures() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig {
-        fail_5xx_rate: 0.15,
-        rate_429: 0.05,
-        seed: Some(7),
-        ..MockConfig::default()
-    })
-    .await;
-    let mut settings = worker_settings(&env, 8);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    settings.worker.pipelines = vec![pipeline("triage", "mock", USER)];
-    let worker = WorkerHandle::start_consuming(settings).await;
+    let mut app = TestApp::builder()
+        .mock(MockConfig {
+            fail_5xx_rate: 0.15,
+            rate_429: 0.05,
+            seed: Some(7),
+            ..MockConfig::default()
+        })
+        .max_attempts(8)
+        .pipeline(pipeline("triage", "mock", USER))
+        .start()
+        .await;
+    let (worker, jobs) = (app.worker(), app.jobs());
     let metrics = worker.metrics.clone();
-    let jobs = JobPublisher::new(&env).await;
 
     let n = 40u64;
     let mut ids = BTreeSet::new();
@@ -76,9 +69,10 @@ async fn every_job_gets_exactly_one_result_despite_transient_ai_failures() {
     ] {
         assert!(exposition.contains(name), "{name} missing from /metrics");
     }
-    worker.stop().await.expect("the worker stops cleanly");
+    app.stop().await;
 
-    assert_eq!(pending_jobs(&env).await, 0, "no job left behind");
+    assert_eq!(app.pending_jobs().await, 0, "no job left behind");
+    let (env, mock) = (app.env(), &app.mock);
     let topology = env.topology();
     let results = env.drain(&topology.results_queue()).await;
     let result_ids: Vec<String> = results
@@ -139,17 +133,10 @@ async fn every_job_gets_exactly_one_result_despite_transient_ai_failures() {
     );
     assert!(body["usage"]["input_tokens"].as_u64() > Some(0));
     assert!(env.drain(&topology.dead_queue()).await.is_empty());
-    jobs.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_two_pipelines_match_gets_a_result_from_each_and_unmatched_events_are_acked() {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
-    let mut settings = worker_settings(&env, 3);
-    let providers = &mut settings.worker.providers;
-    providers.insert("gpt".into(), mock_openai(&mock));
-    providers.insert("claude".into(), mock_anthropic(&mock));
     let mut summary = pipeline("summary", "claude", "Summarize: {{ payload.ticket.body }}");
     summary.sources = vec!["zendesk*".into(), "support".into()];
     summary.event_types = vec!["ticket.*".into()];
@@ -157,9 +144,17 @@ async fn an_event_two_pipelines_match_gets_a_result_from_each_and_unmatched_even
     summary.response_format = hookfleet_worker::config::ResponseFormat::Text;
     let mut triage = pipeline("triage", "gpt", USER);
     triage.sources = vec!["support".into()];
-    settings.worker.pipelines = vec![triage, summary];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
+    let mut app = TestApp::builder()
+        .pipeline(triage)
+        .pipeline(summary)
+        .configure(|settings, started| {
+            let providers = &mut settings.worker.providers;
+            providers.insert("gpt".into(), mock_openai(&started.mock));
+            providers.insert("claude".into(), mock_anthropic(&started.mock));
+        })
+        .start()
+        .await;
+    let (worker, jobs) = (app.worker(), app.jobs());
 
     let body = json!({ "customer": { "name": "Ada" }, "ticket": { "body": "Thanks, great help" } });
     let meta = jobs.publish("support", "ticket.created", &body).await;
@@ -175,8 +170,9 @@ async fn an_event_two_pipelines_match_gets_a_result_from_each_and_unmatched_even
         async move { done == (1, 1, 1) }
     })
     .await;
-    worker.stop().await.expect("the worker stops cleanly");
+    app.stop().await;
 
+    let (env, mock) = (app.env(), &app.mock);
     let topology = env.topology();
     let mut results = env.drain(&topology.results_queue()).await;
     results.sort_by_key(|m| m.delivery.routing_key.to_string());
@@ -204,10 +200,9 @@ async fn an_event_two_pipelines_match_gets_a_result_from_each_and_unmatched_even
     let counters = mock.counters();
     assert_eq!(counters.by_provider.get("openai"), Some(&1));
     assert_eq!(counters.by_provider.get("anthropic"), Some(&1));
-    assert_eq!(pending_jobs(&env).await, 0);
+    assert_eq!(app.pending_jobs().await, 0);
     assert!(
         env.drain(&topology.dead_queue()).await.is_empty(),
         "unmatched is acked, not dead-lettered"
     );
-    jobs.close().await;
 }

@@ -11,13 +11,11 @@ use axum::http::Method;
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use hookfleet_common::config::Sources;
+use hookfleet_tests::app::TestApp;
 use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{WorkerHandle, header, mock_openai, take, worker_settings};
-use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::fleet::{header, mock_openai, take};
 use hookfleet_tests::settings::Settings;
-use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::stand_in::{Recorded, StandIn};
-use hookfleet_tests::wait::wait_until;
 use hookfleet_tests::webhook;
 use serde_json::json;
 
@@ -33,22 +31,32 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The workflow running: ingest, one worker, the mock AI and the two stand-ins.
 struct Workflow {
-    env: TestEnv,
-    mock: MockAi,
-    crm: StandIn,
-    chat: StandIn,
-    ingest: IngestHandle,
-    worker: WorkerHandle,
+    app: TestApp,
     client: reqwest::Client,
 }
 
 impl Workflow {
     /// Starts everything with the example config; the CRM and chat answer 200.
     async fn start(max_attempts: u32) -> Self {
-        let env = TestEnv::new().await;
-        let mock = MockAi::start(MockConfig::default()).await;
-        let crm = StandIn::start().await;
-        let chat = StandIn::start().await;
+        let app = TestApp::builder()
+            .ingest()
+            .max_attempts(max_attempts)
+            .stand_in("crm")
+            .stand_in("chat")
+            .configure(|settings, started| {
+                let crm = started.stand_in("crm").url();
+                let example = load_example(crm, started.stand_in("chat").url());
+                settings.ingest.sources = example.ingest.sources;
+                settings.worker.pipelines = example.worker.pipelines;
+                settings
+                    .worker
+                    .providers
+                    .insert("openai".into(), mock_openai(&started.mock));
+            })
+            .start()
+            .await;
+        // Nothing is sent before these are set.
+        let (crm, chat) = (app.stand_in("crm"), app.stand_in("chat"));
         crm.answer(
             Method::GET,
             HISTORY,
@@ -57,26 +65,22 @@ impl Workflow {
         );
         crm.answer(Method::PATCH, TICKETS, 200, json!({ "updated": true }));
         chat.answer(Method::POST, CHAT, 200, json!({ "ok": true }));
-
-        let example = load_example(crm.url(), chat.url());
-        let mut settings = worker_settings(&env, max_attempts);
-        settings.ingest.sources = example.ingest.sources;
-        settings.worker.pipelines = example.worker.pipelines;
-        settings
-            .worker
-            .providers
-            .insert("openai".into(), mock_openai(&mock));
-        let ingest = IngestHandle::start(settings.clone()).await;
-        let worker = WorkerHandle::start_consuming(settings).await;
         Self {
-            env,
-            mock,
-            crm,
-            chat,
-            ingest,
-            worker,
+            app,
             client: reqwest::Client::new(),
         }
+    }
+
+    fn env(&self) -> &TestEnv {
+        self.app.env()
+    }
+
+    fn crm(&self) -> &StandIn {
+        self.app.stand_in("crm")
+    }
+
+    fn chat(&self) -> &StandIn {
+        self.app.stand_in("chat")
     }
 
     /// Sends ticket `id` with `text` as a signed webhook; returns ingest's message id.
@@ -90,7 +94,7 @@ impl Workflow {
         .unwrap();
         let response = webhook::standard_request(
             &self.client,
-            &self.ingest.hook_url("support"),
+            &self.app.ingest().hook_url("support"),
             SUPPORT_SECRET,
             id,
             &body,
@@ -105,18 +109,11 @@ impl Workflow {
 
     /// Waits until the worker counted `n` jobs of the pipeline with `outcome`.
     async fn wait_jobs(&self, outcome: &str, n: u64) {
-        wait_until(DEADLINE, || {
-            let count = self.worker.jobs(PIPELINE, outcome);
-            async move { count >= n }
-        })
-        .await;
+        self.app.wait_jobs(PIPELINE, outcome, n, DEADLINE).await;
     }
 
-    async fn stop(self) {
-        self.worker.stop().await.unwrap();
-        self.ingest.stop().await.unwrap();
-        self.mock.stop().await.unwrap();
-        self.env.cleanup().await;
+    async fn stop(mut self) {
+        self.app.stop().await;
     }
 }
 
@@ -173,13 +170,13 @@ async fn a_negative_ticket_updates_the_crm_and_posts_one_signed_escalation() {
         .await;
     flow.wait_jobs("succeeded", 1).await;
 
-    let history = flow.crm.requests_to(&Method::GET, HISTORY);
+    let history = flow.crm().requests_to(&Method::GET, HISTORY);
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].path, "/api/customers/cus_42/history");
     let bearer = format!("Bearer {CRM_TOKEN}");
     assert_eq!(history[0].header("authorization"), Some(bearer.as_str()));
 
-    let updates = flow.crm.requests_to(&Method::PATCH, TICKETS);
+    let updates = flow.crm().requests_to(&Method::PATCH, TICKETS);
     assert_eq!(updates.len(), 1, "the CRM is updated once");
     assert_eq!(updates[0].path, "/api/tickets/tkt-neg");
     assert_eq!(updates[0].header("authorization"), Some(bearer.as_str()));
@@ -192,7 +189,7 @@ async fn a_negative_ticket_updates_the_crm_and_posts_one_signed_escalation() {
         "no secret, no signature"
     );
 
-    let posts = flow.chat.requests_to(&Method::POST, CHAT);
+    let posts = flow.chat().requests_to(&Method::POST, CHAT);
     assert_eq!(posts.len(), 1, "exactly one escalation");
     assert_signed(&posts[0], CHAT_SECRET);
     assert_eq!(
@@ -209,12 +206,13 @@ async fn a_negative_ticket_updates_the_crm_and_posts_one_signed_escalation() {
 
     // The prompt saw the CRM's history, and the results exchange has the answer.
     assert_eq!(
-        flow.mock
+        flow.app
+            .mock
             .calls_for_prompt_containing("Customer: Ada, pro plan, 2 earlier tickets."),
         1
     );
-    let topology = flow.env.topology();
-    let results = take(&flow.env, &topology.results_queue(), 1, DEADLINE).await;
+    let topology = flow.env().topology();
+    let results = take(flow.env(), &topology.results_queue(), 1, DEADLINE).await;
     assert_eq!(results.len(), 1);
     flow.stop().await;
 }
@@ -226,18 +224,18 @@ async fn a_positive_ticket_updates_the_crm_only() {
         .await;
     flow.wait_jobs("succeeded", 1).await;
 
-    let updates = flow.crm.requests_to(&Method::PATCH, TICKETS);
+    let updates = flow.crm().requests_to(&Method::PATCH, TICKETS);
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].json()["ai_insight"]["sentiment"], "positive");
     // The job is done (every sink settled), so no escalation can still come.
-    assert!(flow.chat.requests().is_empty(), "no escalation");
+    assert!(flow.chat().requests().is_empty(), "no escalation");
     flow.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crm_outage_retries_then_dead_letters_without_a_second_escalation() {
     let flow = Workflow::start(3).await;
-    flow.crm.answer(
+    flow.crm().answer(
         Method::PATCH,
         TICKETS,
         503,
@@ -246,8 +244,8 @@ async fn a_crm_outage_retries_then_dead_letters_without_a_second_escalation() {
     let id = flow
         .send_ticket("tkt-out", "Terrible service, the parcel is broken.")
         .await;
-    let topology = flow.env.topology();
-    let dead = take(&flow.env, &topology.dead_queue(), 1, DEADLINE).await;
+    let topology = flow.env().topology();
+    let dead = take(flow.env(), &topology.dead_queue(), 1, DEADLINE).await;
 
     assert_eq!(dead.len(), 1);
     let letter = &dead[0];
@@ -271,23 +269,24 @@ async fn a_crm_outage_retries_then_dead_letters_without_a_second_escalation() {
     assert!(error.contains("sink `crm` failed"), "{error}");
 
     assert_eq!(
-        flow.crm.requests_to(&Method::PATCH, TICKETS).len(),
+        flow.crm().requests_to(&Method::PATCH, TICKETS).len(),
         3,
         "the CRM update was tried on every attempt"
     );
     assert_eq!(
-        flow.chat.requests_to(&Method::POST, CHAT).len(),
+        flow.chat().requests_to(&Method::POST, CHAT).len(),
         1,
         "the escalation went out once, on the first attempt"
     );
     // Temperature 0: the retries reused the cached answer.
     assert_eq!(
-        flow.mock
+        flow.app
+            .mock
             .calls_for_prompt_containing("Terrible service, the parcel is broken."),
         1
     );
     // The results exchange got the result once, too.
-    let results = flow.env.drain(&topology.results_queue()).await;
+    let results = flow.env().drain(&topology.results_queue()).await;
     assert_eq!(results.len(), 1);
     flow.stop().await;
 }
@@ -295,34 +294,36 @@ async fn a_crm_outage_retries_then_dead_letters_without_a_second_escalation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crm_outage_that_ends_delivers_the_update_late_and_the_escalation_once() {
     let flow = Workflow::start(10).await;
-    flow.crm.answer(
+    flow.crm().answer(
         Method::PATCH,
         TICKETS,
         502,
         json!({ "error": "bad gateway" }),
     );
     flow.send_ticket("tkt-heal", "Angry: still no reply.").await;
-    flow.crm.wait_for(Method::PATCH, TICKETS, 2, DEADLINE).await;
-    flow.crm
+    flow.crm()
+        .wait_for(Method::PATCH, TICKETS, 2, DEADLINE)
+        .await;
+    flow.crm()
         .answer(Method::PATCH, TICKETS, 200, json!({ "updated": true }));
     flow.wait_jobs("succeeded", 1).await;
 
-    let updates = flow.crm.requests_to(&Method::PATCH, TICKETS);
+    let updates = flow.crm().requests_to(&Method::PATCH, TICKETS);
     assert_eq!(updates.last().unwrap().status, 200);
     assert_eq!(updates.iter().filter(|r| r.status == 200).count(), 1);
-    assert_eq!(flow.chat.requests_to(&Method::POST, CHAT).len(), 1);
-    assert!(flow.worker.jobs(PIPELINE, "retried") >= 2);
+    assert_eq!(flow.chat().requests_to(&Method::POST, CHAT).len(), 1);
+    assert!(flow.app.worker().jobs(PIPELINE, "retried") >= 2);
     flow.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crm_history_outage_dead_letters_at_the_enrich_stage_before_any_ai_call() {
     let flow = Workflow::start(3).await;
-    flow.crm
+    flow.crm()
         .answer(Method::GET, HISTORY, 503, json!({ "error": "down" }));
     flow.send_ticket("tkt-enrich", "Broken again.").await;
-    let topology = flow.env.topology();
-    let dead = take(&flow.env, &topology.dead_queue(), 1, DEADLINE).await;
+    let topology = flow.env().topology();
+    let dead = take(flow.env(), &topology.dead_queue(), 1, DEADLINE).await;
 
     assert_eq!(header(&dead[0], "hf-stage").as_deref(), Some("enrich"));
     assert_eq!(
@@ -331,25 +332,28 @@ async fn a_crm_history_outage_dead_letters_at_the_enrich_stage_before_any_ai_cal
     );
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(error.starts_with("enrich_http_503"), "{error}");
-    assert_eq!(flow.crm.requests_to(&Method::GET, HISTORY).len(), 3);
-    assert_eq!(flow.mock.calls_for_prompt_containing("Broken again."), 0);
-    assert!(flow.crm.requests_to(&Method::PATCH, TICKETS).is_empty());
-    assert!(flow.chat.requests().is_empty());
+    assert_eq!(flow.crm().requests_to(&Method::GET, HISTORY).len(), 3);
+    assert_eq!(
+        flow.app.mock.calls_for_prompt_containing("Broken again."),
+        0
+    );
+    assert!(flow.crm().requests_to(&Method::PATCH, TICKETS).is_empty());
+    assert!(flow.chat().requests().is_empty());
     flow.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_customer_dead_letters_at_once_as_permanent() {
     let flow = Workflow::start(3).await;
-    flow.crm.answer(
+    flow.crm().answer(
         Method::GET,
         HISTORY,
         404,
         json!({ "error": "no such customer" }),
     );
     flow.send_ticket("tkt-404", "Where is my order?").await;
-    let topology = flow.env.topology();
-    let dead = take(&flow.env, &topology.dead_queue(), 1, DEADLINE).await;
+    let topology = flow.env().topology();
+    let dead = take(flow.env(), &topology.dead_queue(), 1, DEADLINE).await;
 
     assert_eq!(header(&dead[0], "hf-stage").as_deref(), Some("enrich"));
     assert_eq!(
@@ -359,18 +363,18 @@ async fn an_unknown_customer_dead_letters_at_once_as_permanent() {
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(error.starts_with("enrich_http_404"), "{error}");
     assert!(error.contains("no such customer"), "{error}");
-    assert_eq!(flow.crm.requests_to(&Method::GET, HISTORY).len(), 1);
+    assert_eq!(flow.crm().requests_to(&Method::GET, HISTORY).len(), 1);
     flow.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_that_is_not_json_is_retried_then_dead_lettered() {
     let flow = Workflow::start(2).await;
-    flow.crm
+    flow.crm()
         .answer_raw(Method::GET, HISTORY, 200, "<html>maintenance</html>");
     flow.send_ticket("tkt-html", "Where is my order?").await;
-    let topology = flow.env.topology();
-    let dead = take(&flow.env, &topology.dead_queue(), 1, DEADLINE).await;
+    let topology = flow.env().topology();
+    let dead = take(flow.env(), &topology.dead_queue(), 1, DEADLINE).await;
 
     assert_eq!(header(&dead[0], "hf-stage").as_deref(), Some("enrich"));
     assert_eq!(
@@ -379,7 +383,7 @@ async fn a_history_that_is_not_json_is_retried_then_dead_lettered() {
     );
     let error = header(&dead[0], "hf-error").unwrap();
     assert!(error.starts_with("enrich_not_json"), "{error}");
-    assert_eq!(flow.crm.requests_to(&Method::GET, HISTORY).len(), 2);
+    assert_eq!(flow.crm().requests_to(&Method::GET, HISTORY).len(), 2);
     flow.stop().await;
 }
 
@@ -393,18 +397,18 @@ async fn a_ticket_id_with_path_syntax_reaches_the_crm_as_one_encoded_segment() {
     .await;
     flow.wait_jobs("succeeded", 1).await;
 
-    let updates = flow.crm.requests_to(&Method::PATCH, TICKETS);
-    assert_eq!(updates.len(), 1, "{:?}", flow.crm.requests());
+    let updates = flow.crm().requests_to(&Method::PATCH, TICKETS);
+    assert_eq!(updates.len(), 1, "{:?}", flow.crm().requests());
     assert_eq!(updates[0].path, "/api/tickets/..%2F..%2Fadmin%3Fx%3D1");
     assert!(
-        flow.crm
+        flow.crm()
             .requests()
             .iter()
             .all(|r| !r.path.starts_with("/admin")),
         "nothing escaped the tickets path"
     );
     // The JSON body is not a URL: the id is written as is there.
-    let posts = flow.chat.requests_to(&Method::POST, CHAT);
+    let posts = flow.chat().requests_to(&Method::POST, CHAT);
     assert_eq!(posts[0].json()["ticket"], "../../admin?x=1");
     flow.stop().await;
 }
