@@ -419,7 +419,8 @@ impl TestApp {
         pending_jobs(&self.env).await
     }
 
-    /// Stops every worker and ingest cleanly, checking each stopped without error.
+    /// Stops every in-process worker, ingest and the mock AI cleanly, checking
+    /// each stopped without error (the mock's counters stay readable).
     pub async fn stop(&mut self) {
         for worker in self.workers.drain(..) {
             worker.stop().await.expect("the worker stops cleanly");
@@ -427,5 +428,9 @@ impl TestApp {
         if let Some(ingest) = self.ingest.take() {
             ingest.stop().await.expect("ingest stops cleanly");
         }
+        self.mock
+            .shutdown()
+            .await
+            .expect("the mock AI stops cleanly");
     }
 }

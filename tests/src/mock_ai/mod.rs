@@ -241,6 +241,12 @@ impl MockAi {
     /// Stops accepting, finishes requests in flight, and returns the server's
     /// result.
     pub async fn stop(mut self) -> io::Result<()> {
+        self.shutdown().await
+    }
+
+    /// [`stop`](Self::stop) for an owner that keeps the mock (its counters stay
+    /// readable); a second call returns `Ok` at once.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
         self.token.cancel();
         match self.task.take() {
             Some(task) => task.await.map_err(io::Error::other)?,

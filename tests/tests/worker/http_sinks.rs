@@ -105,6 +105,7 @@ async fn sinks_deliver_once_per_event_with_their_credentials_even_when_the_job_i
     assert_eq!(&custom[0].body[..], b"positive");
 
     worker.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,4 +163,5 @@ async fn a_sink_template_failing_for_an_event_dead_letters_it_after_the_other_si
     assert_eq!(worker.jobs("q", "dead_lettered"), 1);
 
     worker.stop().await.unwrap();
+    app.stop().await;
 }

@@ -166,6 +166,7 @@ async fn a_token_in_a_sink_url_reaches_no_log_no_dead_letter_and_no_status() {
         "the failure was logged: {logs}"
     );
     assert!(!logs.contains(TOKEN), "{logs}");
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,6 +209,7 @@ async fn a_sink_answering_301_is_dead_lettered_naming_the_location_and_never_del
     assert_eq!(target.requests().len(), 1, "the redirect was not followed");
 
     worker.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,6 +261,7 @@ async fn follow_redirects_stays_on_the_origin_and_drops_the_credentials() {
     assert_eq!(new[0].body, old[0].body, "a 307 keeps the body");
 
     worker.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +281,7 @@ async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() 
             format!("http://127.0.0.1:{port}/literal"),
         ))),
     ];
-    let app = TestApp::builder()
+    let mut app = TestApp::builder()
         .workers(0)
         .pipeline(p)
         .configure(|settings, _| settings.worker.outbound.allow_hosts = Vec::new())
@@ -315,6 +318,7 @@ async fn loopback_destinations_are_refused_by_default_and_allowed_when_listed() 
     .await;
 
     allowed.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,6 +408,7 @@ async fn absurd_and_daily_retry_afters_neither_panic_nor_pause_past_the_cap_and_
     }
 
     worker.stop().await.unwrap();
+    app.stop().await;
 }
 
 /// The Redis server's clock, µs since the epoch (the limiter's clock).
