@@ -49,6 +49,7 @@ pub struct Topology {
     delivery_limit: u32,
     jobs_max_length: Option<u64>,
     queue_expires: Option<Duration>,
+    quorum_group_size: Option<u32>,
     jobs_binding: Vec<String>,
 }
 
@@ -94,6 +95,7 @@ impl Topology {
             delivery_limit: amqp.delivery_limit,
             jobs_max_length: amqp.jobs_max_length,
             queue_expires: amqp.queue_expires,
+            quorum_group_size: amqp.initial_group_size(),
             jobs_binding: vec!["#".to_owned()],
         }
     }
@@ -304,6 +306,12 @@ impl Topology {
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
+        // On a cluster, say how many nodes hold a replica instead of leaving it to
+        // the broker's defaults, so the queues' fault tolerance is what the
+        // operator configured (docs/cluster.md).
+        if let Some(size) = self.quorum_group_size {
+            args.insert("x-quorum-initial-group-size".into(), long(size.into()));
+        }
         if let Some(expires) = self.queue_expires {
             args.insert(
                 "x-expires".into(),

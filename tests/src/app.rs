@@ -33,6 +33,7 @@ pub struct TestAppBuilder {
     pipelines: Vec<PipelineConfig>,
     sources: Vec<(String, SourceConfig)>,
     configure: Vec<Configure>,
+    cluster: Vec<String>,
 }
 
 impl Default for TestAppBuilder {
@@ -45,6 +46,7 @@ impl Default for TestAppBuilder {
             pipelines: Vec::new(),
             sources: Vec::new(),
             configure: Vec::new(),
+            cluster: Vec::new(),
         }
     }
 }
@@ -86,6 +88,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs everything on these RabbitMQ nodes (`amqp.urls`) instead of the
+    /// machine's broker (the chaos tests' local cluster).
+    pub fn cluster(mut self, urls: Vec<String>) -> Self {
+        self.cluster = urls;
+        self
+    }
+
     /// Any other setting, applied after the builder's own.
     pub fn configure(mut self, f: impl FnOnce(&mut Settings, &MockAi) + Send + 'static) -> Self {
         self.configure.push(Box::new(f));
@@ -95,7 +104,7 @@ impl TestAppBuilder {
     /// Starts the mock, then ingest and the workers (each consuming before this
     /// returns), in a namespace of their own.
     pub async fn start(mut self) -> TestApp {
-        let env = TestEnv::new().await;
+        let env = TestEnv::on_cluster(&std::mem::take(&mut self.cluster)).await;
         let mock = MockAi::start(std::mem::take(&mut self.mock)).await;
         let (with_ingest, n_workers) = (self.ingest, self.workers);
         let settings = self.settings(&env, &mock);

@@ -1,11 +1,14 @@
 //! hookfleet-tests: the harness for end-to-end tests against the real RabbitMQ and
 //! Redis, the `mock-ai` server, and the `loadgen` tool.
 //!
+//! - [`accounting`]: where every accepted event ended, and the failure tests' figures.
 //! - [`app`]: [`app::TestApp`], the builder every end-to-end test starts from.
 //! - [`bench`]: the benchmarks behind `make bench` and `BENCHMARKS.md`.
+//! - [`cluster`]: the local three-node RabbitMQ cluster (`deploy/local/cluster.sh`).
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
+//! - [`sender`]: a webhook sender that retries `503` as real senders do.
 //! - [`spawn`]: the real services started in-process on port 0.
 //! - [`stand_in`]: recording HTTP servers standing in for a CRM or chat channel.
 //! - [`webhook`]: signed requests per provider, sources with fresh secrets.
@@ -13,13 +16,16 @@
 //! - [`loadgen`]: closed- and open-loop signed load, and queue accounting.
 //! - [`mock_ai`]: the fake AI provider (the only fake; broker and Redis are real).
 
+pub mod accounting;
 pub mod app;
 pub mod bench;
+pub mod cluster;
 pub mod env;
 pub mod fleet;
 pub mod loadgen;
 pub mod mock_ai;
 pub mod proxy;
+pub mod sender;
 pub mod spawn;
 pub mod stand_in;
 pub mod wait;

@@ -14,6 +14,7 @@ use crate::limits::limiter::Limiter;
 use crate::limits::markers::Markers;
 use crate::metrics::WorkerMetrics;
 use anyhow::Context;
+use hookfleet_common::broker::Broker;
 use hookfleet_common::config::Settings;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
@@ -47,8 +48,10 @@ impl Application {
         let config = &settings.worker;
         let owner = format!("hookfleet-worker-{}", ulid::Ulid::new());
         let topology = Topology::new(&settings.namespace, &settings.amqp);
-        let publisher = Publisher::new(
-            &settings.amqp,
+        let metrics = WorkerMetrics::new().context("cannot register metrics")?;
+        let broker = Broker::counted(&settings.amqp, metrics.amqp_connections.clone());
+        let publisher = Publisher::on(
+            broker.clone(),
             &format!("{owner}-publisher"),
             Some(topology.clone()),
         );
@@ -87,7 +90,6 @@ impl Application {
             );
         }
         let redis = hredis::pool(&settings.redis).context("cannot set up the Redis pool")?;
-        let metrics = WorkerMetrics::new().context("cannot register metrics")?;
         let ctx = Arc::new(JobContext {
             pipelines,
             markers: Markers::new(redis.clone(), topology.clone(), settings.redis.timeout),
@@ -118,6 +120,7 @@ impl Application {
             topology,
             ConsumerConfig {
                 amqp: settings.amqp.clone(),
+                broker,
                 concurrency: config.concurrency,
                 shutdown_grace: config.shutdown_grace,
                 requeue_delay: config.requeue_delay,

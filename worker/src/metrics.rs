@@ -53,6 +53,9 @@ pub struct WorkerMetrics {
     /// `worker_status_write_failures_total`: event status updates that could
     /// not be recorded in Redis (the job went on regardless).
     pub status_write_failures: IntCounter,
+    /// `amqp_connections_total{name,node}`: RabbitMQ connections opened by the
+    /// consumer and the publisher, by node.
+    pub amqp_connections: IntCounterVec,
 }
 
 impl WorkerMetrics {
@@ -145,6 +148,7 @@ impl WorkerMetrics {
                 "worker_status_write_failures_total",
                 "Event status updates that could not be recorded in Redis.",
             )?,
+            amqp_connections: hookfleet_common::broker::connections_counter(&registry)?,
             registry,
         })
     }
