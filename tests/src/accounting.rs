@@ -28,7 +28,8 @@ pub struct Landed {
 
 impl Landed {
     /// Takes what landed until every event in `accepted` has a result or a dead
-    /// letter and `settled()` holds (nothing left in flight), or `deadline` passes.
+    /// letter and `settled(&landed)` holds (nothing left in flight, say), or
+    /// `deadline` passes.
     pub async fn collect<F>(
         amqp: &AmqpConfig,
         topology: &Topology,
@@ -37,7 +38,7 @@ impl Landed {
         mut settled: F,
     ) -> Self
     where
-        F: FnMut() -> bool,
+        F: FnMut(&Self) -> bool,
     {
         let mut landed = Self::default();
         let until = Instant::now() + deadline;
@@ -47,7 +48,7 @@ impl Landed {
             let all_here = accepted
                 .iter()
                 .all(|id| landed.results.contains_key(id) || landed.dead.contains_key(id));
-            if (all_here && settled()) || Instant::now() >= until {
+            if (all_here && settled(&landed)) || Instant::now() >= until {
                 // One more pass for a copy that landed meanwhile.
                 let _ = landed.take_once(amqp, topology).await;
                 return landed;

@@ -8,6 +8,7 @@
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
+//! - [`redis_server`]: a Redis server of the test's own, to kill and restart empty.
 //! - [`sender`]: a webhook sender that retries `503` as real senders do.
 //! - [`spawn`]: the real services started in-process on port 0.
 //! - [`stand_in`]: recording HTTP servers standing in for a CRM or chat channel.
@@ -25,6 +26,7 @@ pub mod fleet;
 pub mod loadgen;
 pub mod mock_ai;
 pub mod proxy;
+pub mod redis_server;
 pub mod sender;
 pub mod spawn;
 pub mod stand_in;

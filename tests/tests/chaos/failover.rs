@@ -64,7 +64,7 @@ async fn killing_the_queue_leaders_loses_no_accepted_event() {
         &topology,
         &log.accepted,
         Duration::from_secs(120),
-        || workers.iter().all(|w| w.inflight() == 0),
+        |_| workers.iter().all(|w| w.inflight() == 0),
     )
     .await;
     let accounting = Accounting::of(&log, &landed);
