@@ -24,7 +24,7 @@ test: services lint validate-deploy
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-## The chaos tests (about 3 minutes): a local three-node RabbitMQ cluster
+## The chaos tests (2-4 minutes with the cluster start): a local three-node RabbitMQ cluster
 ## (deploy/local/cluster.sh), queue leaders killed under load. The cluster is
 ## removed afterwards, whether the tests passed, failed or were interrupted.
 chaos: services
