@@ -4,13 +4,13 @@
 //! management UI shows `hookfleet-ingest@host`) and bounds the handshake with a
 //! timeout: a broker behind a dead load balancer accepts TCP and never answers.
 //!
-//! **Several nodes.** With `amqp.urls`, a [`Broker`] tries the nodes in order,
-//! starting from the one that last answered, and connects to the first that
-//! answers. When that connection is lost, the caller's existing backoff calls
-//! [`Broker::connect`] again: the lost node is tried first (a restarted
-//! connection, a broker that closed it on purpose) and, when it does not answer,
-//! the next one. A killed node refuses at once, so the cost of trying it is one
-//! refused TCP connection; a node that hangs costs `amqp.connect_timeout`.
+//! **Several nodes.** With `amqp.urls`, a [`Broker`] connects to the first node
+//! of the list that answers. A service calls [`Broker::connect`] again only when
+//! it lost its connection (the worker's backoff, the publisher's next publish), so
+//! later calls start with the node *after* the one last connected to and go round
+//! the list: the lost node is tried last, which spares a node that hangs (it would
+//! cost `amqp.connect_timeout`) and makes no difference otherwise, every node of
+//! a cluster serving every queue. Keep one `Broker` per connection for this.
 //! Each connection is logged and counted with the node's `host:port` as its label
 //! (bounded by the configuration).
 
@@ -90,7 +90,8 @@ pub struct Broker {
 
 struct Inner {
     amqp: AmqpConfig,
-    /// Index (into `amqp.nodes()`) of the node to try first.
+    /// Index (into `amqp.nodes()`) of the node to try first: 0, then the one
+    /// after the node last connected to.
     next: AtomicUsize,
     connections: Option<IntCounterVec>,
 }
@@ -131,8 +132,8 @@ impl Broker {
         &self.inner.amqp
     }
 
-    /// Connects to the first node that answers, starting with the one that
-    /// answered last, naming the connection `name`.
+    /// Connects to the first node that answers, starting with the one after the
+    /// node last connected to (module docs), naming the connection `name`.
     pub async fn connect(&self, name: &str) -> Result<Connection, BrokerError> {
         let amqp = &self.inner.amqp;
         let nodes = amqp.nodes();
@@ -141,7 +142,9 @@ impl Broker {
         for index in (0..nodes.len()).map(|i| (start + i) % nodes.len()) {
             match connect_to(amqp, nodes[index], name).await {
                 Ok(connection) => {
-                    self.inner.next.store(index, Ordering::Relaxed);
+                    self.inner
+                        .next
+                        .store((index + 1) % nodes.len(), Ordering::Relaxed);
                     let node = node_label(nodes[index]);
                     let event = Connected {
                         name,

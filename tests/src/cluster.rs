@@ -9,10 +9,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use hookfleet_common::config::AmqpConfig;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-
 /// The script, from the workspace root.
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/cluster.sh")
@@ -64,37 +60,9 @@ impl LocalCluster {
         run(&["kill", node]);
     }
 
-    /// Starts `node` again and waits until it runs (it rejoins the cluster).
+    /// Starts `node` again and waits until it rejoined and every quorum queue has
+    /// quorum + 1 replicas online (`cluster.sh start`).
     pub fn start(&self, node: &str) {
         run(&["start", node]);
-    }
-
-    /// Messages ready in `queue`, asked of whichever node answers; `None` when
-    /// no node answers or the queue has no leader right now.
-    pub async fn ready(&self, queue: &str) -> Option<u32> {
-        let amqp = self.amqp();
-        let connection = hookfleet_common::broker::connect(&amqp, "test-cluster")
-            .await
-            .ok()?;
-        let channel = connection.create_channel().await.ok()?;
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let declared = channel
-            .queue_declare(queue.into(), options, FieldTable::default())
-            .await
-            .ok();
-        let _ = connection.close(200, "done".into()).await;
-        declared.map(|q| q.message_count())
-    }
-
-    /// Connection settings for all three nodes.
-    pub fn amqp(&self) -> AmqpConfig {
-        AmqpConfig {
-            urls: self.urls.clone(),
-            connect_timeout: Duration::from_secs(2),
-            ..AmqpConfig::default()
-        }
     }
 }

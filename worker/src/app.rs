@@ -49,9 +49,10 @@ impl Application {
         let owner = format!("hookfleet-worker-{}", ulid::Ulid::new());
         let topology = Topology::new(&settings.namespace, &settings.amqp);
         let metrics = WorkerMetrics::new().context("cannot register metrics")?;
-        let broker = Broker::counted(&settings.amqp, metrics.amqp_connections.clone());
+        // One Broker per connection: each goes round the nodes on its own.
+        let broker = || Broker::counted(&settings.amqp, metrics.amqp_connections.clone());
         let publisher = Publisher::on(
-            broker.clone(),
+            broker(),
             &format!("{owner}-publisher"),
             Some(topology.clone()),
         );
@@ -120,7 +121,7 @@ impl Application {
             topology,
             ConsumerConfig {
                 amqp: settings.amqp.clone(),
-                broker,
+                broker: broker(),
                 concurrency: config.concurrency,
                 shutdown_grace: config.shutdown_grace,
                 requeue_delay: config.requeue_delay,

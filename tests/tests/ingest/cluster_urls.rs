@@ -1,7 +1,8 @@
 //! `amqp.urls` against the machine's broker: a list whose first node is dead
-//! connects to the next, and says (log and counter) which node it uses; a
-//! deployment that moves from `amqp.url` to `amqp.urls` keeps working on the queues
-//! it declared before.
+//! connects to the next, and says (log and counter) which node it uses; each
+//! reconnection starts with the node after the last one; a deployment that moves
+//! from `amqp.url` to `amqp.urls` keeps working on the queues it declared before.
+//! (Failover under load, on a real cluster, is `tests/tests/chaos`.)
 
 use std::time::Duration;
 
@@ -95,4 +96,42 @@ async fn moving_from_one_url_to_a_list_keeps_the_queues_declared_before() {
         202,
         "re-declaring with a group size is accepted"
     );
+}
+
+#[tokio::test]
+async fn each_reconnection_tries_the_next_node_first() {
+    // Two names of the machine's broker around a dead node: three "nodes" told
+    // apart by their labels.
+    let amqp = hookfleet_common::config::AmqpConfig {
+        urls: vec![
+            AMQP_URL.into(),
+            DEAD_NODE.into(),
+            "amqp://guest:guest@localhost:5672/%2f".into(),
+        ],
+        ..hookfleet_common::config::AmqpConfig::default()
+    };
+    let registry = hookfleet_common::metrics::registry_with_process_metrics().expect("registry");
+    let counter = hookfleet_common::broker::connections_counter(&registry).expect("registers");
+    let broker = hookfleet_common::broker::Broker::counted(&amqp, counter.clone());
+    let count = |node: &str| counter.with_label_values(&["test", node]).get();
+    let mut used = Vec::new();
+    for _ in 0..3 {
+        let before = (count("127.0.0.1:5672"), count("localhost:5672"));
+        let connection = broker.connect("test").await.expect("a node answers");
+        used.push(if count("127.0.0.1:5672") > before.0 {
+            "127.0.0.1:5672"
+        } else if count("localhost:5672") > before.1 {
+            "localhost:5672"
+        } else {
+            "none counted"
+        });
+        // As after a loss: the next connect is a reconnection.
+        let _ = connection.close(200, "next".into()).await;
+    }
+    assert_eq!(
+        used,
+        ["127.0.0.1:5672", "localhost:5672", "127.0.0.1:5672"],
+        "first the first node, then round the list, skipping the dead one"
+    );
+    assert_eq!(count("127.0.0.1:1"), 0);
 }
