@@ -81,8 +81,8 @@ impl Connected<'_> {
     }
 }
 
-/// The nodes a service connects to, and which one answered last. Cheap to
-/// clone; clones share the choice. See the module docs.
+/// The nodes one connection goes round, and which to try next. Cheap to clone;
+/// clones share the choice. See the module docs.
 #[derive(Clone)]
 pub struct Broker {
     inner: Arc<Inner>,
