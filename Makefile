@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint services build bench validate-deploy
+.PHONY: demo test chaos lint services build bench validate-deploy
 
 ## Start RabbitMQ and Redis (installing them when missing); no-op when they answer.
 services:
@@ -22,6 +22,18 @@ test: services lint validate-deploy
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 	  $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+## The chaos tests (2-4 minutes with the cluster start): a local three-node RabbitMQ cluster
+## (deploy/local/cluster.sh), queue leaders killed under load. The cluster is
+## removed afterwards, whether the tests passed, failed or were interrupted.
+chaos: services
+	@trap 'bash deploy/local/cluster.sh down' EXIT; \
+	bash deploy/local/cluster.sh up && \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run -p hookfleet-tests --test chaos --run-ignored only --no-capture; \
+	else \
+	  $(CARGO) test -p hookfleet-tests --test chaos -- --ignored --nocapture; \
 	fi
 
 ## Offline checks of deploy/: Kubernetes schemas, kustomize builds, alerts, dashboard.

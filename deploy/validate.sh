@@ -303,6 +303,10 @@ expect_reject "a worker grace shorter than its longest job" short-grace "$PROD" 
 expect_reject "a PDB without unhealthyPodEvictionPolicy" pdb-blocks-drains "$PROD" \
   "unhealthyPodEvictionPolicy AlwaysAllow" "${POLICY[@]}"
 expect_reject "KEDA without fallback" keda-without-fallback "$PROD" "has a fallback" "${POLICY[@]}"
+expect_reject "a misspelt RabbitmqCluster field" rabbitmq-typo "$PROD" \
+  "does not match the RabbitmqCluster schema" "${CHECKS[@]}" schemas "${VERSION_ARGS[@]}" @BROKEN@
+expect_reject "a RabbitMQ PDB selecting no pods of the build" rabbitmq-pdb-elsewhere "$PROD" \
+  "PodDisruptionBudget/hookfleet-rabbitmq selects a Deployment's or a RabbitmqCluster's pods" "${POLICY[@]}"
 expect_reject "a dashboard query using \$__interval" dashboard-interval deploy/grafana/hookfleet.json \
   "uses \$__interval" "${DASH[@]}"
 expect_reject "a RabbitMQ panel across all queues" dashboard-all-queues deploy/grafana/hookfleet.json \

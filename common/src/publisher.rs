@@ -23,7 +23,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::{Mutex, RwLock};
 
-use crate::broker::{self, BrokerError};
+use crate::broker::{Broker, BrokerError};
 use crate::config::AmqpConfig;
 use crate::telemetry::error_chain;
 use crate::topology::Topology;
@@ -67,6 +67,7 @@ impl Live {
 
 struct Inner {
     amqp: AmqpConfig,
+    broker: Broker,
     name: String,
     topology: Option<Topology>,
     live: RwLock<Option<Arc<Live>>>,
@@ -85,9 +86,15 @@ impl Publisher {
     /// A publisher that connects on first use. With a topology, it (re)declares it
     /// on every connection so a wiped broker is repaired before the first publish.
     pub fn new(amqp: &AmqpConfig, name: &str, topology: Option<Topology>) -> Self {
+        Self::on(Broker::new(amqp), name, topology)
+    }
+
+    /// [`Publisher::new`] connecting through `broker` (a cluster's nodes, counted).
+    pub fn on(broker: Broker, name: &str, topology: Option<Topology>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                amqp: amqp.clone(),
+                amqp: broker.amqp().clone(),
+                broker,
                 name: name.to_owned(),
                 topology,
                 live: RwLock::new(None),
@@ -212,7 +219,7 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Live, Box<dyn std::error::Error + Send + Sync>> {
-        let connection = broker::connect(&self.inner.amqp, &self.inner.name).await?;
+        let connection = self.inner.broker.connect(&self.inner.name).await?;
         let mut channels = Vec::with_capacity(self.inner.amqp.publisher_channels);
         for _ in 0..self.inner.amqp.publisher_channels {
             let channel = connection.create_channel().await?;

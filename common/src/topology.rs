@@ -49,6 +49,7 @@ pub struct Topology {
     delivery_limit: u32,
     jobs_max_length: Option<u64>,
     queue_expires: Option<Duration>,
+    quorum_group_size: Option<u32>,
     jobs_binding: Vec<String>,
 }
 
@@ -66,8 +67,13 @@ impl TopologyError {
     /// Whether the broker refused a re-declaration of `queue` with different
     /// arguments (406 PRECONDITION_FAILED).
     fn is_inequivalent(&self, queue: &str) -> bool {
+        self.name == queue && self.is_inequivalent_queue()
+    }
+
+    /// Whether the broker refused a queue's re-declaration with different
+    /// arguments.
+    fn is_inequivalent_queue(&self) -> bool {
         self.what == "queue"
-            && self.name == queue
             && matches!(
                 self.source.kind(),
                 lapin::ErrorKind::ProtocolError(e)
@@ -94,6 +100,7 @@ impl Topology {
             delivery_limit: amqp.delivery_limit,
             jobs_max_length: amqp.jobs_max_length,
             queue_expires: amqp.queue_expires,
+            quorum_group_size: amqp.initial_group_size(),
             jobs_binding: vec!["#".to_owned()],
         }
     }
@@ -174,8 +181,31 @@ impl Topology {
 
     /// [`Topology::declare`] on channels of its own, accepting a dead-letter
     /// queue an older release declared without a delivery limit: it is declared
-    /// as it is, with a warning to migrate it (module docs).
+    /// as it is, with a warning to migrate it (module docs). Likewise queues
+    /// declared before `amqp.urls` listed several nodes, without a quorum group
+    /// size: the topology is then declared without one, with a warning to grow
+    /// their replicas (docs/cluster.md).
     pub async fn declare_on(&self, connection: &Connection) -> Result<(), TopologyError> {
+        match self.declare_keeping_old_dead_queue(connection).await {
+            Err(e) if self.quorum_group_size.is_some() && e.is_inequivalent_queue() => {
+                tracing::warn!(queue = %e.name,
+                    "Queues declared before amqp.urls listed several nodes have no quorum group \
+                     size; declaring them as they are. Grow their replicas with \
+                     `rabbitmq-queues grow` (docs: cluster).");
+                let plain = Topology {
+                    quorum_group_size: None,
+                    ..self.clone()
+                };
+                plain.declare_keeping_old_dead_queue(connection).await
+            }
+            other => other,
+        }
+    }
+
+    async fn declare_keeping_old_dead_queue(
+        &self,
+        connection: &Connection,
+    ) -> Result<(), TopologyError> {
         let channel = self.channel_on(connection).await?;
         let declared = self.declare_with(&channel, DeadQueue::Kept).await;
         let dead_queue = self.dead_queue();
@@ -304,6 +334,12 @@ impl Topology {
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
+        // On a cluster, say how many nodes hold a replica instead of leaving it to
+        // the broker's defaults, so the queues' fault tolerance is what the
+        // operator configured (docs/cluster.md).
+        if let Some(size) = self.quorum_group_size {
+            args.insert("x-quorum-initial-group-size".into(), long(size.into()));
+        }
         if let Some(expires) = self.queue_expires {
             args.insert(
                 "x-expires".into(),
@@ -452,6 +488,31 @@ mod tests {
             t.redis_key(&["seen", "stripe", "evt_1"]),
             "t-ns:seen:stripe:evt_1"
         );
+    }
+
+    #[test]
+    fn queues_on_a_cluster_get_a_replica_per_listed_node() {
+        let group = |t: &Topology| {
+            t.base_args()
+                .inner()
+                .get("x-quorum-initial-group-size")
+                .cloned()
+        };
+        assert_eq!(group(&topology()), None, "one url: the broker's default");
+        let cluster = AmqpConfig {
+            urls: vec![
+                "amqp://a/%2f".into(),
+                "amqp://b/%2f".into(),
+                "amqp://c/%2f".into(),
+            ],
+            ..AmqpConfig::default()
+        };
+        assert_eq!(group(&Topology::new("t-ns", &cluster)), Some(long(3)));
+        let five = AmqpConfig {
+            quorum_group_size: Some(5),
+            ..cluster
+        };
+        assert_eq!(group(&Topology::new("t-ns", &five)), Some(long(5)));
     }
 
     #[test]

@@ -80,6 +80,17 @@ def dashboard_all_queues(dash: dict) -> None:
     target["expr"] = "max(rabbitmq_queue_messages_ready)"
 
 
+def rabbitmq_typo(docs: list[dict]) -> None:
+    """A misspelt field in the RabbitmqCluster (the operator would ignore it)."""
+    one(docs, "RabbitmqCluster")["spec"]["replica"] = 3
+
+
+def rabbitmq_pdb_elsewhere(docs: list[dict]) -> None:
+    """The broker's PDB selecting pods no workload of the build makes."""
+    one(docs, "PodDisruptionBudget", "hookfleet-rabbitmq")["spec"]["selector"] = {
+        "matchLabels": {"app.kubernetes.io/name": "rabbitmq"}}
+
+
 BREAKS = {
     "hpa-and-keda": hpa_and_keda,
     "alert-without-for": alert_without_for,
@@ -90,6 +101,8 @@ BREAKS = {
     "keda-without-fallback": keda_without_fallback,
     "dashboard-interval": dashboard_interval,
     "dashboard-all-queues": dashboard_all_queues,
+    "rabbitmq-typo": rabbitmq_typo,
+    "rabbitmq-pdb-elsewhere": rabbitmq_pdb_elsewhere,
 }
 
 

@@ -109,6 +109,30 @@ def crd_models():
     }, None
 
 
+# Custom resources without a published model here: validated against a JSON Schema
+# written by hand into deploy/validate/schemas/ (each file says what it covers).
+JSON_SCHEMAS = {
+    ("rabbitmq.com/v1beta1", "RabbitmqCluster"): "rabbitmq.com_v1beta1_rabbitmqcluster.json",
+}
+
+
+def check_json_schema(report: Report, name: str, key: tuple, doc: dict) -> None:
+    import jsonschema
+
+    path = ROOT / "deploy/validate/schemas" / JSON_SCHEMAS[key]
+    try:
+        schema = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        report.fail(f"{name}: cannot read the schema {rel(path)}: {e}")
+        return
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
+    if errors:
+        why = "; ".join(f"{'.'.join(str(p) for p in e.path) or '(top)'}: {e.message}" for e in errors)
+        report.fail(f"{name}: does not match the {key[1]} schema ({rel(path)}): {why}")
+    else:
+        report.ok(f"{name} matches the {key[1]} schema ({rel(path)})")
+
+
 def unknown_fields(given, parsed, path: str = "") -> list[str]:
     """Keys present in the manifest but dropped by the model (pydantic ignores extras)."""
     out: list[str] = []
@@ -141,6 +165,9 @@ def cmd_schemas(args) -> int:
             key = (doc.get("apiVersion"), doc.get("kind"))
             if "." in str(key[0]).split("/")[0] and not str(key[0]).split("/")[0].endswith("k8s.io"):
                 # A custom resource (its group is a domain that is not Kubernetes').
+                if key in JSON_SCHEMAS:
+                    check_json_schema(report, name, key, doc)
+                    continue
                 if models is None:
                     report.fail(f"{name} ({key[0]}): not validated, no CRD schema available")
                     continue
@@ -288,7 +315,7 @@ def check_keda(report: Report, label: str, so: dict, config: dict) -> None:
 def cmd_policy(args) -> int:
     report = Report("policy")
     examples = {d["metadata"]["name"]: d for d in load_docs(Path(args.secrets)) if d.get("kind") == "Secret"}
-    example_keys = {n: set(d.get("stringData", {})) | set(d.get("data", {})) for n, d in examples.items()}
+    documented_keys = {n: set(d.get("stringData", {})) | set(d.get("data", {})) for n, d in examples.items()}
     for build in args.builds:
         label, _, file = build.partition("=")
         print(f"  [{label}] {rel(file)}")
@@ -297,6 +324,12 @@ def cmd_policy(args) -> int:
         for d in docs:
             by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
         deployments = by_kind.get("Deployment", {})
+        # The RabbitMQ Cluster Operator makes each RabbitmqCluster's pods (labelled
+        # app.kubernetes.io/name: NAME) and its Secret NAME-default-user.
+        brokers = by_kind.get("RabbitmqCluster", {})
+        broker_pods = [{"app.kubernetes.io/name": n} for n in brokers]
+        example_keys = {f"{n}-default-user": {"username", "password", "host", "port"} for n in brokers}
+        example_keys.update(documented_keys)
         config, cm = config_from_build(docs)
         if not report.check(config is not None, f"{label}: ConfigMap with hookfleet.toml generated"):
             continue
@@ -444,8 +477,9 @@ def cmd_policy(args) -> int:
             report.check("replicas" not in deployments[name]["spec"],
                          f"{label}: Deployment/{name} leaves replicas to its autoscaler")
         for pdb in by_kind.get("PodDisruptionBudget", {}).values():
-            report.check(any(selects(pdb["spec"]["selector"], pod_labels(d)) for d in deployments.values()),
-                         f"{label}: {kn(pdb)} selects a Deployment's pods")
+            report.check(any(selects(pdb["spec"]["selector"], pod_labels(d)) for d in deployments.values())
+                         or any(selects(pdb["spec"]["selector"], labels) for labels in broker_pods),
+                         f"{label}: {kn(pdb)} selects a Deployment's or a RabbitmqCluster's pods")
             # Otherwise a broker outage (every pod unready) blocks node drains.
             report.check(pdb["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow",
                          f"{label}: {kn(pdb)} unhealthyPodEvictionPolicy AlwaysAllow")

@@ -26,6 +26,7 @@ use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router, middleware};
+use hookfleet_common::broker::Broker;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::redis::{self as hredis, Pool};
@@ -117,7 +118,9 @@ impl Application {
             sources.insert(name.clone(), Arc::new(source));
         }
         let topology = Topology::new(&settings.namespace, &settings.amqp);
-        let publisher = Publisher::new(&settings.amqp, "hookfleet-ingest", Some(topology.clone()));
+        let metrics = IngestMetrics::new().context("cannot register metrics")?;
+        let broker = Broker::counted(&settings.amqp, metrics.amqp_connections.clone());
+        let publisher = Publisher::on(broker, "hookfleet-ingest", Some(topology.clone()));
         if let Err(e) = publisher.connect().await {
             tracing::warn!(error = %hookfleet_common::telemetry::error_chain(&e), "RabbitMQ unavailable at start; will keep trying.");
         }
@@ -150,7 +153,7 @@ impl Application {
             redis,
             redis_timeout: settings.redis.timeout,
             topology,
-            metrics: IngestMetrics::new().context("cannot register metrics")?,
+            metrics,
             config: settings.ingest.clone(),
             proxies: TrustedProxies::new(
                 settings.ingest.trusted_networks(),

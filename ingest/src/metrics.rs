@@ -23,6 +23,8 @@ pub struct IngestMetrics {
     /// `ingest_status_write_failures_total`: accepted events whose `accepted`
     /// status could not be recorded (the 202 was answered anyway).
     pub status_write_failures: IntCounter,
+    /// `amqp_connections_total{name,node}`: RabbitMQ connections opened, by node.
+    pub amqp_connections: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -65,6 +67,7 @@ impl IngestMetrics {
                 "ingest_status_write_failures_total",
                 "Accepted events whose status could not be recorded in Redis.",
             )?,
+            amqp_connections: hookfleet_common::broker::connections_counter(&registry)?,
             registry,
         })
     }

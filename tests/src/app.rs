@@ -67,6 +67,7 @@ pub struct TestAppBuilder<'a> {
     pipelines: Vec<PipelineConfig>,
     sources: Vec<(String, SourceConfig)>,
     configure: Vec<Configure<'a>>,
+    cluster: Vec<String>,
 }
 
 impl Default for TestAppBuilder<'_> {
@@ -83,6 +84,7 @@ impl Default for TestAppBuilder<'_> {
             pipelines: Vec::new(),
             sources: Vec::new(),
             configure: Vec::new(),
+            cluster: Vec::new(),
         }
     }
 }
@@ -151,6 +153,13 @@ impl<'a> TestAppBuilder<'a> {
         self
     }
 
+    /// Runs everything on these RabbitMQ nodes (`amqp.urls`) instead of the
+    /// machine's broker (the chaos tests' local cluster).
+    pub fn cluster(mut self, urls: Vec<String>) -> Self {
+        self.cluster = urls;
+        self
+    }
+
     /// Any other setting, applied after the builder's own.
     pub fn configure(mut self, f: impl FnOnce(&mut Settings, &Started) + Send + 'a) -> Self {
         self.configure.push(Box::new(f));
@@ -160,7 +169,7 @@ impl<'a> TestAppBuilder<'a> {
     /// Starts the mock and stand-ins, then ingest and the workers (each consuming
     /// before this returns), in a namespace of their own.
     pub async fn start(mut self) -> TestApp {
-        let env = TestEnv::new().await;
+        let env = TestEnv::on_cluster(&std::mem::take(&mut self.cluster)).await;
         let mock = MockAi::start(std::mem::take(&mut self.mock)).await;
         let mut stand_ins = BTreeMap::new();
         for name in std::mem::take(&mut self.stand_ins) {

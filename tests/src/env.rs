@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use hookfleet_common::broker;
 use hookfleet_common::config::Secret;
 
 use crate::settings::Settings;
@@ -15,7 +16,7 @@ use hookfleet_common::topology::Topology;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 
 /// The broker and Redis every test uses (started by `deploy/local/start.sh`).
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -39,12 +40,19 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh namespace with its topology declared.
     pub async fn new() -> Self {
+        Self::on_cluster(&[]).await
+    }
+
+    /// [`TestEnv::new`] on the RabbitMQ nodes `urls` (`amqp.urls`) instead of the
+    /// machine's broker; empty means the machine's broker.
+    pub async fn on_cluster(urls: &[String]) -> Self {
         let namespace = format!("t-{}", ulid::Ulid::new().to_string().to_lowercase());
         let mut settings = Settings {
             namespace: namespace.clone(),
             ..Settings::default()
         };
         settings.amqp.url = AMQP_URL.into();
+        settings.amqp.urls = urls.to_vec();
         settings.amqp.queue_expires = Some(Duration::from_secs(600));
         settings.amqp.retry_tiers = vec![Duration::from_millis(200), Duration::from_secs(1)];
         settings.amqp.confirm_timeout = Duration::from_secs(3);
@@ -60,9 +68,9 @@ impl TestEnv {
         // Stand-ins listen on 127.0.0.1, which the outbound policy refuses
         // unless allowed.
         settings.worker.outbound.allow_hosts = vec!["127.0.0.1".into()];
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
-            .await
-            .expect("RabbitMQ at 127.0.0.1:5672 (run deploy/local/start.sh)");
+        let connection = broker::connect(&settings.amqp, "test-env").await.expect(
+            "RabbitMQ at 127.0.0.1:5672 (run deploy/local/start.sh) or the cluster's nodes",
+        );
         let channel = connection.create_channel().await.expect("channel");
         let env = Self {
             namespace,
@@ -179,7 +187,7 @@ impl Drop for TestEnv {
 /// Redis keys.
 async fn remove_namespace(namespace: &str, settings: &Settings) {
     let topology = Topology::new(namespace, &settings.amqp);
-    if let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+    if let Ok(connection) = broker::connect(&settings.amqp, "test-env-cleanup").await {
         if let Ok(channel) = connection.create_channel().await {
             let _ = topology.delete(&channel).await;
         }

@@ -1,14 +1,18 @@
 //! hookfleet-tests: the harness for end-to-end tests against the real RabbitMQ and
 //! Redis, the `mock-ai` server, and the `loadgen` tool.
 //!
+//! - [`accounting`]: where every accepted event ended, and the failure tests' figures.
 //! - [`app`]: [`app::TestApp`], the builder every end-to-end test starts from.
 //! - [`bench`]: the benchmarks behind `make bench` and `BENCHMARKS.md`.
 //! - [`config_file`]: a spawned binary's `hookfleet.toml`, rendered from settings.
+//! - [`cluster`]: the local three-node RabbitMQ cluster (`deploy/local/cluster.sh`).
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
 //! - [`process`]: a service run as its real binary, its ports read from its log.
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
 //! - [`settings`]: one test's settings for ingest and the workers together.
+//! - [`redis_server`]: a Redis server of the test's own, to kill and restart empty.
+//! - [`sender`]: a webhook sender that retries `503` as real senders do.
 //! - [`spawn`]: the real services started in-process on port 0.
 //! - [`stand_in`]: recording HTTP servers standing in for a CRM or chat channel.
 //! - [`webhook`]: signed requests per provider, sources with fresh secrets.
@@ -16,8 +20,10 @@
 //! - [`loadgen`]: closed- and open-loop signed load, and queue accounting.
 //! - [`mock_ai`]: the fake AI provider (the only fake; broker and Redis are real).
 
+pub mod accounting;
 pub mod app;
 pub mod bench;
+pub mod cluster;
 pub mod config_file;
 pub mod env;
 pub mod fleet;
@@ -25,6 +31,8 @@ pub mod loadgen;
 pub mod mock_ai;
 pub mod process;
 pub mod proxy;
+pub mod redis_server;
+pub mod sender;
 pub mod settings;
 pub mod spawn;
 pub mod stand_in;

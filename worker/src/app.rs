@@ -15,6 +15,7 @@ use crate::limits::limiter::Limiter;
 use crate::limits::markers::Markers;
 use crate::metrics::WorkerMetrics;
 use anyhow::Context;
+use hookfleet_common::broker::Broker;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::redis::{self as hredis};
@@ -47,14 +48,16 @@ impl Application {
         let config = &settings.worker;
         let owner = format!("hookfleet-worker-{}", ulid::Ulid::new());
         let topology = Topology::new(&settings.namespace, &settings.amqp);
-        let publisher = Publisher::new(
-            &settings.amqp,
+        let metrics = WorkerMetrics::new().context("cannot register metrics")?;
+        // One Broker per connection: each goes round the nodes on its own.
+        let broker = || Broker::counted(&settings.amqp, metrics.amqp_connections.clone());
+        let publisher = Publisher::on(
+            broker(),
             &format!("{owner}-publisher"),
             Some(topology.clone()),
         );
         let pipelines = build_pipelines(config, &publisher, &topology)?;
         warn_if_grace_is_short(config);
-        let metrics = WorkerMetrics::new().context("cannot register metrics")?;
         let ctx = job_context(&settings, pipelines, &topology, &metrics, &owner)?;
         let consumer = Consumer::new(
             Arc::new(ctx),
@@ -62,6 +65,7 @@ impl Application {
             topology,
             ConsumerConfig {
                 amqp: settings.amqp.clone(),
+                broker: broker(),
                 concurrency: config.concurrency,
                 shutdown_grace: config.shutdown_grace,
                 requeue_delay: config.requeue_delay,

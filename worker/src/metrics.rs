@@ -50,6 +50,9 @@ pub struct WorkerMetrics {
     /// `worker_status_write_failures_total`: event status updates that could
     /// not be recorded in Redis (the job went on regardless).
     pub status_write_failures: IntCounter,
+    /// `amqp_connections_total{name,node}`: RabbitMQ connections opened by the
+    /// consumer and the publisher, by node.
+    pub amqp_connections: IntCounterVec,
 }
 
 /// Declares one metric's [`Spec`].
@@ -149,6 +152,7 @@ impl WorkerMetrics {
             markers_unavailable: MARKERS_UNAVAILABLE.plain_counter(&r)?,
             broker_reconnects: BROKER_RECONNECTS.plain_counter(&r)?,
             status_write_failures: STATUS_WRITE_FAILURES.plain_counter(&r)?,
+            amqp_connections: hookfleet_common::broker::connections_counter(&r)?,
             registry: r,
         })
     }

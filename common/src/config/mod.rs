@@ -62,8 +62,17 @@ pub enum FailMode {
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
     /// AMQP URI. Credentials in it are redacted in `Debug`; in Kubernetes set it
-    /// from a Secret through `HOOKFLEET__AMQP__URL`.
+    /// from a Secret through `HOOKFLEET__AMQP__URL`. Ignored when `urls` is set.
     pub url: String,
+    /// The nodes of a RabbitMQ cluster, tried in order: a service connects to the
+    /// first that answers and, when that connection is lost, to the next
+    /// (docs/cluster.md). Empty (the default): `url` alone. From the environment,
+    /// comma-separated (`HOOKFLEET__AMQP__URLS`).
+    pub urls: Vec<String>,
+    /// `x-quorum-initial-group-size` of every queue: how many nodes hold a
+    /// replica of it. Unset: the number of `urls` when there are several, else
+    /// the broker's default (all nodes).
+    pub quorum_group_size: Option<u32>,
     /// How long to wait for the TCP + AMQP handshake (`5s`).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -92,6 +101,8 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            urls: Vec::new(),
+            quorum_group_size: None,
             connect_timeout: Duration::from_secs(5),
             confirm_timeout: Duration::from_secs(5),
             publisher_channels: 4,
@@ -103,10 +114,33 @@ impl Default for AmqpConfig {
     }
 }
 
+impl AmqpConfig {
+    /// The broker URLs to try, in order: `urls`, or `url` when `urls` is empty.
+    pub fn nodes(&self) -> Vec<&str> {
+        if self.urls.is_empty() {
+            vec![self.url.as_str()]
+        } else {
+            self.urls.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The replica count to declare queues with, if any (see `quorum_group_size`).
+    pub fn initial_group_size(&self) -> Option<u32> {
+        self.quorum_group_size.or_else(|| {
+            (self.urls.len() > 1).then(|| u32::try_from(self.urls.len()).unwrap_or(u32::MAX))
+        })
+    }
+}
+
 impl std::fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpConfig")
             .field("url", &redact_url(&self.url))
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("quorum_group_size", &self.quorum_group_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("confirm_timeout", &self.confirm_timeout)
             .field("publisher_channels", &self.publisher_channels)
@@ -238,10 +272,23 @@ pub fn validate_namespace(ns: &str) -> Result<(), ConfigError> {
 impl AmqpConfig {
     /// Checks `[amqp]`, naming the offending field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.url.starts_with("amqp://") && !self.url.starts_with("amqps://") {
+        let amqp_scheme = |u: &str| u.starts_with("amqp://") || u.starts_with("amqps://");
+        if !amqp_scheme(&self.url) {
             return Err(ConfigError::invalid(
                 "amqp.url",
                 "must start with amqp:// or amqps://",
+            ));
+        }
+        if let Some(i) = self.urls.iter().position(|u| !amqp_scheme(u)) {
+            return Err(ConfigError::invalid(
+                format!("amqp.urls[{i}]"),
+                "must start with amqp:// or amqps://",
+            ));
+        }
+        if self.quorum_group_size == Some(0) {
+            return Err(ConfigError::invalid(
+                "amqp.quorum_group_size",
+                "must be at least 1",
             ));
         }
         if self.publisher_channels == 0 {
@@ -297,7 +344,7 @@ impl StatusConfig {
 
 /// Shared keys whose environment value is a comma-separated list
 /// (`HOOKFLEET__AMQP__RETRY_TIERS=1s,10s`); a service adds its own to [`read`].
-const SHARED_LIST_KEYS: &[&str] = &["amqp.retry_tiers"];
+const SHARED_LIST_KEYS: &[&str] = &["amqp.retry_tiers", "amqp.urls"];
 
 /// Reads `T` (a service's settings, or a part of them) from the layered sources:
 /// the file, then the environment. `T` decides which keys are read: secrets

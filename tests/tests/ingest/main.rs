@@ -5,6 +5,7 @@
 
 mod accepts;
 mod accounting;
+mod cluster_urls;
 mod edge;
 mod end_to_end;
 mod faults;

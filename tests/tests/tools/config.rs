@@ -444,3 +444,53 @@ fn each_service_checks_only_its_own_section() {
         "{error}"
     );
 }
+
+#[test]
+fn a_cluster_is_a_list_of_urls_from_the_file_or_the_environment() {
+    let single = load("", &[]).unwrap();
+    assert_eq!(single.amqp.nodes(), vec![single.amqp.url.as_str()]);
+    assert_eq!(single.amqp.initial_group_size(), None);
+
+    let file = load(
+        "[amqp]\nurls = [\"amqp://a:5672/%2f\", \"amqp://b:5672/%2f\", \"amqp://c:5672/%2f\"]",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(file.amqp.nodes().len(), 3);
+    assert_eq!(file.amqp.nodes()[1], "amqp://b:5672/%2f");
+    assert_eq!(
+        file.amqp.initial_group_size(),
+        Some(3),
+        "one replica per node"
+    );
+
+    let env_list = load(
+        "",
+        &[
+            (
+                "HOOKFLEET__AMQP__URLS",
+                "amqp://u:secret@a:5672/%2f,amqp://u:secret@b:5672/%2f",
+            ),
+            ("HOOKFLEET__AMQP__QUORUM_GROUP_SIZE", "5"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(env_list.amqp.nodes().len(), 2);
+    assert_eq!(env_list.amqp.initial_group_size(), Some(5));
+    let debug = format!("{:?}", env_list.amqp);
+    assert!(!debug.contains("secret"), "{debug}");
+}
+
+#[test]
+fn a_bad_cluster_url_or_group_size_is_named() {
+    for (toml, field) in [
+        (
+            "[amqp]\nurls = [\"amqp://a/%2f\", \"http://b\"]",
+            "amqp.urls[1]",
+        ),
+        ("[amqp]\nquorum_group_size = 0", "amqp.quorum_group_size"),
+    ] {
+        let error = load(toml, &[]).unwrap_err().to_string();
+        assert!(error.contains(&format!("`{field}`")), "{toml}: {error}");
+    }
+}

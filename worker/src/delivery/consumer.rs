@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::{FutureExt, StreamExt};
-use hookfleet_common::broker::{self, BrokerError};
+use hookfleet_common::broker::{Broker, BrokerError};
 use hookfleet_common::config::AmqpConfig;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::telemetry::error_chain;
@@ -87,6 +87,8 @@ impl Readiness {
 pub struct ConsumerConfig {
     /// Connection settings.
     pub amqp: AmqpConfig,
+    /// The node(s) to connect to (`amqp.urls`), counted.
+    pub broker: Broker,
     /// Prefetch and the number of jobs run at once.
     pub concurrency: u16,
     /// How long in-flight jobs may finish after cancellation.
@@ -245,7 +247,7 @@ impl Consumer {
     }
 
     async fn open(&self) -> Result<(Session, lapin::Consumer), ConsumerError> {
-        let connection = broker::connect(&self.config.amqp, &self.config.name).await?;
+        let connection = self.config.broker.connect(&self.config.name).await?;
         // Idempotent; makes a fresh or wiped broker usable before the first delivery.
         self.topology.declare_on(&connection).await?;
         let channel = connection.create_channel().await?;
