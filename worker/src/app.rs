@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+use crate::auth::TokenStore;
 use crate::delivery::consumer::{Consumer, ConsumerConfig, Readiness};
 use crate::delivery::job::JobContext;
 use crate::delivery::outcome::RetryPolicy;
@@ -52,13 +53,15 @@ impl Application {
             &format!("{owner}-publisher"),
             Some(topology.clone()),
         );
+        let redis = hredis::pool(&settings.redis).context("cannot set up the Redis pool")?;
+        let tokens = TokenStore::new(redis.clone(), topology.clone(), settings.redis.timeout);
         let mut providers = HashMap::new();
         for (name, provider) in &config.providers {
-            let built = Provider::build(name, provider)
+            let built = Provider::build(name, provider, &tokens)
                 .with_context(|| format!("cannot build provider `worker.providers.{name}`"))?;
             providers.insert(name.clone(), Arc::new(built));
         }
-        let pipelines = Pipelines::build(config, &providers, |i, p| {
+        let pipelines = Pipelines::build(config, &providers, &tokens, |i, p| {
             p.sinks
                 .iter()
                 .enumerate()
@@ -69,6 +72,7 @@ impl Application {
                         s,
                         p.undefined,
                         &config.outbound,
+                        &tokens,
                         &publisher,
                         &topology,
                     )
@@ -86,7 +90,6 @@ impl Application {
                 "worker.shutdown_grace is shorter than the longest job: a scale-down abandons such jobs and their AI calls are paid again."
             );
         }
-        let redis = hredis::pool(&settings.redis).context("cannot set up the Redis pool")?;
         let metrics = WorkerMetrics::new().context("cannot register metrics")?;
         let ctx = Arc::new(JobContext {
             pipelines,

@@ -6,6 +6,7 @@
 //! resolves secrets and validates everything, so an invalid config fails at start
 //! with the offending field named, never halfway through a request.
 
+mod auth;
 mod http;
 mod ingest;
 mod limits;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use auth::{ClientAuth, JwtAlgorithm, JwtAuth, OAuth2ClientCredentials, TlsConfig};
 pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig, OutboundConfig};
 pub use ingest::{
     ClientIpHeader, FieldSource, HmacAlgorithm, HmacParams, IngestConfig, Listener, RateLimit,

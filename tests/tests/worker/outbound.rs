@@ -35,6 +35,7 @@ fn sink(name: &str, url: String) -> HttpSinkConfig {
         body: None,
         when: None,
         auth: None,
+        tls: None,
         signing_secret: None,
         timeout: Duration::from_secs(5),
         follow_redirects: false,
@@ -49,6 +50,9 @@ fn scripted_provider(stand_in: &StandIn) -> ProviderConfig {
         api_key: Some(Secret::new("sk-test")),
         timeout: Duration::from_secs(5),
         anthropic_version: "2023-06-01".into(),
+        api_key_header: None,
+        auth: None,
+        tls: None,
     }
 }
 

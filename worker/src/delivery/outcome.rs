@@ -356,6 +356,12 @@ fn describe(failure: &Failure) -> (Kind, String, Stage) {
             "ratelimit_unavailable".into(),
             Stage::Ai,
         ),
+        Failure::Ai(AiError::Auth(error)) => (
+            auth_kind(error),
+            format!("ai_{}", error.reason()),
+            Stage::Ai,
+        ),
+        Failure::Ai(AiError::Tls { .. }) => (Kind::Permanent, "ai_tls".into(), Stage::Ai),
         Failure::Ai(error) => {
             let kind = match error {
                 AiError::Status {
@@ -376,6 +382,7 @@ fn describe(failure: &Failure) -> (Kind, String, Stage) {
                 | AiError::Connect(_)
                 | AiError::Transport(_)
                 | AiError::InvalidResponse(_) => transient,
+                AiError::Auth(_) | AiError::Tls { .. } => Kind::Permanent,
             };
             let reason = match error {
                 AiError::Status { status, .. } => format!("ai_http_{status}"),
@@ -383,6 +390,7 @@ fn describe(failure: &Failure) -> (Kind, String, Stage) {
                 AiError::Connect(_) => "ai_connect".into(),
                 AiError::Transport(_) => "ai_transport".into(),
                 AiError::InvalidResponse(_) => "ai_invalid_response".into(),
+                AiError::Auth(_) | AiError::Tls { .. } => "ai_auth".into(),
             };
             (kind, reason, Stage::Ai)
         }
@@ -412,6 +420,8 @@ fn describe_request(error: &RequestError, prefix: &str) -> (Kind, String) {
             (Kind::Permanent, format!("{prefix}_http_{status}"))
         }
         RequestError::Refused(_) => (Kind::Permanent, format!("{prefix}_destination_refused")),
+        RequestError::Auth(e) => (auth_kind(e), format!("{prefix}_{}", e.reason())),
+        RequestError::Tls { .. } => (Kind::Permanent, format!("{prefix}_tls")),
         RequestError::Status {
             status,
             retry_after,
@@ -425,6 +435,15 @@ fn describe_request(error: &RequestError, prefix: &str) -> (Kind, String) {
             };
             (kind, format!("{prefix}_http_{status}"))
         }
+    }
+}
+
+/// A credential that could not be had: transient when its token endpoint is
+/// busy or down, permanent when it refused us or the key is unusable.
+fn auth_kind(error: &crate::auth::AuthError) -> Kind {
+    match error.transient() {
+        Some(retry_after) => Kind::Transient { retry_after },
+        None => Kind::Permanent,
     }
 }
 

@@ -16,6 +16,7 @@ use hookfleet_common::config::{
 };
 use minijinja::Environment;
 
+use crate::auth::TokenStore;
 use crate::pipeline::enrich::Enrichment;
 use crate::pipeline::sinks::Sink;
 use crate::pipeline::templates;
@@ -147,6 +148,7 @@ impl Pipeline {
         providers: &HashMap<String, Arc<Provider>>,
         sinks: Vec<Sink>,
         outbound: &OutboundConfig,
+        tokens: &TokenStore,
     ) -> Result<Self, PipelineError> {
         let field = format!("worker.pipelines[{index}]");
         let provider = providers.get(&config.provider).cloned().ok_or_else(|| {
@@ -165,7 +167,8 @@ impl Pipeline {
             &config.user,
             &format!("{field}.user"),
         )?;
-        let enrichment = Enrichment::build(&field, &config.enrich, config.undefined, outbound)?;
+        let enrichment =
+            Enrichment::build(&field, &config.enrich, config.undefined, outbound, tokens)?;
         Ok(Self {
             name: config.name.clone(),
             sources: globs(&config.sources, &format!("{field}.sources"))?,
@@ -280,6 +283,7 @@ impl Pipelines {
     pub fn build(
         config: &WorkerConfig,
         providers: &HashMap<String, Arc<Provider>>,
+        tokens: &TokenStore,
         sinks: impl Fn(usize, &PipelineConfig) -> Result<Vec<Sink>, PipelineError>,
     ) -> Result<Self, PipelineError> {
         let pipelines = config
@@ -287,7 +291,8 @@ impl Pipelines {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                Pipeline::build(i, p, providers, sinks(i, p)?, &config.outbound).map(Arc::new)
+                Pipeline::build(i, p, providers, sinks(i, p)?, &config.outbound, tokens)
+                    .map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { pipelines })
@@ -327,8 +332,12 @@ mod tests {
             api_key: None,
             timeout: std::time::Duration::from_secs(1),
             anthropic_version: "2023-06-01".into(),
+            api_key_header: None,
+            auth: None,
+            tls: None,
         };
-        let provider = Provider::build("mock", &config).unwrap();
+        let provider =
+            Provider::build("mock", &config, &crate::auth::tokens::tests::store()).unwrap();
         HashMap::from([("mock".to_owned(), Arc::new(provider))])
     }
 
@@ -375,6 +384,7 @@ mod tests {
             &providers(),
             vec![],
             &OutboundConfig::default(),
+            &crate::auth::tokens::tests::store(),
         )
         .unwrap()
     }
@@ -430,6 +440,7 @@ mod tests {
             &providers(),
             vec![],
             &OutboundConfig::default(),
+            &crate::auth::tokens::tests::store(),
         )
         .unwrap_err();
         assert!(
@@ -444,6 +455,7 @@ mod tests {
             &providers(),
             vec![],
             &OutboundConfig::default(),
+            &crate::auth::tokens::tests::store(),
         )
         .unwrap_err();
         assert!(
