@@ -8,6 +8,7 @@
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
 //! - [`spawn`]: the real services started in-process on port 0.
 //! - [`stand_in`]: recording HTTP servers standing in for a CRM or chat channel.
+//! - [`stand_ins`]: an OAuth 2.0 server with its API, a mutual-TLS server.
 //! - [`webhook`]: signed requests per provider, sources with fresh secrets.
 //! - [`wait`]: awaiting conditions with a deadline.
 //! - [`loadgen`]: closed- and open-loop signed load, and queue accounting.
@@ -22,5 +23,6 @@ pub mod mock_ai;
 pub mod proxy;
 pub mod spawn;
 pub mod stand_in;
+pub mod stand_ins;
 pub mod wait;
 pub mod webhook;

@@ -11,6 +11,7 @@ mod faults;
 mod http_sinks;
 mod limits;
 mod outbound;
+mod outbound_auth;
 mod redelivery;
 mod redis_outage;
 mod results;

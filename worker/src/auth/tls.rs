@@ -58,6 +58,14 @@ pub fn handshake_failure(error: &(dyn std::error::Error + 'static)) -> Option<St
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
+        // An io::Error's `source()` skips the error it wraps; look inside.
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
         source = e.source();
     }
     None
