@@ -31,6 +31,10 @@ pub struct ApiRequest {
     pub path: String,
     /// The bearer token it carried, if any.
     pub token: Option<String>,
+    /// Its `content-type`.
+    pub content_type: Option<String>,
+    /// Its body.
+    pub body: Bytes,
     /// The status it got.
     pub status: u16,
 }
@@ -161,6 +165,11 @@ async fn handle(
         method,
         path: uri.path().to_owned(),
         token,
+        content_type: headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body,
         status,
     });
     let body = if accepted {

@@ -4,6 +4,7 @@
 //! test in its own process.
 
 mod cache;
+mod connectors;
 mod dead_letters;
 mod event_status;
 mod fallbacks;
