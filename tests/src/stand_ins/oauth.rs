@@ -51,6 +51,7 @@ struct Inner {
     /// Tokens numbered up to this are revoked.
     revoked_through: usize,
     refuse_all: bool,
+    answer: serde_json::Value,
     token_requests: Vec<HashMap<String, String>>,
     api_requests: Vec<ApiRequest>,
 }
@@ -74,6 +75,7 @@ impl OAuthStandIn {
             issued: Vec::new(),
             revoked_through: 0,
             refuse_all: false,
+            answer: json!({ "ok": true }),
             token_requests: Vec::new(),
             api_requests: Vec::new(),
         }));
@@ -114,6 +116,11 @@ impl OAuthStandIn {
     pub fn revoke_issued(&self) {
         let mut inner = self.lock();
         inner.revoked_through = inner.issued.len();
+    }
+
+    /// The JSON the API answers to an accepted request (`{"ok":true}` at first).
+    pub fn answer(&self, body: serde_json::Value) {
+        self.lock().answer = body;
     }
 
     /// Makes the API refuse every token, even fresh ones.
@@ -172,14 +179,14 @@ async fn handle(
         body,
         status,
     });
-    let body = if accepted {
-        json!({ "ok": true, "orders": 3 })
+    let answer = if accepted {
+        inner.answer.clone()
     } else {
         json!({ "error": "invalid_token" })
     };
     (
         StatusCode::from_u16(status).expect("valid"),
-        axum::Json(body),
+        axum::Json(answer),
     )
         .into_response()
 }

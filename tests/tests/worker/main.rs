@@ -17,4 +17,6 @@ mod redelivery;
 mod redis_outage;
 mod results;
 mod shutdown;
+mod workflow_product_reviews;
+mod workflow_shop_orders;
 mod workflow_support_escalation;
