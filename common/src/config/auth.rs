@@ -233,3 +233,148 @@ pub(super) fn validate_provider(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use crate::config::{HttpAuth, Settings, SinkConfig, Sources};
+
+    fn load(toml: &str) -> Result<Settings, crate::config::ConfigError> {
+        Settings::load_from(Sources {
+            file: None,
+            toml: Some(toml.to_owned()),
+            env: Some(Default::default()),
+        })
+    }
+
+    /// A pipeline whose one HTTP sink has `auth_and_tls` (TOML key lines).
+    fn with_sink(secret: &std::path::Path, auth_and_tls: &str) -> String {
+        format!(
+            r#"
+[worker.providers.p]
+kind = "openai"
+[[worker.pipelines]]
+name = "x"
+provider = "p"
+model = "m"
+user = "hi"
+[[worker.pipelines.sinks]]
+kind = "http"
+name = "s"
+url = "https://api.example.com/x"
+{}
+"#,
+            auth_and_tls.replace("SECRET", &format!("{{ secret_file = {:?} }}", secret))
+        )
+    }
+
+    fn secret_file() -> tempfile_path::Guard {
+        tempfile_path::Guard::new("s3cret")
+    }
+
+    #[test]
+    fn every_auth_kind_loads_from_toml() {
+        let secret = secret_file();
+        for (auth, kind) in [
+            (
+                r#"auth = { kind = "query", name = "api_key", value = SECRET }"#,
+                "query",
+            ),
+            (
+                r#"auth = { kind = "oauth2_client_credentials", token_url = "https://login.example.com/token", client_id = "c", client_secret = SECRET, scope = "a b", client_auth = "basic" }"#,
+                "oauth2",
+            ),
+            (
+                r#"auth = { kind = "jwt", algorithm = "HS256", key = SECRET, issuer = "i", lifetime = "2m", claims = { tenant = "acme" } }"#,
+                "jwt",
+            ),
+        ] {
+            let settings = load(&with_sink(secret.path(), auth)).unwrap();
+            let SinkConfig::Http(sink) = &settings.worker.pipelines[0].sinks[0] else {
+                panic!("an http sink");
+            };
+            let loaded = match sink.auth.as_ref().unwrap() {
+                HttpAuth::Query { .. } => "query",
+                HttpAuth::OAuth2ClientCredentials(o) => {
+                    assert_eq!(o.client_secret.expose(), "s3cret");
+                    assert_eq!(o.client_auth, super::ClientAuth::Basic);
+                    "oauth2"
+                }
+                HttpAuth::Jwt(j) => {
+                    assert_eq!(j.claims["tenant"], "acme");
+                    "jwt"
+                }
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(loaded, kind);
+        }
+    }
+
+    #[test]
+    fn bad_auth_and_tls_fail_naming_the_field() {
+        let secret = secret_file();
+        let field = "worker.pipelines[0].sinks[0]";
+        for (lines, expected) in [
+            (
+                r#"auth = { kind = "oauth2_client_credentials", token_url = "ftp://x", client_id = "c", client_secret = SECRET }"#,
+                format!("`{field}.auth.token_url`"),
+            ),
+            (
+                r#"auth = { kind = "jwt", algorithm = "HS256", key = SECRET, lifetime = "2h" }"#,
+                format!("`{field}.auth.lifetime`"),
+            ),
+            (
+                r#"auth = { kind = "jwt", algorithm = "HS256", key = SECRET, claims = { exp = 1 } }"#,
+                format!("`{field}.auth.claims.exp`"),
+            ),
+            (
+                r#"tls = { client_key = SECRET }"#,
+                format!("`{field}.tls`: client_cert and client_key go together"),
+            ),
+            (
+                r#"tls = { ca = "/nonexistent/ca.pem" }"#,
+                format!("`{field}.tls.ca`"),
+            ),
+        ] {
+            let error = load(&with_sink(secret.path(), lines))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(&expected), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_provider_key_header_needs_a_key_and_a_valid_name() {
+        let base = "[worker.providers.azure]\nkind = \"openai\"\n";
+        let error = load(&format!("{base}api_key_header = \"api-key\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`worker.providers.azure.api_key_header`: needs api_key"),
+            "{error}"
+        );
+    }
+
+    /// A secret file removed on drop (no tempfile crate in this crate).
+    mod tempfile_path {
+        pub struct Guard(std::path::PathBuf);
+        impl Guard {
+            pub fn new(value: &str) -> Self {
+                let path = std::env::temp_dir().join(format!("hf-auth-{}", ulid::Ulid::new()));
+                let mut file = std::fs::File::create(&path).unwrap();
+                super::Write::write_all(&mut file, value.as_bytes()).unwrap();
+                Self(path)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+}
