@@ -88,8 +88,13 @@ pub struct MtlsStandIn {
 
 impl MtlsStandIn {
     /// Starts on `https://127.0.0.1:0` with `pki`'s server certificate,
-    /// trusting client certificates its CA signed.
+    /// trusting client certificates its CA signed; answers `{"ok":true}`.
     pub async fn start(pki: &Pki) -> Self {
+        Self::answering(pki, serde_json::json!({ "ok": true })).await
+    }
+
+    /// As [`start`](Self::start), answering every request with `body`.
+    pub async fn answering(pki: &Pki, body: serde_json::Value) -> Self {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -122,7 +127,8 @@ impl MtlsStandIn {
         let counter = served.clone();
         let app = axum::Router::new().fallback(move || {
             counter.fetch_add(1, Ordering::SeqCst);
-            async { axum::Json(serde_json::json!({ "ok": true })) }
+            let body = body.clone();
+            async move { axum::Json(body) }
         });
         let stopped = stop.clone();
         tokio::spawn(async move {

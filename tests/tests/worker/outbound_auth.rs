@@ -442,3 +442,117 @@ async fn a_query_key_reaches_the_api_and_a_provider_sends_its_key_in_a_named_hea
     assert_eq!(crm.query.as_deref(), Some("fields=tags&api_key=q%26key"));
     jobs.close().await;
 }
+
+/// An OpenAI chat completion answering `{"ok":true}`.
+fn completion() -> serde_json::Value {
+    json!({
+        "model": "gpt-4o-mini",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": "{\"ok\":true}" } }],
+        "usage": { "prompt_tokens": 5, "completion_tokens": 3 }
+    })
+}
+
+/// An OpenAI-style provider at `base_url` with `auth` and `tls`, no API key.
+fn provider(base_url: String, auth: Option<HttpAuth>, tls: Option<TlsConfig>) -> ProviderConfig {
+    ProviderConfig {
+        kind: ProviderKind::Openai,
+        base_url: Some(base_url),
+        api_key: None,
+        timeout: Duration::from_secs(5),
+        anthropic_version: "2023-06-01".into(),
+        api_key_header: None,
+        auth,
+        tls,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_behind_oauth_gets_the_shared_token_and_refreshes_it_on_a_401() {
+    let env = TestEnv::new().await;
+    let gateway = OAuthStandIn::start(CLIENT_ID, CLIENT_SECRET, Duration::from_secs(3600)).await;
+    gateway.answer(completion());
+    let auth = HttpAuth::OAuth2ClientCredentials(Box::new(oauth(&gateway, CLIENT_SECRET)));
+    let mut settings = worker_settings(&env, 3);
+    settings.worker.providers.insert(
+        "gateway".into(),
+        provider(format!("{}/v1", gateway.url()), Some(auth), None),
+    );
+    let mut p = pipeline("p", "gateway", "Order {{ payload.n }}");
+    p.cache = hookfleet_common::config::CacheConfig::Off;
+    settings.worker.pipelines = vec![p];
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let jobs = JobPublisher::new(&env).await;
+    publish_and_wait(&jobs, &[&worker], 1, 3).await;
+    gateway.revoke_issued();
+    publish_and_wait(&jobs, &[&worker], 3, 4).await;
+
+    assert_eq!(gateway.token_requests().len(), 2, "one token, one refresh");
+    let seen: Vec<_> = gateway
+        .api_requests()
+        .iter()
+        .map(|r| (r.path.clone(), r.token.clone().unwrap(), r.status))
+        .collect();
+    let completions = "/v1/chat/completions".to_owned();
+    assert_eq!(
+        seen,
+        [
+            (completions.clone(), "tok-1".to_owned(), 200),
+            (completions.clone(), "tok-1".to_owned(), 200),
+            (completions.clone(), "tok-1".to_owned(), 401),
+            (completions, "tok-2".to_owned(), 200),
+        ]
+    );
+    jobs.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_behind_mutual_tls_answers_with_the_certificate_and_fails_permanently_without() {
+    let env = TestEnv::new().await;
+    let pki = Pki::generate();
+    let gateway = MtlsStandIn::answering(&pki, completion()).await;
+    let with_cert = TlsConfig {
+        client_cert: Some(pki.client_cert.clone()),
+        client_key: Some(Secret::new(hookfleet_tests::stand_ins::tls::read(
+            &pki.client_key,
+        ))),
+        ca: Some(pki.ca.clone()),
+    };
+    let without_cert = TlsConfig {
+        ca: Some(pki.ca.clone()),
+        ..TlsConfig::default()
+    };
+    let base_url = format!("{}/v1", gateway.url());
+    let mut settings = worker_settings(&env, 3);
+    settings.worker.providers.insert(
+        "good".into(),
+        provider(base_url.clone(), None, Some(with_cert)),
+    );
+    settings
+        .worker
+        .providers
+        .insert("bad".into(), provider(base_url, None, Some(without_cert)));
+    let mut p = pipeline("p", "good", "Order {{ payload.n }}");
+    p.cache = hookfleet_common::config::CacheConfig::Off;
+    let mut q = pipeline("q", "bad", "Order {{ payload.n }}");
+    q.cache = hookfleet_common::config::CacheConfig::Off;
+    settings.worker.pipelines = vec![p, q];
+    let worker = WorkerHandle::start_consuming(settings).await;
+    let jobs = JobPublisher::new(&env).await;
+    jobs.publish("shop", "orders.create", &json!({ "n": 1 }))
+        .await;
+
+    let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    assert_eq!(header(&dead[0], "hf-pipeline").as_deref(), Some("q"));
+    assert_reason(&dead[0], "ai_tls");
+    assert_eq!(
+        header(&dead[0], "hf-error-class").as_deref(),
+        Some("permanent")
+    );
+    wait_until(DEADLINE, || {
+        let done = worker.jobs("p", "succeeded");
+        async move { done >= 1 }
+    })
+    .await;
+    assert_eq!(gateway.served(), 1);
+    jobs.close().await;
+}
