@@ -11,6 +11,7 @@
 //! - [`stand_ins`]: an OAuth 2.0 server with its API, a mutual-TLS server.
 //! - [`webhook`]: signed requests per provider, sources with fresh secrets.
 //! - [`wait`]: awaiting conditions with a deadline.
+//! - [`logs`]: the process's log output, captured to check secrets stay out.
 //! - [`loadgen`]: closed- and open-loop signed load, and queue accounting.
 //! - [`mock_ai`]: the fake AI provider (the only fake; broker and Redis are real).
 
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod env;
 pub mod fleet;
 pub mod loadgen;
+pub mod logs;
 pub mod mock_ai;
 pub mod proxy;
 pub mod spawn;

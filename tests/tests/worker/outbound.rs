@@ -3,8 +3,6 @@
 //! refused, absurd `retry-after`s neither panic nor stall the fleet, and a
 //! provider's missing or overflowing usage is accounted for.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::Method;
@@ -17,6 +15,7 @@ use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
     JobPublisher, WorkerHandle, header, json_body, mock_openai, pipeline, take, worker_settings,
 };
+use hookfleet_tests::logs::Logs;
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::wait::wait_until;
@@ -66,38 +65,6 @@ fn completion(usage: Option<serde_json::Value>) -> String {
         body["usage"] = usage;
     }
     body.to_string()
-}
-
-/// Everything the process logs, at every level, from here on.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn capture() -> Self {
-        let logs = Self::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .try_init()
-            .expect("the only subscriber of this test process");
-        logs
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A port nothing listens on.

@@ -14,6 +14,7 @@ use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
     JobPublisher, WorkerHandle, header, mock_openai, pipeline, take, worker_settings,
 };
+use hookfleet_tests::logs::Logs;
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::stand_ins::oauth::OAuthStandIn;
@@ -227,6 +228,7 @@ async fn a_revoked_token_is_refreshed_once_and_the_request_retried_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_still_refused_after_one_refresh_fails_the_job_permanently() {
+    let logs = Logs::capture();
     let env = TestEnv::new().await;
     let mock = MockAi::start(MockConfig::default()).await;
     let server = OAuthStandIn::start(CLIENT_ID, CLIENT_SECRET, Duration::from_secs(3600)).await;
@@ -256,6 +258,11 @@ async fn a_token_still_refused_after_one_refresh_fails_the_job_permanently() {
     );
     let statuses: Vec<_> = server.api_requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [401, 401], "one request and one retry");
+    let logged = logs.text();
+    assert!(logged.contains("sink_http_401"), "the failure is logged");
+    for secret in ["tok-1", "tok-2", CLIENT_SECRET, "s3cret%2Fwith"] {
+        assert!(!logged.contains(secret), "{secret} was logged");
+    }
     jobs.close().await;
 }
 

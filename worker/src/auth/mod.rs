@@ -298,6 +298,33 @@ mod tests {
         assert_eq!(header_of(&basic).await.to_str().unwrap(), "Basic c3ZjOnB3");
     }
 
+    #[test]
+    fn token_endpoint_failures_are_classified_like_any_request() {
+        let status = |status| AuthError::TokenStatus {
+            origin: "https://login.example.com".into(),
+            status,
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(status(503).transient(), Some(Some(Duration::from_secs(3))));
+        assert_eq!(status(429).transient(), Some(Some(Duration::from_secs(3))));
+        assert_eq!(status(401).transient(), None);
+        assert_eq!(status(400).transient(), None);
+        assert_eq!(status(401).reason(), "token_http_401");
+        assert_eq!(
+            AuthError::TokenTimeout(Duration::from_secs(1)).transient(),
+            Some(None)
+        );
+        let unusable = AuthError::TokenAnswer {
+            origin: "o".into(),
+            reason: "not JSON".into(),
+        };
+        assert_eq!(unusable.transient(), Some(None));
+        assert_eq!(
+            status(401).to_string(),
+            "the token endpoint `https://login.example.com` answered HTTP 401"
+        );
+    }
+
     #[tokio::test]
     async fn a_query_key_is_appended_to_the_url() {
         let auth = HttpAuth::Query {

@@ -223,22 +223,7 @@ impl RequestTemplate {
             templates::compile(&mut env, "body", body, &format!("{field}.body"))?;
         }
         let policy = Policy::new(parts.outbound);
-        let mut builder = outbound::builder(&policy);
-        if let Some(tls) = parts.tls {
-            builder = auth::tls::apply(builder, field, tls).map_err(setup_error)?;
-        }
-        let client = builder.build().map_err(|source| PipelineError::Client {
-            field: field.to_owned(),
-            source,
-        })?;
-        let auth = parts
-            .auth
-            .map(|a| {
-                let field = format!("{field}.auth");
-                Authenticator::build(&field, a, &client, Some(policy.clone()), parts.tokens)
-            })
-            .transpose()
-            .map_err(setup_error)?;
+        let Connection { client, auth } = connection(field, &parts, &policy)?;
         Ok(Self {
             templates: env,
             headers,
@@ -474,6 +459,36 @@ fn encode_url_values(
     let text = value.to_string();
     write!(out, "{}", utf8_percent_encode(&text, URL_COMPONENT))
         .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+}
+
+/// A step's client (destination policy, TLS settings) and credentials.
+struct Connection {
+    client: reqwest::Client,
+    auth: Option<Authenticator>,
+}
+
+fn connection(
+    field: &str,
+    parts: &RequestParts<'_>,
+    policy: &Policy,
+) -> Result<Connection, PipelineError> {
+    let mut builder = outbound::builder(policy);
+    if let Some(tls) = parts.tls {
+        builder = auth::tls::apply(builder, field, tls).map_err(setup_error)?;
+    }
+    let client = builder.build().map_err(|source| PipelineError::Client {
+        field: field.to_owned(),
+        source,
+    })?;
+    let auth = parts
+        .auth
+        .map(|a| {
+            let field = format!("{field}.auth");
+            Authenticator::build(&field, a, &client, Some(policy.clone()), parts.tokens)
+        })
+        .transpose()
+        .map_err(setup_error)?;
+    Ok(Connection { client, auth })
 }
 
 /// A credential or TLS file that cannot be used, as a pipeline error.
