@@ -21,6 +21,47 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buffer).unwrap_or_default()
 }
 
+/// One metric's name (without the `hookfleet_` prefix), help and labels,
+/// declared once as a constant next to the struct field it fills.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// The name, with its unit suffix (`jobs_total`).
+    pub name: &'static str,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// Label names (bounded values only).
+    pub labels: &'static [&'static str],
+}
+
+impl Spec {
+    /// Registers it as a labelled counter.
+    pub fn counter(&self, registry: &Registry) -> Result<IntCounterVec, MetricsError> {
+        counter(registry, self.name, self.help, self.labels)
+    }
+
+    /// Registers it as a labelled histogram with [`latency_buckets`].
+    pub fn histogram(&self, registry: &Registry) -> Result<HistogramVec, MetricsError> {
+        histogram(
+            registry,
+            self.name,
+            self.help,
+            self.labels,
+            latency_buckets(),
+        )
+    }
+
+    /// Registers it as an unlabelled counter.
+    pub fn plain_counter(&self, registry: &Registry) -> Result<IntCounter, MetricsError> {
+        plain_counter(registry, self.name, self.help)
+    }
+
+    /// Registers it as a gauge.
+    pub fn gauge(&self, registry: &Registry) -> Result<IntGauge, MetricsError> {
+        gauge(registry, self.name, self.help)
+    }
+}
+
+/// Registers a labelled counter, `hookfleet_`-prefixed.
 pub fn counter(
     registry: &Registry,
     name: &str,
@@ -32,6 +73,7 @@ pub fn counter(
     Ok(metric)
 }
 
+/// Registers a labelled histogram, `hookfleet_`-prefixed.
 pub fn histogram(
     registry: &Registry,
     name: &str,
@@ -47,6 +89,7 @@ pub fn histogram(
     Ok(metric)
 }
 
+/// Registers a gauge, `hookfleet_`-prefixed.
 pub fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
     let metric = IntGauge::with_opts(Opts::new(name, help).namespace("hookfleet"))?;
     registry.register(Box::new(metric.clone()))?;

@@ -13,9 +13,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hookfleet_common::config::{HmacParams, SchemeKind, Secret, SourceConfig};
+use hookfleet_common::config::Secret;
 use hookfleet_common::signature::{
-    SignatureError, Verifier, github, hmac, shopify, slack, standard, stripe,
+    HmacParams, SchemeConfig, SchemeKind, SignatureError, Verifier, github, hmac, shopify, slack,
+    standard, stripe,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -52,21 +53,13 @@ struct SignArgs {
 
 impl Vector {
     fn verifier(&self, secrets: &[&str]) -> Verifier {
-        let source = SourceConfig {
+        let source = SchemeConfig {
             scheme: self.scheme,
             secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
             hmac: self.hmac.clone(),
             tolerance: Duration::from_secs(300),
-            max_body_bytes: 1024 * 1024,
-            event_id: None,
-            event_type: None,
-            require_json: false,
-            allow_ips: Vec::new(),
-            rate_limit: None,
-            forward_headers: Vec::new(),
-            dedup_body: None,
         };
-        Verifier::from_config(&source)
+        Verifier::new(&source)
             .unwrap_or_else(|e| panic!("{}: cannot build a verifier: {e}", self.name))
     }
 

@@ -249,7 +249,7 @@ def secret_refs_in_config(value, path="") -> list[tuple[str, str, str]]:
 
 
 # The worker's model of a job's length, as WorkerConfig::longest_job in
-# common/src/config/worker.rs has it (with its defaults); both are tested against
+# worker/src/config/section.rs has it (with its defaults); both are tested against
 # the deploy configs, so the two agree on what these manifests need.
 WORKER_SHUTDOWN_GRACE_DEFAULT = "90s"
 CLOSE_SLACK = 10  # seconds after shutdown_grace to close channels and exit

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{IngestConfig, Listener, Settings};
 use crate::dedupe::Dedupe;
 use crate::metrics::IngestMetrics;
 use anyhow::Context;
@@ -25,7 +26,6 @@ use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router, middleware};
-use hookfleet_common::config::{IngestConfig, Listener, Settings};
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::redis::{self as hredis, Pool};
@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
-use crate::client::TrustedProxies;
+use crate::client::{HasProxies, TrustedProxies};
 use crate::error::IngestError;
 use crate::routes;
 use crate::serve::{ConnectionLimits, serve};
@@ -75,6 +75,12 @@ pub struct AppState {
     /// `test-hooks`; never compiled into a release build of the binary alone).
     #[cfg(feature = "test-hooks")]
     pub before_publish: Option<BeforePublish>,
+}
+
+impl HasProxies for AppState {
+    fn proxies(&self) -> &TrustedProxies {
+        &self.proxies
+    }
 }
 
 /// How much longer than the publish deadline a pending dedup claim lives, so it

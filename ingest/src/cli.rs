@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::config::{IngestConfig, Settings};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hookfleet_common::config::{self, IngestConfig, Settings, Sources};
+use hookfleet_common::config::{self, Sources};
 use hookfleet_common::health::HealthArgs;
 use hookfleet_common::{shutdown, telemetry};
 use serde::Deserialize;
@@ -88,6 +89,6 @@ pub fn listen(config: Option<&Path>) -> anyhow::Result<SocketAddr> {
         file: config.map(Path::to_path_buf),
         ..Sources::default()
     };
-    let part: Part = config::read(sources).context("cannot load the config")?;
+    let part: Part = config::read(sources, &[]).context("cannot load the config")?;
     Ok(part.ingest.listen)
 }

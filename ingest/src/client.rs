@@ -14,13 +14,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::config::ClientIpHeader;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use hookfleet_common::config::ClientIpHeader;
 use ipnet::IpNet;
-
-use crate::app::AppState;
 
 /// Which proxies to believe, and which header they write.
 #[derive(Debug, Clone, Default)]
@@ -108,15 +106,22 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
-impl FromRequestParts<Arc<AppState>> for ClientAddr {
-    type Rejection = <ConnectInfo<SocketAddr> as FromRequestParts<Arc<AppState>>>::Rejection;
+/// A router state that knows the trusted proxies, so [`ClientAddr`] can be
+/// extracted from its requests.
+pub trait HasProxies {
+    /// The proxies whose forwarding header is believed.
+    fn proxies(&self) -> &TrustedProxies;
+}
+
+impl<S: HasProxies + Send + Sync> FromRequestParts<Arc<S>> for ClientAddr {
+    type Rejection = <ConnectInfo<SocketAddr> as FromRequestParts<Arc<S>>>::Rejection;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &Arc<AppState>,
+        state: &Arc<S>,
     ) -> Result<Self, Self::Rejection> {
         let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await?;
-        Ok(Self(state.proxies.client(peer.ip(), &parts.headers)))
+        Ok(Self(state.proxies().client(peer.ip(), &parts.headers)))
     }
 }
 

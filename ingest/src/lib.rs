@@ -2,6 +2,7 @@
 //! durably to RabbitMQ, answering 2xx only once the broker confirmed the message.
 //!
 //! - [`app`]: `Application` — build, bind, run until stopped.
+//! - [`config`]: ingest's settings (`[ingest]` and the shared sections).
 //! - [`routes`]: `POST /hooks/{source}`, `GET /events/{id}`, `/healthz`, `/readyz`,
 //!   `/metrics`.
 //! - [`serve`]: the accept loop with connection limits (header read timeout, head size).
@@ -13,6 +14,7 @@
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod dedupe;
 pub mod error;
 pub mod metrics;

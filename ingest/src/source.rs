@@ -5,9 +5,10 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use crate::config::{FieldSource, SourceConfig};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use hookfleet_common::config::{FieldSource, SchemeKind, SourceConfig};
+use hookfleet_common::signature::SchemeKind;
 use hookfleet_common::signature::{SignatureError, Verifier, standard};
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -60,7 +61,7 @@ impl Source {
         });
         Ok(Self {
             name: name.to_owned(),
-            verifier: Verifier::from_config(config)?,
+            verifier: Verifier::new(&config.scheme_config())?,
             limiter,
             allowed: config.allowed_networks(),
             event_id: config.event_id_source(),

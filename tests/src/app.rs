@@ -11,8 +11,12 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::{PipelineConfig, Settings, SourceConfig};
+use hookfleet_worker::config::PipelineConfig;
+
+use crate::settings::Settings;
+
 use hookfleet_common::message::EventMeta;
+use hookfleet_ingest::config::SourceConfig;
 use lapin::message::BasicGetMessage;
 
 use crate::env::TestEnv;

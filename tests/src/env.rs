@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::{Secret, Settings};
+use hookfleet_common::config::Secret;
+
+use crate::settings::Settings;
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_common::topology::Topology;
 use lapin::message::BasicGetMessage;

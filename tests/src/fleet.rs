@@ -10,10 +10,14 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::{
-    CacheConfig, PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, Secret, Settings,
-    SinkConfig, UndefinedMode,
+use hookfleet_worker::config::{
+    CacheConfig, PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, SinkConfig,
+    UndefinedMode,
 };
+
+use hookfleet_common::config::Secret;
+
+use crate::settings::Settings;
 use hookfleet_common::message::{EventMeta, now_rfc3339};
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::topology::Topology;
@@ -43,7 +47,7 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Starts a worker with `settings` (admin on port 0, as `TestEnv` sets).
     pub async fn start(settings: Settings) -> Self {
-        let app = hookfleet_worker::Application::build(settings)
+        let app = hookfleet_worker::Application::build(settings.for_worker())
             .await
             .expect("worker builds");
         let admin_url = format!("http://127.0.0.1:{}", app.admin_port());

@@ -6,6 +6,7 @@
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
+//! - [`settings`]: one test's settings for ingest and the workers together.
 //! - [`spawn`]: the real services started in-process on port 0.
 //! - [`stand_in`]: recording HTTP servers standing in for a CRM or chat channel.
 //! - [`stand_ins`]: an OAuth 2.0 server with its API, a mutual-TLS server.
@@ -23,6 +24,7 @@ pub mod loadgen;
 pub mod logs;
 pub mod mock_ai;
 pub mod proxy;
+pub mod settings;
 pub mod spawn;
 pub mod stand_in;
 pub mod stand_ins;

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::{Listener, Settings};
+use hookfleet_ingest::config::Listener;
+
+use crate::settings::Settings;
 use hookfleet_ingest::metrics::IngestMetrics;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +48,7 @@ impl IngestHandle {
     /// Starts ingest with `settings` (listen on port 0).
     pub async fn start(settings: Settings) -> Self {
         let status = StatusAccess::of(&settings);
-        let app = hookfleet_ingest::Application::build(settings)
+        let app = hookfleet_ingest::Application::build(settings.for_ingest())
             .await
             .expect("ingest builds");
         Self::run(app, status)
@@ -59,7 +61,7 @@ impl IngestHandle {
         hook: hookfleet_ingest::app::BeforePublish,
     ) -> Self {
         let status = StatusAccess::of(&settings);
-        let mut app = hookfleet_ingest::Application::build(settings)
+        let mut app = hookfleet_ingest::Application::build(settings.for_ingest())
             .await
             .expect("ingest builds");
         app.set_before_publish(hook);

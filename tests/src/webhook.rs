@@ -4,8 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use hookfleet_common::config::{SchemeKind, Secret, SourceConfig};
+use hookfleet_common::config::Secret;
+use hookfleet_common::signature::SchemeKind;
 use hookfleet_common::signature::{github, standard, stripe};
+use hookfleet_ingest::config::SourceConfig;
 use rand::RngCore;
 
 /// A source config with defaults, as `hookfleet.toml` would give it.

@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::{Settings, WorkerConfig};
 use crate::limits::cache::Cache;
 use crate::limits::limiter::Limiter;
 use crate::limits::markers::Markers;
 use crate::metrics::WorkerMetrics;
 use anyhow::Context;
-use hookfleet_common::config::Settings;
 use hookfleet_common::publisher::Publisher;
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::redis::{self as hredis};
@@ -53,70 +53,17 @@ impl Application {
             &format!("{owner}-publisher"),
             Some(topology.clone()),
         );
-        let redis = hredis::pool(&settings.redis).context("cannot set up the Redis pool")?;
-        let tokens = TokenStore::new(redis.clone(), topology.clone(), settings.redis.timeout);
-        let mut providers = HashMap::new();
-        for (name, provider) in &config.providers {
-            let built = Provider::build(name, provider, &tokens)
-                .with_context(|| format!("cannot build provider `worker.providers.{name}`"))?;
-            providers.insert(name.clone(), Arc::new(built));
-        }
-        let pipelines = Pipelines::build(config, &providers, &tokens, |i, p| {
-            p.sinks
-                .iter()
-                .enumerate()
-                .map(|(j, s)| {
-                    let field = format!("worker.pipelines[{i}].sinks[{j}]");
-                    Sink::build(
-                        &field,
-                        s,
-                        p.undefined,
-                        &config.outbound,
-                        &tokens,
-                        &publisher,
-                        &topology,
-                    )
-                })
-                .collect()
-        })?;
-        if pipelines.is_empty() {
-            tracing::warn!("No pipelines configured: every event is unmatched.");
-        }
-        let longest_job = config.longest_job();
-        if config.shutdown_grace < longest_job {
-            tracing::warn!(
-                shutdown_grace = ?config.shutdown_grace,
-                ?longest_job,
-                "worker.shutdown_grace is shorter than the longest job: a scale-down abandons such jobs and their AI calls are paid again."
-            );
-        }
+        let tokens = TokenStore::new(
+            hredis::pool(&settings.redis).context("cannot set up the Redis pool")?,
+            topology.clone(),
+            settings.redis.timeout,
+        );
+        let pipelines = build_pipelines(config, &publisher, &topology, &tokens)?;
+        warn_if_grace_is_short(config);
         let metrics = WorkerMetrics::new().context("cannot register metrics")?;
-        let ctx = Arc::new(JobContext {
-            pipelines,
-            markers: Markers::new(redis.clone(), topology.clone(), settings.redis.timeout),
-            limiter: Limiter::new(
-                redis.clone(),
-                topology.clone(),
-                &config.limits,
-                settings.redis.timeout,
-            ),
-            cache: Cache::new(redis.clone(), topology.clone(), settings.redis.timeout),
-            policy: RetryPolicy::new(config.max_attempts, topology.retry_tiers())
-                .with_max_retry_after(config.limits.max_retry_after),
-            unmatched: config.unmatched,
-            metrics: metrics.clone(),
-            owner: owner.clone(),
-            lease_ttl: config.lease_ttl,
-            done_ttl: config.done_ttl,
-            statuses: Statuses::new(
-                redis,
-                topology.clone(),
-                settings.status.clone(),
-                settings.redis.timeout,
-            ),
-        });
+        let ctx = job_context(&settings, pipelines, &topology, &metrics, &owner)?;
         let consumer = Consumer::new(
-            ctx,
+            Arc::new(ctx),
             publisher.clone(),
             topology,
             ConsumerConfig {
@@ -192,4 +139,82 @@ impl Application {
             Err(e) => Err(e).context("admin server task failed"),
         }
     }
+}
+
+/// Builds the providers' clients and compiles every pipeline with its sinks; a
+/// bad glob, template or sink fails here, naming its field.
+fn build_pipelines(
+    config: &WorkerConfig,
+    publisher: &Publisher,
+    topology: &Topology,
+    tokens: &TokenStore,
+) -> anyhow::Result<Pipelines> {
+    let mut providers = HashMap::new();
+    for (name, provider) in &config.providers {
+        let built = Provider::build(name, provider, tokens)
+            .with_context(|| format!("cannot build provider `worker.providers.{name}`"))?;
+        providers.insert(name.clone(), Arc::new(built));
+    }
+    let pipelines = Pipelines::build(config, &providers, tokens, |i, p| {
+        p.sinks
+            .iter()
+            .enumerate()
+            .map(|(j, s)| {
+                let field = format!("worker.pipelines[{i}].sinks[{j}]");
+                Sink::build(
+                    &field,
+                    s,
+                    p.undefined,
+                    &config.outbound,
+                    tokens,
+                    publisher,
+                    topology,
+                )
+            })
+            .collect()
+    })?;
+    if pipelines.is_empty() {
+        tracing::warn!("No pipelines configured: every event is unmatched.");
+    }
+    Ok(pipelines)
+}
+
+/// A scale-down abandons jobs longer than the grace; their AI calls are paid again.
+fn warn_if_grace_is_short(config: &WorkerConfig) {
+    let longest_job = config.longest_job();
+    if config.shutdown_grace < longest_job {
+        tracing::warn!(
+            shutdown_grace = ?config.shutdown_grace,
+            ?longest_job,
+            "worker.shutdown_grace is shorter than the longest job: a scale-down abandons such jobs and their AI calls are paid again."
+        );
+    }
+}
+
+/// What every job shares: the pipelines and the Redis-backed limiter, cache,
+/// markers and event status.
+fn job_context(
+    settings: &Settings,
+    pipelines: Pipelines,
+    topology: &Topology,
+    metrics: &WorkerMetrics,
+    owner: &str,
+) -> anyhow::Result<JobContext> {
+    let config = &settings.worker;
+    let redis = hredis::pool(&settings.redis).context("cannot set up the Redis pool")?;
+    let timeout = settings.redis.timeout;
+    Ok(JobContext {
+        pipelines,
+        markers: Markers::new(redis.clone(), topology.clone(), timeout),
+        limiter: Limiter::new(redis.clone(), topology.clone(), &config.limits, timeout),
+        cache: Cache::new(redis.clone(), topology.clone(), timeout),
+        policy: RetryPolicy::new(config.max_attempts, topology.retry_tiers())
+            .with_max_retry_after(config.limits.max_retry_after),
+        unmatched: config.unmatched,
+        metrics: metrics.clone(),
+        owner: owner.to_owned(),
+        lease_ttl: config.lease_ttl,
+        done_ttl: config.done_ttl,
+        statuses: Statuses::new(redis, topology.clone(), settings.status.clone(), timeout),
+    })
 }

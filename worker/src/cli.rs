@@ -10,9 +10,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::config::{Settings, WorkerConfig};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hookfleet_common::config::{self, Settings, Sources, WorkerConfig};
+use hookfleet_common::config::{self, Sources};
 use hookfleet_common::health::HealthArgs;
 use hookfleet_common::{shutdown, telemetry};
 use serde::Deserialize;
@@ -107,6 +108,6 @@ pub fn admin_listen(config: Option<&Path>) -> anyhow::Result<SocketAddr> {
         file: config.map(Path::to_path_buf),
         ..Sources::default()
     };
-    let part: Part = config::read(sources).context("cannot load the config")?;
+    let part: Part = config::read(sources, &[]).context("cannot load the config")?;
     Ok(part.worker.admin_listen)
 }

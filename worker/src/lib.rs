@@ -4,6 +4,7 @@
 //! The folders are the layers, top to bottom:
 //!
 //! - [`app`]: `Application` — build, bind the admin port, run until stopped.
+//! - [`config`]: the worker's settings (`[worker]` and the shared sections).
 //! - [`delivery`]: one message's lifecycle — consume, decide, settle (the only acks).
 //! - [`pipeline`]: the stages of one event — enrich, render, complete, deliver.
 //! - [`providers`]: OpenAI-compatible and Anthropic clients.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod config;
 pub mod delivery;
 pub mod dlq;
 pub mod limits;

@@ -1,10 +1,7 @@
 //! The worker's metrics, in a registry of its own (served at the admin port's
 //! `/metrics`); docs/operations.md lists them.
 
-use hookfleet_common::metrics::{
-    MetricsError, counter, gauge, histogram, latency_buckets, plain_counter,
-    registry_with_process_metrics,
-};
+use hookfleet_common::metrics::{MetricsError, Spec, registry_with_process_metrics};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// The worker's metrics (docs/operations.md lists them).
@@ -55,97 +52,104 @@ pub struct WorkerMetrics {
     pub status_write_failures: IntCounter,
 }
 
+/// Declares one metric's [`Spec`].
+const fn spec(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Spec {
+    Spec { name, help, labels }
+}
+
+const JOBS: Spec = spec(
+    "jobs_total",
+    "Job attempts by pipeline and outcome.",
+    &["pipeline", "outcome"],
+);
+const JOB_DURATION: Spec = spec(
+    "job_duration_seconds",
+    "Time to process one pipeline of a job.",
+    &["pipeline"],
+);
+const AI_REQUESTS: Spec = spec(
+    "ai_requests_total",
+    "AI requests by provider, model and response status.",
+    &["provider", "model", "status"],
+);
+const AI_REQUEST_DURATION: Spec = spec(
+    "ai_request_duration_seconds",
+    "Duration of one AI request.",
+    &["provider", "model"],
+);
+const AI_TOKENS: Spec = spec(
+    "ai_tokens_total",
+    "Tokens reported by AI providers.",
+    &["provider", "model", "kind"],
+);
+const AI_USAGE_MISSING: Spec = spec(
+    "ai_usage_missing_total",
+    "AI answers without a readable usage, charged their reservation.",
+    &["provider", "model"],
+);
+const CACHE_REQUESTS: Spec = spec(
+    "cache_requests_total",
+    "AI response cache lookups by result.",
+    &["result"],
+);
+const RATELIMIT_WAIT: Spec = spec(
+    "ratelimit_wait_seconds",
+    "Time spent waiting for the fleet-wide rate limiter.",
+    &["provider", "model"],
+);
+const AI_FALLBACKS: Spec = spec(
+    "ai_fallbacks_total",
+    "AI candidates given up for the pipeline's next fallback, by reason.",
+    &["provider", "model", "reason"],
+);
+const INFLIGHT: Spec = spec("inflight_jobs", "Deliveries being processed.", &[]);
+const DELIVERIES_SETTLED: Spec = spec(
+    "deliveries_settled_total",
+    "Deliveries acked off the jobs queue, by outcome.",
+    &["outcome"],
+);
+const DEAD_LETTERS: Spec = spec(
+    "dead_letters_total",
+    "Jobs confirmed into the dead-letter queue, by reason.",
+    &["reason"],
+);
+const MARKERS_UNAVAILABLE: Spec = spec(
+    "worker_markers_unavailable_total",
+    "Pipelines run without the redelivery check because Redis was unavailable.",
+    &[],
+);
+const BROKER_RECONNECTS: Spec = spec(
+    "worker_broker_reconnects_total",
+    "Consumer connections to RabbitMQ re-established after a loss.",
+    &[],
+);
+const STATUS_WRITE_FAILURES: Spec = spec(
+    "worker_status_write_failures_total",
+    "Event status updates that could not be recorded in Redis.",
+    &[],
+);
+
 impl WorkerMetrics {
     /// Registers the worker metrics in a fresh registry.
     pub fn new() -> Result<Self, MetricsError> {
-        let registry = registry_with_process_metrics()?;
+        let r = registry_with_process_metrics()?;
         Ok(Self {
-            jobs: counter(
-                &registry,
-                "jobs_total",
-                "Job attempts by pipeline and outcome.",
-                &["pipeline", "outcome"],
-            )?,
-            job_duration: histogram(
-                &registry,
-                "job_duration_seconds",
-                "Time to process one pipeline of a job.",
-                &["pipeline"],
-                latency_buckets(),
-            )?,
-            ai_requests: counter(
-                &registry,
-                "ai_requests_total",
-                "AI requests by provider, model and response status.",
-                &["provider", "model", "status"],
-            )?,
-            ai_request_duration: histogram(
-                &registry,
-                "ai_request_duration_seconds",
-                "Duration of one AI request.",
-                &["provider", "model"],
-                latency_buckets(),
-            )?,
-            ai_tokens: counter(
-                &registry,
-                "ai_tokens_total",
-                "Tokens reported by AI providers.",
-                &["provider", "model", "kind"],
-            )?,
-            ai_usage_missing: counter(
-                &registry,
-                "ai_usage_missing_total",
-                "AI answers without a readable usage, charged their reservation.",
-                &["provider", "model"],
-            )?,
-            cache_requests: counter(
-                &registry,
-                "cache_requests_total",
-                "AI response cache lookups by result.",
-                &["result"],
-            )?,
-            ratelimit_wait: histogram(
-                &registry,
-                "ratelimit_wait_seconds",
-                "Time spent waiting for the fleet-wide rate limiter.",
-                &["provider", "model"],
-                latency_buckets(),
-            )?,
-            ai_fallbacks: counter(
-                &registry,
-                "ai_fallbacks_total",
-                "AI candidates given up for the pipeline's next fallback, by reason.",
-                &["provider", "model", "reason"],
-            )?,
-            inflight: gauge(&registry, "inflight_jobs", "Deliveries being processed.")?,
-            deliveries_settled: counter(
-                &registry,
-                "deliveries_settled_total",
-                "Deliveries acked off the jobs queue, by outcome.",
-                &["outcome"],
-            )?,
-            dead_letters: counter(
-                &registry,
-                "dead_letters_total",
-                "Jobs confirmed into the dead-letter queue, by reason.",
-                &["reason"],
-            )?,
-            markers_unavailable: plain_counter(
-                &registry,
-                "worker_markers_unavailable_total",
-                "Pipelines run without the redelivery check because Redis was unavailable.",
-            )?,
-            broker_reconnects: plain_counter(
-                &registry,
-                "worker_broker_reconnects_total",
-                "Consumer connections to RabbitMQ re-established after a loss.",
-            )?,
-            status_write_failures: plain_counter(
-                &registry,
-                "worker_status_write_failures_total",
-                "Event status updates that could not be recorded in Redis.",
-            )?,
-            registry,
+            jobs: JOBS.counter(&r)?,
+            job_duration: JOB_DURATION.histogram(&r)?,
+            ai_requests: AI_REQUESTS.counter(&r)?,
+            ai_request_duration: AI_REQUEST_DURATION.histogram(&r)?,
+            ai_tokens: AI_TOKENS.counter(&r)?,
+            ai_usage_missing: AI_USAGE_MISSING.counter(&r)?,
+            cache_requests: CACHE_REQUESTS.counter(&r)?,
+            ratelimit_wait: RATELIMIT_WAIT.histogram(&r)?,
+            ai_fallbacks: AI_FALLBACKS.counter(&r)?,
+            inflight: INFLIGHT.gauge(&r)?,
+            deliveries_settled: DELIVERIES_SETTLED.counter(&r)?,
+            dead_letters: DEAD_LETTERS.counter(&r)?,
+            markers_unavailable: MARKERS_UNAVAILABLE.plain_counter(&r)?,
+            broker_reconnects: BROKER_RECONNECTS.plain_counter(&r)?,
+            status_write_failures: STATUS_WRITE_FAILURES.plain_counter(&r)?,
+            registry: r,
         })
     }
 }

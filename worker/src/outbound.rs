@@ -20,7 +20,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use hookfleet_common::config::OutboundConfig;
+use crate::config::OutboundConfig;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// A destination the policy refuses.

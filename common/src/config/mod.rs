@@ -2,35 +2,24 @@
 //!
 //! Layers, later wins: built-in defaults (the `Default` impls below, which double as
 //! the reference) → the file (`--config` or `HOOKFLEET_CONFIG`) → environment
-//! variables `HOOKFLEET__SECTION__KEY` (e.g. `HOOKFLEET__AMQP__URL`). Loading
-//! resolves secrets and validates everything, so an invalid config fails at start
-//! with the offending field named, never halfway through a request.
+//! variables `HOOKFLEET__SECTION__KEY` (e.g. `HOOKFLEET__AMQP__URL`).
+//!
+//! Here live only the sections both services read (`namespace`, `[amqp]`,
+//! `[redis]`, `[status]`, `[telemetry]`), secrets, and the loader. Each service
+//! owns its own section and its `Settings` (`hookfleet_ingest::config`,
+//! `hookfleet_worker::config`): it reads the shared sections and its own, skips
+//! the other service's (so their secrets need not be set), and validates what it
+//! read at start, naming the offending field.
 
-mod auth;
-mod http;
-mod ingest;
-mod limits;
 mod secret;
-mod worker;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use auth::{ClientAuth, JwtAlgorithm, JwtAuth, OAuth2ClientCredentials, TlsConfig};
-pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig, OutboundConfig};
-pub use ingest::{
-    ClientIpHeader, FieldSource, HmacAlgorithm, HmacParams, IngestConfig, Listener, RateLimit,
-    SchemeKind, SignatureEncoding, SourceConfig,
-};
-pub use limits::{CacheConfig, CacheSettings, LimitsConfig, ModelLimits, cacheable};
 pub use secret::Secret;
-pub use worker::{
-    FallbackConfig, PipelineConfig, ProviderConfig, ProviderKind, ResponseFormat, SinkConfig,
-    UndefinedMode, UnmatchedPolicy, WorkerConfig,
-};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +38,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// A value that parsed but is not acceptable, naming its field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid {
             field: field.into(),
             reason: reason.into(),
@@ -65,41 +55,6 @@ pub enum FailMode {
     Open,
     /// Refuse (ingest: 503) or wait (worker limiter) until it returns.
     Closed,
-}
-
-/// All of hookfleet's settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// Prefix of every exchange, queue and Redis key (`hookfleet`). Tests use a
-    /// unique namespace each, so they share one broker without interfering.
-    pub namespace: String,
-    /// The RabbitMQ connection and topology.
-    pub amqp: AmqpConfig,
-    /// The Redis connection (dedup, limiter, cache, markers, event status).
-    pub redis: RedisConfig,
-    /// Event status kept for `GET /events/{id}`, written by both services.
-    pub status: StatusConfig,
-    /// Logging.
-    pub telemetry: TelemetryConfig,
-    /// The ingest service.
-    pub ingest: IngestConfig,
-    /// The worker fleet.
-    pub worker: WorkerConfig,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            namespace: "hookfleet".into(),
-            amqp: AmqpConfig::default(),
-            redis: RedisConfig::default(),
-            status: StatusConfig::default(),
-            telemetry: TelemetryConfig::default(),
-            ingest: IngestConfig::default(),
-            worker: WorkerConfig::default(),
-        }
-    }
 }
 
 /// RabbitMQ settings (`[amqp]`).
@@ -264,150 +219,94 @@ pub struct Sources {
     pub env: Option<HashMap<String, String>>,
 }
 
-impl Settings {
-    /// Loads settings from a file (or `HOOKFLEET_CONFIG`) and the environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_from(Sources {
-            file: file.map(Path::to_path_buf),
-            ..Sources::default()
-        })
+/// Checks `namespace`: it prefixes every queue, exchange and Redis key.
+pub fn validate_namespace(ns: &str) -> Result<(), ConfigError> {
+    let valid = !ns.is_empty()
+        && ns.len() <= 100
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    match valid {
+        true => Ok(()),
+        false => Err(ConfigError::invalid(
+            "namespace",
+            "must be 1-100 characters of [A-Za-z0-9_-]",
+        )),
     }
+}
 
-    /// Loads settings from explicit sources, then validates them.
-    pub fn load_from(sources: Sources) -> Result<Self, ConfigError> {
-        let settings: Settings = read(sources)?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// Loads only what commands that talk to the broker and Redis use
-    /// (`namespace`, `[amqp]`, `[redis]`, `[status]`, `[telemetry]`), for the
-    /// `dlq` commands. `[ingest]` and `[worker]` are not read: their defaults
-    /// stand in, so their secrets need not be set and their fields are not
-    /// checked. Never run a service on these settings.
-    pub fn load_broker(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_broker_from(Sources {
-            file: file.map(Path::to_path_buf),
-            ..Sources::default()
-        })
-    }
-
-    /// [`Settings::load_broker`] from explicit sources.
-    pub fn load_broker_from(sources: Sources) -> Result<Self, ConfigError> {
-        let part: BrokerPart = read(sources)?;
-        let settings = Settings {
-            namespace: part.namespace,
-            amqp: part.amqp,
-            redis: part.redis,
-            status: part.status,
-            telemetry: part.telemetry,
-            ingest: IngestConfig::default(),
-            worker: WorkerConfig::default(),
-        };
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// Checks what types alone cannot, naming the offending field.
+impl AmqpConfig {
+    /// Checks `[amqp]`, naming the offending field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let ns = &self.namespace;
-        if ns.is_empty()
-            || ns.len() > 100
-            || !ns
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        {
-            return Err(ConfigError::invalid(
-                "namespace",
-                "must be 1-100 characters of [A-Za-z0-9_-]",
-            ));
-        }
-        if !self.amqp.url.starts_with("amqp://") && !self.amqp.url.starts_with("amqps://") {
+        if !self.url.starts_with("amqp://") && !self.url.starts_with("amqps://") {
             return Err(ConfigError::invalid(
                 "amqp.url",
                 "must start with amqp:// or amqps://",
             ));
         }
-        if self.amqp.publisher_channels == 0 {
+        if self.publisher_channels == 0 {
             return Err(ConfigError::invalid(
                 "amqp.publisher_channels",
                 "must be at least 1",
             ));
         }
-        if self.amqp.retry_tiers.is_empty() {
+        if self.retry_tiers.is_empty() {
             return Err(ConfigError::invalid(
                 "amqp.retry_tiers",
                 "at least one tier is required",
             ));
         }
-        if self.amqp.retry_tiers.iter().any(|t| t.as_millis() == 0) {
+        if self.retry_tiers.iter().any(|t| t.as_millis() == 0) {
             return Err(ConfigError::invalid(
                 "amqp.retry_tiers",
                 "every tier must be at least 1ms",
             ));
         }
-        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
+        Ok(())
+    }
+}
+
+impl RedisConfig {
+    /// Checks `[redis]`, naming the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.url.starts_with("redis://") && !self.url.starts_with("rediss://") {
             return Err(ConfigError::invalid(
                 "redis.url",
                 "must start with redis:// or rediss://",
             ));
         }
-        if self.status.ttl.as_millis() == 0 {
-            return Err(ConfigError::invalid("status.ttl", "must be at least 1ms"));
-        }
-        if self.redis.pool_size == 0 {
+        if self.pool_size == 0 {
             return Err(ConfigError::invalid(
                 "redis.pool_size",
                 "must be at least 1",
             ));
         }
-        self.ingest.validate()?;
-        for (name, source) in &self.ingest.sources {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-            {
-                return Err(ConfigError::invalid(
-                    format!("ingest.sources.{name}"),
-                    "source names must be [A-Za-z0-9_-]",
-                ));
-            }
-            source.validate(&format!("ingest.sources.{name}"))?;
-        }
-        self.worker.validate()
+        Ok(())
     }
 }
 
-/// The parts of [`Settings`] [`Settings::load_broker`] reads; unknown keys
-/// (the other sections) are ignored, so nothing in them is resolved.
-#[derive(Deserialize)]
-#[serde(default)]
-struct BrokerPart {
-    namespace: String,
-    amqp: AmqpConfig,
-    redis: RedisConfig,
-    status: StatusConfig,
-    telemetry: TelemetryConfig,
-}
-
-impl Default for BrokerPart {
-    fn default() -> Self {
-        let all = Settings::default();
-        Self {
-            namespace: all.namespace,
-            amqp: all.amqp,
-            redis: all.redis,
-            status: all.status,
-            telemetry: all.telemetry,
+impl StatusConfig {
+    /// Checks `[status]`, naming the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ttl.as_millis() == 0 {
+            return Err(ConfigError::invalid("status.ttl", "must be at least 1ms"));
         }
+        Ok(())
     }
 }
 
-/// Reads `T` (all of [`Settings`], or a part of it) from the layered sources:
+/// Shared keys whose environment value is a comma-separated list
+/// (`HOOKFLEET__AMQP__RETRY_TIERS=1s,10s`); a service adds its own to [`read`].
+const SHARED_LIST_KEYS: &[&str] = &["amqp.retry_tiers"];
+
+/// Reads `T` (a service's settings, or a part of them) from the layered sources:
 /// the file, then the environment. `T` decides which keys are read: secrets
-/// are resolved only in the parts it holds.
-pub fn read<T: serde::de::DeserializeOwned>(sources: Sources) -> Result<T, ConfigError> {
+/// are resolved only in the parts it holds. `list_keys` are the service's own
+/// keys whose environment value is a comma-separated list.
+pub fn read<T: serde::de::DeserializeOwned>(
+    sources: Sources,
+    list_keys: &[&str],
+) -> Result<T, ConfigError> {
     let file = sources
         .file
         .or_else(|| std::env::var_os("HOOKFLEET_CONFIG").map(PathBuf::from));
@@ -426,9 +325,11 @@ pub fn read<T: serde::de::DeserializeOwned>(sources: Sources) -> Result<T, Confi
         .prefix_separator("__")
         .separator("__")
         .try_parsing(true)
-        .list_separator(",")
-        .with_list_parse_key("amqp.retry_tiers")
-        .with_list_parse_key("ingest.trusted_proxies")
+        .list_separator(",");
+    let env = SHARED_LIST_KEYS
+        .iter()
+        .chain(list_keys)
+        .fold(env, |env, key| env.with_list_parse_key(key))
         .source(sources.env);
     builder
         .add_source(env)
@@ -508,4 +409,23 @@ mod humantime_serde_vec {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_after_a_list_index_gets_its_dot() {
+        assert_eq!(dotted("a[2]b[0]c.d[1][3]"), "a[2].b[0].c.d[1][3]");
+    }
+
+    #[test]
+    fn a_url_password_is_redacted() {
+        assert_eq!(
+            redact_url("amqp://user:hunter2@rabbit:5672/%2f"),
+            "amqp://user:***@rabbit:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

@@ -7,8 +7,8 @@
 
 use http::HeaderMap;
 
+use super::HmacAlgorithm;
 use super::{SignatureError, decode_hex, header, tag, tag_len, verify_any};
-use crate::config::HmacAlgorithm;
 
 /// The header GitHub signs with (lower case).
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -41,7 +41,7 @@ pub(super) fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SchemeKind;
+    use crate::signature::SchemeKind;
     use crate::signature::testing::{at, headers, verifier};
 
     const SECRET: &str = "gh-test-secret-7Jd2kQ";

@@ -8,10 +8,10 @@
 
 use http::HeaderMap;
 
+use super::{HmacParams, SignatureEncoding};
 use super::{
     SignatureError, decode_base64, decode_hex, encode_base64, header, tag, tag_len, verify_any,
 };
-use crate::config::{HmacParams, SignatureEncoding};
 
 /// The header value a sender configured with `params` would send for `body`
 /// (`prefix` followed by lower-case hex or padded base64).
@@ -53,7 +53,7 @@ fn strip_prefix_ignoring_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HmacAlgorithm;
+    use crate::signature::HmacAlgorithm;
     use crate::signature::testing::{at, headers, hmac_verifier};
 
     const SECRET: &str = "hmac-test-secret-4Vb9";

@@ -18,6 +18,7 @@
 //!
 //! Not here: event ids, Slack's `url_verification` echo and body limits (ingest).
 
+mod config;
 pub mod github;
 pub mod hmac;
 pub mod shopify;
@@ -37,7 +38,7 @@ use base64::engine::{DecodePaddingMode, general_purpose};
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
-use crate::config::{HmacAlgorithm, HmacParams, SchemeKind, SourceConfig};
+pub use config::{HmacAlgorithm, HmacParams, SchemeConfig, SchemeKind, SignatureEncoding};
 
 /// Why a request's signature was not accepted, or a source's secrets cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +122,7 @@ enum Scheme {
 impl Verifier {
     /// Builds the verifier of a source. Fails for a secret that cannot be used as a
     /// key (empty, or a Standard Webhooks secret that is not base64), naming its index.
-    pub fn from_config(source: &SourceConfig) -> Result<Self, SignatureError> {
+    pub fn new(source: &SchemeConfig) -> Result<Self, SignatureError> {
         let scheme = match source.scheme {
             SchemeKind::Stripe => Scheme::Stripe,
             SchemeKind::Github => Scheme::Github,
@@ -341,37 +342,29 @@ mod testing {
     use http::{HeaderMap, HeaderName, HeaderValue};
 
     use super::Verifier;
-    use crate::config::{HmacParams, SchemeKind, Secret, SourceConfig};
+    use super::{HmacParams, SchemeConfig, SchemeKind};
+    use crate::config::Secret;
 
     /// The time requests are signed at in tests.
     pub const SIGNED_AT: i64 = 1_700_000_000;
 
     /// A verifier for `scheme` with `secrets` and the default 300 s tolerance.
     pub fn verifier(scheme: SchemeKind, secrets: &[&str]) -> Verifier {
-        Verifier::from_config(&source(scheme, secrets, None)).expect("valid test config")
+        Verifier::new(&source(scheme, secrets, None)).expect("valid test config")
     }
 
     /// A generic-scheme verifier.
     pub fn hmac_verifier(params: HmacParams, secrets: &[&str]) -> Verifier {
-        Verifier::from_config(&source(SchemeKind::Hmac, secrets, Some(params)))
-            .expect("valid test config")
+        Verifier::new(&source(SchemeKind::Hmac, secrets, Some(params))).expect("valid test config")
     }
 
-    /// A source config with defaults.
-    pub fn source(scheme: SchemeKind, secrets: &[&str], hmac: Option<HmacParams>) -> SourceConfig {
-        SourceConfig {
+    /// A scheme config with the default 300 s tolerance.
+    pub fn source(scheme: SchemeKind, secrets: &[&str], hmac: Option<HmacParams>) -> SchemeConfig {
+        SchemeConfig {
             scheme,
             secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
             hmac,
             tolerance: Duration::from_secs(300),
-            max_body_bytes: 1024 * 1024,
-            event_id: None,
-            event_type: None,
-            require_json: true,
-            allow_ips: Vec::new(),
-            rate_limit: None,
-            forward_headers: Vec::new(),
-            dedup_body: None,
         }
     }
 
@@ -432,7 +425,7 @@ mod tests {
     fn an_empty_secret_is_refused_with_its_index() {
         let mut config = source(SchemeKind::Github, &["good"], None);
         config.secrets.push(Secret::new(""));
-        let error = Verifier::from_config(&config).unwrap_err();
+        let error = Verifier::new(&config).unwrap_err();
         assert!(
             matches!(error, SignatureError::InvalidSecret { index: 1, .. }),
             "{error}"
@@ -441,7 +434,7 @@ mod tests {
 
     #[test]
     fn the_hmac_scheme_without_parameters_is_refused() {
-        let error = Verifier::from_config(&source(SchemeKind::Hmac, &["s"], None)).unwrap_err();
+        let error = Verifier::new(&source(SchemeKind::Hmac, &["s"], None)).unwrap_err();
         assert!(matches!(error, SignatureError::InvalidConfig(_)));
     }
 

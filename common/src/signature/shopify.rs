@@ -7,8 +7,8 @@
 
 use http::HeaderMap;
 
+use super::HmacAlgorithm;
 use super::{SignatureError, decode_base64, encode_base64, header, tag, tag_len, verify_any};
-use crate::config::HmacAlgorithm;
 
 /// The header Shopify signs with (lower case).
 pub const SIGNATURE_HEADER: &str = "x-shopify-hmac-sha256";
@@ -34,7 +34,7 @@ pub(super) fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SchemeKind;
+    use crate::signature::SchemeKind;
     use crate::signature::testing::{at, headers, verifier};
 
     const SECRET: &str = "shpss_test_c2F5LWhlbGxv";

@@ -8,8 +8,8 @@
 
 use http::HeaderMap;
 
+use super::HmacAlgorithm;
 use super::{SignatureError, decode_hex, header, parse_timestamp, tag, tag_len, verify_any};
-use crate::config::HmacAlgorithm;
 
 /// The header carrying the signature (lower case).
 pub const SIGNATURE_HEADER: &str = "x-slack-signature";
@@ -62,7 +62,7 @@ pub(super) fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SchemeKind;
+    use crate::signature::SchemeKind;
     use crate::signature::testing::{SIGNED_AT, at, headers, verifier};
 
     const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";

@@ -17,7 +17,7 @@ use super::{
     BASE64, SignatureError, decode_base64, encode_base64, header, parse_timestamp, tag, tag_len,
     verify_any,
 };
-use crate::config::{HmacAlgorithm, SchemeKind};
+use super::{HmacAlgorithm, SchemeKind};
 
 /// The message id header (lower case); part of the signed content.
 pub const ID_HEADER: &str = "webhook-id";
@@ -289,7 +289,7 @@ mod tests {
     fn a_secret_that_is_not_base64_is_refused_with_its_index() {
         let mut config = source(SchemeKind::Standard, &[SECRET], None);
         config.secrets.push(Secret::new("whsec_not*base64"));
-        let error = Verifier::from_config(&config).unwrap_err();
+        let error = Verifier::new(&config).unwrap_err();
         assert!(
             matches!(error, SignatureError::InvalidSecret { index: 1, .. }),
             "{error}"
@@ -303,8 +303,7 @@ mod tests {
 
     #[test]
     fn an_empty_key_is_refused() {
-        let error =
-            Verifier::from_config(&source(SchemeKind::Standard, &["whsec_"], None)).unwrap_err();
+        let error = Verifier::new(&source(SchemeKind::Standard, &["whsec_"], None)).unwrap_err();
         assert!(
             matches!(error, SignatureError::InvalidSecret { index: 0, .. }),
             "{error}"

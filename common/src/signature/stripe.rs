@@ -8,8 +8,8 @@
 
 use http::HeaderMap;
 
+use super::HmacAlgorithm;
 use super::{SignatureError, decode_hex, header, parse_timestamp, tag, tag_len, verify_any};
-use crate::config::HmacAlgorithm;
 
 /// The header Stripe signs with (lower case, as [`HeaderMap`] stores names).
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
@@ -69,7 +69,7 @@ fn malformed(reason: &str) -> SignatureError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SchemeKind;
+    use crate::signature::SchemeKind;
     use crate::signature::testing::{SIGNED_AT, at, headers, verifier};
 
     const SECRET: &str = "whsec_test_9KQ2mW7pXv3LrT8sYb4N";

@@ -75,7 +75,7 @@ async fn cancel_mid_replay(env: &TestEnv, args: &[&str]) -> (Summary, Vec<String
 }
 
 /// Ready messages of `queue`, on a connection of its own.
-async fn ready(settings: &hookfleet_common::config::Settings, queue: &str) -> u32 {
+async fn ready(settings: &hookfleet_tests::settings::Settings, queue: &str) -> u32 {
     use lapin::options::QueueDeclareOptions;
     let connection = lapin::Connection::connect(&settings.amqp.url, Default::default())
         .await

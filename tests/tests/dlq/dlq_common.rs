@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
-use hookfleet_common::config::Settings;
 use hookfleet_common::message::{self, put_str};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::event;
+use hookfleet_tests::settings::Settings;
 use hookfleet_worker::dlq::{self, DlqCommand, DlqError, Summary};
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -154,7 +154,7 @@ pub async fn dlq_with(
 ) -> (Result<Summary, DlqError>, String) {
     let command = DlqCommand::try_parse_from(args).expect("valid dlq arguments");
     let mut out = Vec::new();
-    let result = dlq::run(settings, command, cancel, &mut out).await;
+    let result = dlq::run(&settings.for_worker(), command, cancel, &mut out).await;
     (result, String::from_utf8(out).expect("UTF-8 output"))
 }
 

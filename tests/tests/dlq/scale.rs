@@ -11,9 +11,9 @@ use crate::dlq_common;
 use std::time::{Duration, Instant};
 
 use dlq_common::{Spec, dead_letter, dlq};
-use hookfleet_common::config::Settings;
 use hookfleet_common::topology::Topology;
 use hookfleet_tests::env::{AMQP_URL, TestEnv};
+use hookfleet_tests::settings::Settings;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Confirmation, Connection, ConnectionProperties};
 

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::SchemeKind;
 use hookfleet_common::message::{self, EventMeta};
+use hookfleet_common::signature::SchemeKind;
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::webhook::{self, source};

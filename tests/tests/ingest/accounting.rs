@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hookfleet_common::config::SchemeKind;
 use hookfleet_common::message::EventMeta;
+use hookfleet_common::signature::SchemeKind;
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::webhook::{self, source};

@@ -5,8 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hookfleet_common::config::{Listener, SchemeKind, Settings};
+use hookfleet_ingest::config::Listener;
+
+use hookfleet_common::signature::SchemeKind;
+
 use hookfleet_tests::env::{STATUS_TOKEN, TestEnv};
+use hookfleet_tests::settings::Settings;
 use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::wait::wait_until;
 use hookfleet_tests::webhook::{self, source};

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hookfleet_common::config::SchemeKind;
+use hookfleet_common::signature::SchemeKind;
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
     WorkerHandle, header, json_body, mock_openai, pipeline, worker_settings,

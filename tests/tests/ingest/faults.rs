@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hookfleet_common::config::{FailMode, SchemeKind};
+use hookfleet_common::config::FailMode;
+
 use hookfleet_common::message::EventMeta;
+use hookfleet_common::signature::SchemeKind;
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::proxy::Proxy;
 use hookfleet_tests::spawn::IngestHandle;

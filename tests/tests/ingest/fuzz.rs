@@ -8,7 +8,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hookfleet_common::config::{FieldSource, SchemeKind};
+use hookfleet_ingest::config::FieldSource;
+
+use hookfleet_common::signature::SchemeKind;
 use hookfleet_common::signature::{github, stripe};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::spawn::IngestHandle;

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::{RateLimit, SchemeKind};
+use hookfleet_ingest::config::RateLimit;
+
 use hookfleet_common::redis::{self as hredis, redis};
+use hookfleet_common::signature::SchemeKind;
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::webhook::{self, source};

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hookfleet_common::config::{CacheSettings, RedisConfig};
+use hookfleet_worker::config::CacheSettings;
+
+use hookfleet_common::config::RedisConfig;
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::mock_ai::{MockAi, MockConfig, Prompt};

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hookfleet_common::config::{LimitsConfig, ModelLimits};
 use hookfleet_common::redis::{self as hredis};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_worker::config::{LimitsConfig, ModelLimits};
 use hookfleet_worker::limits::limiter::Limiter;
 use serde_json::{Value, json};
 use tokio::time::Instant;

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::{LimitsConfig, ModelLimits};
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_tests::env::TestEnv;
+use hookfleet_worker::config::{LimitsConfig, ModelLimits};
 use hookfleet_worker::limits::limiter::{Clock, Decision, Limiter, State};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -3,7 +3,7 @@
 //! `TestEnv` namespace) and the report renders. It asserts the accounting —
 //! every 202 landed, every job got its result — never a timing.
 
-use hookfleet_common::config::SchemeKind;
+use hookfleet_common::signature::SchemeKind;
 use hookfleet_tests::bench::procs::Lab;
 use hookfleet_tests::bench::report::{self, Host};
 use hookfleet_tests::bench::suite::{self, SuiteParams};

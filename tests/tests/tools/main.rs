@@ -6,4 +6,6 @@
 
 mod bench_smoke;
 mod cli;
+mod config;
+mod examples;
 mod mock_ai;

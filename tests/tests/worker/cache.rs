@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hookfleet_common::config::{CacheConfig, CacheSettings, ModelLimits, PipelineConfig, Settings};
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_tests::env::{AMQP_URL, REDIS_URL, TestEnv};
 use hookfleet_tests::fleet::{
@@ -19,7 +18,9 @@ use hookfleet_tests::fleet::{
     worker_settings,
 };
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::settings::Settings;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::config::{CacheConfig, CacheSettings, ModelLimits, PipelineConfig};
 use lapin::message::BasicGetMessage;
 use serde_json::json;
 

@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use axum::http::Method;
-use hookfleet_common::config::{Settings, SinkConfig};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{JobPublisher, WorkerHandle, mock_openai, pipeline, worker_settings};
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::settings::Settings;
 use hookfleet_tests::stand_in::{Recorded, StandIn};
 use hookfleet_tests::stand_ins::oauth::OAuthStandIn;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::config::SinkConfig;
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -222,7 +223,7 @@ async fn salesforce_patches_the_case_with_a_client_credentials_token() {
     let mut sink = snippet("salesforce-update-case.toml", salesforce.url());
     // The stand-in's token endpoint lives at its own path.
     if let SinkConfig::Http(http) = &mut sink
-        && let Some(hookfleet_common::config::HttpAuth::OAuth2ClientCredentials(oauth)) =
+        && let Some(hookfleet_worker::config::HttpAuth::OAuth2ClientCredentials(oauth)) =
             &mut http.auth
     {
         assert!(oauth.token_url.ends_with("/services/oauth2/token"));

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hookfleet_common::config::UnmatchedPolicy;
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
     JobPublisher, WorkerHandle, event, header, mock_openai, pending_jobs, pipeline, take,
     worker_settings,
 };
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_worker::config::UnmatchedPolicy;
 use lapin::BasicProperties;
 use lapin::message::BasicGetMessage;
 use serde_json::json;
@@ -181,12 +181,12 @@ async fn a_foreign_routing_key_header_past_255_bytes_is_cut_to_fit_the_dead_lett
 }
 
 /// Runs `hookfleet-worker dlq <args>` in-process; the summary's replayed count.
-async fn dlq_replay(settings: &hookfleet_common::config::Settings) -> u64 {
+async fn dlq_replay(settings: &hookfleet_tests::settings::Settings) -> u64 {
     use hookfleet_worker::dlq::{self, DlqCommand};
     let command = DlqCommand::try_parse_from(["replay", "--all"]).expect("valid dlq arguments");
     let mut out = Vec::new();
     let summary = dlq::run(
-        settings,
+        &settings.for_worker(),
         command,
         tokio_util::sync::CancellationToken::new(),
         &mut out,

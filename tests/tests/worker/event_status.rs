@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::{SchemeKind, Settings};
+use hookfleet_common::signature::SchemeKind;
+
 use hookfleet_common::message::now_rfc3339;
 use hookfleet_common::redis::status::{EventState, Statuses, Update};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{WorkerHandle, event, mock_openai, pipeline, worker_settings};
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::settings::Settings;
 use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::wait::wait_until;
 use hookfleet_tests::webhook::{self, source};

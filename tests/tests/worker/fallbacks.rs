@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::{FallbackConfig, Settings};
+use hookfleet_worker::config::FallbackConfig;
+
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
     JobPublisher, WorkerHandle, header, json_body, mock_anthropic, mock_openai, pending_jobs,
     pipeline, take, worker_settings,
 };
 use hookfleet_tests::mock_ai::{MockAi, MockConfig, ModelLimits};
+use hookfleet_tests::settings::Settings;
 use hookfleet_tests::wait::wait_until;
 use serde_json::json;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::http::Method;
-use hookfleet_common::config::{HttpAuth, HttpSinkConfig, Secret, SinkConfig};
+use hookfleet_common::config::Secret;
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
     JobPublisher, WorkerHandle, header, mock_openai, pipeline, take, worker_settings,
@@ -13,6 +13,7 @@ use hookfleet_tests::fleet::{
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::config::{HttpAuth, HttpSinkConfig, SinkConfig};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(30);

@@ -11,13 +11,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hookfleet_common::config::{ModelLimits, PipelineConfig, Settings};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
     JobPublisher, WorkerHandle, json_body, mock_openai, pipeline, worker_settings,
 };
 use hookfleet_tests::mock_ai::{MockAi, MockConfig, Prompt};
+use hookfleet_tests::settings::Settings;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::config::{ModelLimits, PipelineConfig};
 use serde_json::json;
 
 const MODEL: &str = "gpt-4o-mini";

@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use axum::http::Method;
-use hookfleet_common::config::{
-    FallbackConfig, HttpAuth, HttpSinkConfig, ModelLimits, ProviderConfig, ProviderKind, Secret,
-    SinkConfig,
-};
+use hookfleet_common::config::Secret;
 use hookfleet_common::redis::status::{EventState, Statuses};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
@@ -19,6 +16,9 @@ use hookfleet_tests::logs::Logs;
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::config::{
+    FallbackConfig, HttpAuth, HttpSinkConfig, ModelLimits, ProviderConfig, ProviderKind, SinkConfig,
+};
 use hookfleet_worker::limits::limiter::{Clock, Limiter};
 use serde_json::json;
 

@@ -6,21 +6,23 @@
 use std::time::Duration;
 
 use axum::http::Method;
-use hookfleet_common::config::{
-    ClientAuth, EnrichStepConfig, HttpAuth, HttpSinkConfig, JwtAlgorithm, JwtAuth,
-    OAuth2ClientCredentials, ProviderConfig, ProviderKind, Secret, Settings, SinkConfig, TlsConfig,
-};
+use hookfleet_common::config::Secret;
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
     JobPublisher, WorkerHandle, header, mock_openai, pipeline, take, worker_settings,
 };
 use hookfleet_tests::logs::Logs;
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
+use hookfleet_tests::settings::Settings;
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::stand_ins::oauth::OAuthStandIn;
 use hookfleet_tests::stand_ins::tls::{MtlsStandIn, Pki};
 use hookfleet_tests::wait::wait_until;
 use hookfleet_worker::auth::{OAuth2, TokenStore};
+use hookfleet_worker::config::{
+    ClientAuth, EnrichStepConfig, HttpAuth, HttpSinkConfig, JwtAlgorithm, JwtAuth,
+    OAuth2ClientCredentials, ProviderConfig, ProviderKind, SinkConfig, TlsConfig,
+};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -485,7 +487,7 @@ async fn a_provider_behind_oauth_gets_the_shared_token_and_refreshes_it_on_a_401
         provider(format!("{}/v1", gateway.url()), Some(auth), None),
     );
     let mut p = pipeline("p", "gateway", "Order {{ payload.n }}");
-    p.cache = hookfleet_common::config::CacheConfig::Off;
+    p.cache = hookfleet_worker::config::CacheConfig::Off;
     settings.worker.pipelines = vec![p];
     let worker = WorkerHandle::start_consuming(settings).await;
     let jobs = JobPublisher::new(&env).await;
@@ -539,9 +541,9 @@ async fn a_provider_behind_mutual_tls_answers_with_the_certificate_and_fails_per
         .providers
         .insert("bad".into(), provider(base_url, None, Some(without_cert)));
     let mut p = pipeline("p", "good", "Order {{ payload.n }}");
-    p.cache = hookfleet_common::config::CacheConfig::Off;
+    p.cache = hookfleet_worker::config::CacheConfig::Off;
     let mut q = pipeline("q", "bad", "Order {{ payload.n }}");
-    q.cache = hookfleet_common::config::CacheConfig::Off;
+    q.cache = hookfleet_worker::config::CacheConfig::Off;
     settings.worker.pipelines = vec![p, q];
     let worker = WorkerHandle::start_consuming(settings).await;
     let jobs = JobPublisher::new(&env).await;

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::FallbackConfig;
 use hookfleet_common::redis::{self as hredis, redis};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
@@ -13,6 +12,7 @@ use hookfleet_tests::fleet::{
 };
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::config::FallbackConfig;
 use serde_json::json;
 
 const USER: &str = "Ticket {{ meta.message_id }}: {{ payload.ticket.body }}";

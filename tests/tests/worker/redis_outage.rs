@@ -12,7 +12,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hookfleet_common::config::{FailMode, ModelLimits, Settings};
+use hookfleet_common::config::FailMode;
+
+use hookfleet_worker::config::ModelLimits;
+
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{
     JobPublisher, WorkerHandle, json_body, mock_openai, pending_jobs, pipeline, take,
@@ -20,6 +23,7 @@ use hookfleet_tests::fleet::{
 };
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 use hookfleet_tests::proxy::Proxy;
+use hookfleet_tests::settings::Settings;
 use hookfleet_tests::wait::wait_until;
 use serde_json::json;
 

@@ -154,7 +154,7 @@ async fn an_event_two_pipelines_match_gets_a_result_from_each_and_unmatched_even
     summary.sources = vec!["zendesk*".into(), "support".into()];
     summary.event_types = vec!["ticket.*".into()];
     summary.model = "claude-haiku".into();
-    summary.response_format = hookfleet_common::config::ResponseFormat::Text;
+    summary.response_format = hookfleet_worker::config::ResponseFormat::Text;
     let mut triage = pipeline("triage", "gpt", USER);
     triage.sources = vec!["support".into()];
     settings.worker.pipelines = vec![triage, summary];

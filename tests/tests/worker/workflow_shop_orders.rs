@@ -9,13 +9,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::http::Method;
-use hookfleet_common::config::{ProviderConfig, ProviderKind, Secret, Settings, Sources};
+use hookfleet_common::config::{Secret, Sources};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{WorkerHandle, worker_settings};
+use hookfleet_tests::settings::Settings;
 use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::stand_ins::oauth::OAuthStandIn;
 use hookfleet_tests::wait::wait_until;
+use hookfleet_worker::config::{ProviderConfig, ProviderKind};
 use serde_json::{Value, json};
 
 const EXAMPLE: &str = include_str!("../../../examples/shopify-fraud-check.toml");

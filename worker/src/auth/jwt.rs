@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use hookfleet_common::config::{JwtAlgorithm, JwtAuth};
+use crate::config::{JwtAlgorithm, JwtAuth};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 

@@ -24,7 +24,7 @@ pub mod tokens;
 
 use std::time::{Duration, SystemTime};
 
-use hookfleet_common::config::HttpAuth;
+use crate::config::HttpAuth;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use hookfleet_common::config::{ClientAuth, OAuth2ClientCredentials};
+use crate::config::{ClientAuth, OAuth2ClientCredentials};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use secrecy::SecretString;

@@ -7,7 +7,7 @@
 //! one: [`handshake_failure`] finds it in an error chain so callers can fail
 //! the request permanently with rustls's own words.
 
-use hookfleet_common::config::TlsConfig;
+use crate::config::TlsConfig;
 use reqwest::ClientBuilder;
 
 use super::SetupError;

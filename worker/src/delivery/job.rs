@@ -17,11 +17,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::{ResponseFormat, UnmatchedPolicy};
 use crate::limits::cache::Cache;
 use crate::limits::limiter::Limiter;
 use crate::limits::markers::{Claim, DeliveryId, Markers};
 use crate::metrics::WorkerMetrics;
-use hookfleet_common::config::{ResponseFormat, UnmatchedPolicy};
 use hookfleet_common::message::{self, EventMeta};
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::telemetry::error_chain;

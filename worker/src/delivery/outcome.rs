@@ -224,7 +224,7 @@ impl Failure {
     /// a provider refused as such (a 4xx, a billing 429) never falls through.
     pub fn falls_through(&self) -> bool {
         matches!(
-            describe(self).0,
+            describe(self).kind,
             Kind::Transient { .. } | Kind::Deferred { .. }
         )
     }
@@ -283,7 +283,11 @@ enum Kind {
 
 /// What to do after `failure` on attempt `attempt` (1-based).
 pub fn classify(failure: &Failure, attempt: u32, policy: &RetryPolicy) -> Outcome {
-    let (kind, reason, stage) = describe(failure);
+    let Diagnosis {
+        kind,
+        reason,
+        stage,
+    } = describe(failure);
     let class = match kind {
         Kind::Poison => ErrorClass::Poison,
         Kind::Permanent => ErrorClass::Permanent,
@@ -310,91 +314,114 @@ pub fn classify(failure: &Failure, attempt: u32, policy: &RetryPolicy) -> Outcom
     }
 }
 
-fn describe(failure: &Failure) -> (Kind, String, Stage) {
-    let transient = Kind::Transient { retry_after: None };
-    match failure {
-        Failure::NoMessageId => (Kind::Poison, "no_message_id".into(), Stage::Decode),
-        Failure::NotOurs => (Kind::Poison, "not_a_hookfleet_event".into(), Stage::Decode),
-        Failure::Undecodable(_) => (Kind::Poison, "body_not_json".into(), Stage::Decode),
-        Failure::Unmatched { .. } => (Kind::Permanent, "unmatched".into(), Stage::Match),
-        Failure::Render(_) => (Kind::Permanent, "template_error".into(), Stage::Render),
-        Failure::Output(_) => (transient, "output_not_json".into(), Stage::Output),
-        Failure::Sink(error) => {
-            let (kind, reason) = describe_sink(error);
-            (kind, reason, Stage::Sink)
-        }
-        Failure::Sinks(SinkFailures(errors)) => {
-            let described: Vec<_> = errors.iter().map(describe_sink).collect();
-            let hint = described
-                .iter()
-                .filter_map(|(kind, _)| match kind {
-                    Kind::Transient { retry_after } => Some(*retry_after),
-                    _ => None,
-                })
-                .reduce(Option::max);
-            let reason = described
-                .iter()
-                .find(|(kind, _)| hint.is_none() || matches!(kind, Kind::Transient { .. }))
-                .map_or_else(|| "sink".to_owned(), |(_, reason)| reason.clone());
-            let kind = match hint {
-                Some(retry_after) => Kind::Transient { retry_after },
-                None => Kind::Permanent,
-            };
-            (kind, reason, Stage::Sink)
-        }
-        Failure::Enrich(EnrichError { error, .. }) => {
-            let (kind, reason) = describe_request(error, "enrich");
-            (kind, reason, Stage::Enrich)
-        }
-        Failure::Limiter(AcquireError::Saturated { wait, .. }) => (
-            Kind::Deferred { after: Some(*wait) },
-            "ratelimit_saturated".into(),
-            Stage::Ai,
-        ),
-        Failure::Limiter(AcquireError::Unavailable(_)) => (
-            Kind::Deferred { after: None },
-            "ratelimit_unavailable".into(),
-            Stage::Ai,
-        ),
-        Failure::Ai(AiError::Auth(error)) => (
-            auth_kind(error),
-            format!("ai_{}", error.reason()),
-            Stage::Ai,
-        ),
-        Failure::Ai(AiError::Tls { .. }) => (Kind::Permanent, "ai_tls".into(), Stage::Ai),
-        Failure::Ai(error) => {
-            let kind = match error {
-                AiError::Status {
-                    status,
-                    code,
-                    retry_after,
-                    ..
-                } => match status {
-                    429 if is_billing(code.as_deref()) => {
-                        return (Kind::Permanent, "ai_insufficient_quota".into(), Stage::Ai);
-                    }
-                    408 | 409 | 425 | 429 | 500..=599 => Kind::Transient {
-                        retry_after: *retry_after,
-                    },
-                    _ => Kind::Permanent,
-                },
-                AiError::Timeout(_)
-                | AiError::Connect(_)
-                | AiError::Transport(_)
-                | AiError::InvalidResponse(_) => transient,
-                AiError::Auth(_) | AiError::Tls { .. } => Kind::Permanent,
-            };
-            let reason = match error {
-                AiError::Status { status, .. } => format!("ai_http_{status}"),
-                AiError::Timeout(_) => "ai_timeout".into(),
-                AiError::Connect(_) => "ai_connect".into(),
-                AiError::Transport(_) => "ai_transport".into(),
-                AiError::InvalidResponse(_) => "ai_invalid_response".into(),
-                AiError::Auth(_) | AiError::Tls { .. } => "ai_auth".into(),
-            };
-            (kind, reason, Stage::Ai)
+/// How one failure is judged: transient or not, its bounded reason code (the
+/// `dead_letters_total` label and `hf-reason`), and the stage it happened at.
+struct Diagnosis {
+    kind: Kind,
+    reason: String,
+    stage: Stage,
+}
+
+impl Diagnosis {
+    fn new(kind: Kind, reason: impl Into<String>, stage: Stage) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+            stage,
         }
     }
+
+    fn at((kind, reason): (Kind, String), stage: Stage) -> Self {
+        Self::new(kind, reason, stage)
+    }
+}
+
+fn describe(failure: &Failure) -> Diagnosis {
+    let transient = Kind::Transient { retry_after: None };
+    match failure {
+        Failure::NoMessageId => Diagnosis::new(Kind::Poison, "no_message_id", Stage::Decode),
+        Failure::NotOurs => Diagnosis::new(Kind::Poison, "not_a_hookfleet_event", Stage::Decode),
+        Failure::Undecodable(_) => Diagnosis::new(Kind::Poison, "body_not_json", Stage::Decode),
+        Failure::Unmatched { .. } => Diagnosis::new(Kind::Permanent, "unmatched", Stage::Match),
+        Failure::Render(_) => Diagnosis::new(Kind::Permanent, "template_error", Stage::Render),
+        Failure::Output(_) => Diagnosis::new(transient, "output_not_json", Stage::Output),
+        Failure::Sink(error) => Diagnosis::at(describe_sink(error), Stage::Sink),
+        Failure::Sinks(SinkFailures(errors)) => Diagnosis::at(describe_sinks(errors), Stage::Sink),
+        Failure::Enrich(EnrichError { error, .. }) => {
+            Diagnosis::at(describe_request(error, "enrich"), Stage::Enrich)
+        }
+        Failure::Limiter(AcquireError::Saturated { wait, .. }) => Diagnosis::new(
+            Kind::Deferred { after: Some(*wait) },
+            "ratelimit_saturated",
+            Stage::Ai,
+        ),
+        Failure::Limiter(AcquireError::Unavailable(_)) => Diagnosis::new(
+            Kind::Deferred { after: None },
+            "ratelimit_unavailable",
+            Stage::Ai,
+        ),
+        Failure::Ai(error) => Diagnosis::at(describe_ai(error), Stage::Ai),
+    }
+}
+
+/// Several sinks failed: transient if any is (the longest hint wins), and the
+/// reason of the first one that decided it.
+fn describe_sinks(errors: &[SinkError]) -> (Kind, String) {
+    let described: Vec<_> = errors.iter().map(describe_sink).collect();
+    let hint = described
+        .iter()
+        .filter_map(|(kind, _)| match kind {
+            Kind::Transient { retry_after } => Some(*retry_after),
+            _ => None,
+        })
+        .reduce(Option::max);
+    let reason = described
+        .iter()
+        .find(|(kind, _)| hint.is_none() || matches!(kind, Kind::Transient { .. }))
+        .map_or_else(|| "sink".to_owned(), |(_, reason)| reason.clone());
+    let kind = match hint {
+        Some(retry_after) => Kind::Transient { retry_after },
+        None => Kind::Permanent,
+    };
+    (kind, reason)
+}
+
+/// An AI call's failure: 408/409/425/429/5xx and transport trouble are
+/// transient, a 429 about billing and other statuses are permanent.
+fn describe_ai(error: &AiError) -> (Kind, String) {
+    let transient = Kind::Transient { retry_after: None };
+    let kind = match error {
+        AiError::Status {
+            status,
+            code,
+            retry_after,
+            ..
+        } => match status {
+            429 if is_billing(code.as_deref()) => {
+                return (Kind::Permanent, "ai_insufficient_quota".into());
+            }
+            408 | 409 | 425 | 429 | 500..=599 => Kind::Transient {
+                retry_after: *retry_after,
+            },
+            _ => Kind::Permanent,
+        },
+        AiError::Timeout(_)
+        | AiError::Connect(_)
+        | AiError::Transport(_)
+        | AiError::InvalidResponse(_) => transient,
+        AiError::Auth(e) => auth_kind(e),
+        AiError::Tls { .. } => Kind::Permanent,
+    };
+    let reason = match error {
+        AiError::Status { status, .. } => format!("ai_http_{status}"),
+        AiError::Timeout(_) => "ai_timeout".into(),
+        AiError::Connect(_) => "ai_connect".into(),
+        AiError::Transport(_) => "ai_transport".into(),
+        AiError::InvalidResponse(_) => "ai_invalid_response".into(),
+        AiError::Auth(e) => format!("ai_{}", e.reason()),
+        AiError::Tls { .. } => "ai_tls".into(),
+    };
+    (kind, reason)
 }
 
 fn describe_sink(error: &SinkError) -> (Kind, String) {

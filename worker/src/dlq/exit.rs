@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use hookfleet_common::config::Settings;
+use crate::config::Settings;
 use hookfleet_common::telemetry;
 use tokio_util::sync::CancellationToken;
 

@@ -363,6 +363,12 @@ fn write_details(
     delivery: &Delivery,
     now: SystemTime,
 ) -> std::io::Result<()> {
+    write_summary(out, letter, now)?;
+    write_message(out, delivery)
+}
+
+/// What the `hf-*` headers say: the event, the failure, the attempts.
+fn write_summary(out: &mut dyn Write, letter: &Letter, now: SystemTime) -> std::io::Result<()> {
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let failed = match letter.failed_at {
         Some(at) => format!(
@@ -409,6 +415,11 @@ fn write_details(
             death.routing_keys.join(", ")
         )?;
     }
+    Ok(())
+}
+
+/// The message as stored: its properties, every header, the body.
+fn write_message(out: &mut dyn Write, delivery: &Delivery) -> std::io::Result<()> {
     writeln!(out, "\nproperties")?;
     if let serde_json::Value::Object(props) = properties_json(&delivery.properties) {
         for (name, value) in props {

@@ -27,8 +27,8 @@ mod replay;
 
 use std::io::Write;
 
+use crate::config::Settings;
 use hookfleet_common::broker::BrokerError;
-use hookfleet_common::config::Settings;
 use hookfleet_common::publisher::PublishError;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;

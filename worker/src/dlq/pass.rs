@@ -69,11 +69,11 @@ use std::collections::BTreeMap;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::config::Settings;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use hookfleet_common::broker;
-use hookfleet_common::config::Settings;
 use hookfleet_common::publisher::{PublishError, Publisher};
 use hookfleet_common::topology::Topology;
 use indicatif::ProgressBar;
@@ -277,28 +277,10 @@ async fn run_inner(
         return Ok(());
     }
     let window = Window::new(options.hold, options.rate);
-    let consume = queue.channel("opening the consumer channel").await?;
-    consume
-        .basic_qos(window.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|source| DlqError::amqp("setting the prefetch", source))?;
-    let requeue = queue.channel("opening the put-back channel").await?;
-    requeue
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|source| DlqError::amqp("enabling confirms", source))?;
-    let mut consumer = consume
-        .basic_consume(
-            queue.name().into(),
-            CONSUMER_TAG.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|source| DlqError::amqp("consuming the DLQ", source))?;
+    let mut channels = PassChannels::open(queue, window.prefetch).await?;
     let mut engine = Engine {
         queue,
-        requeue: &requeue,
+        requeue: &channels.requeue,
         window,
         held: BTreeMap::new(),
         in_flight: FuturesUnordered::new(),
@@ -308,10 +290,13 @@ async fn run_inner(
         progress: options.progress,
         last_ack: None,
         slowest_confirm: Duration::ZERO,
+        pace: Pace::new(options.rate),
+        pending: None,
+        cancelled: false,
+        ran_dry: false,
+        failure: None,
     };
-    let result = engine
-        .drive(&mut consumer, visitor, Pace::new(options.rate), cancel)
-        .await;
+    let result = engine.drive(&mut channels.consumer, visitor, cancel).await;
     *tally = std::mem::take(&mut engine.tally);
     // RabbitMQ 3.10 may still hold the last acks back (see the module docs):
     // give it time to send them to the queue before the channel goes down.
@@ -321,22 +306,66 @@ async fn run_inner(
     }
     let held = engine.held.len() as u64;
     drop(engine);
-    // Closing the channel returns every letter still unacked — held ones and
-    // prefetched ones — to the front of the queue, in order, but the broker does
-    // it after the close: wait until they are back, so the next command (or
-    // anyone counting) sees the whole queue.
-    let _ = consume
-        .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default())
-        .await;
-    let mut prefetched = 0u64;
-    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(1), consumer.next()).await
-    {
-        prefetched += 1;
+    channels.close(queue, held, result.is_ok()).await;
+    result
+}
+
+/// The channels of one pass: the consumer's, and the confirming put-back one.
+struct PassChannels {
+    consume: Channel,
+    requeue: Channel,
+    consumer: Consumer,
+}
+
+impl PassChannels {
+    async fn open(queue: &DeadQueue, prefetch: u16) -> Result<Self, DlqError> {
+        let consume = queue.channel("opening the consumer channel").await?;
+        consume
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|source| DlqError::amqp("setting the prefetch", source))?;
+        let requeue = queue.channel("opening the put-back channel").await?;
+        requeue
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|source| DlqError::amqp("enabling confirms", source))?;
+        let consumer = consume
+            .basic_consume(
+                queue.name().into(),
+                CONSUMER_TAG.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| DlqError::amqp("consuming the DLQ", source))?;
+        Ok(Self {
+            consume,
+            requeue,
+            consumer,
+        })
     }
-    let before = queue.ready().await.unwrap_or(0);
-    let _ = consume.close(200, "pass done".into()).await;
-    let _ = requeue.close(200, "pass done".into()).await;
-    if result.is_ok() {
+
+    /// Closing the channel returns every letter still unacked — `held` ones and
+    /// prefetched ones — to the front of the queue, in order, but the broker does
+    /// it after the close: after a pass that went well, wait until they are back,
+    /// so the next command (or anyone counting) sees the whole queue.
+    async fn close(mut self, queue: &DeadQueue, held: u64, wait_for_return: bool) {
+        let _ = self
+            .consume
+            .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default())
+            .await;
+        let mut prefetched = 0u64;
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(Duration::from_secs(1), self.consumer.next()).await
+        {
+            prefetched += 1;
+        }
+        let before = queue.ready().await.unwrap_or(0);
+        let _ = self.consume.close(200, "pass done".into()).await;
+        let _ = self.requeue.close(200, "pass done".into()).await;
+        if !wait_for_return {
+            return;
+        }
         let returned = before + held + prefetched;
         let deadline = Instant::now() + RETURN_WAIT;
         while queue.ready().await.is_ok_and(|ready| ready < returned) && Instant::now() < deadline {
@@ -349,7 +378,6 @@ async fn run_inner(
             "Pass over; held letters are back in the queue."
         );
     }
-    result
 }
 
 /// Prefetch, hold and in-flight bounds of a pass.
@@ -437,6 +465,32 @@ struct Engine<'a> {
     last_ack: Option<Instant>,
     /// The slowest publish confirm so far.
     slowest_confirm: Duration,
+    /// The pace of replays under `--rate`.
+    pace: Pace,
+    /// A replay waiting for its turn under `--rate`.
+    pending: Option<Pending>,
+    /// Cancelled: take no more letters, finish what is in flight.
+    cancelled: bool,
+    /// The queue gave nothing for [`IDLE`] although the count said more.
+    ran_dry: bool,
+    /// The first failure; the pass stops taking letters and winds down.
+    failure: Option<DlqError>,
+}
+
+/// A replay waiting for its turn under `--rate`.
+struct Pending {
+    delivery: Delivery,
+    letter: Letter,
+    properties: Box<BasicProperties>,
+}
+
+/// Which events one turn of the pass's loop waits for.
+struct Turn {
+    launch: bool,
+    take: bool,
+    watch_idle: bool,
+    publishing: bool,
+    acking: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -444,137 +498,159 @@ impl<'a> Engine<'a> {
         &mut self,
         consumer: &mut Consumer,
         visitor: &mut dyn Visitor,
-        mut pace: Pace,
         cancel: &CancellationToken,
     ) -> Result<(), DlqError> {
-        let mut cancelled = false;
-        let mut ran_dry = false;
-        let mut failure: Option<DlqError> = None;
-        // A replay waiting for its turn under --rate.
-        let mut pending: Option<(Delivery, Letter, Box<BasicProperties>)> = None;
         // One timer, pushed back by every delivery (not one per loop turn).
         let idle = tokio::time::sleep(IDLE);
         tokio::pin!(idle);
-        loop {
-            let scanned_enough = |engine: &Self, visitor: &dyn Visitor| {
-                engine.tally.scanned >= engine.tally.expected
-                    || ran_dry
-                    || (visitor.satisfied() && !engine.rotated)
-            };
-            if failure.is_none() {
-                let flush = self.rotated && (cancelled || scanned_enough(self, &*visitor));
-                self.put_back(flush);
-            }
-            if failure.is_some()
-                && let Some((delivery, letter, _)) = pending.take()
-            {
-                self.hold(delivery, letter);
-            }
-            let taking = !cancelled
-                && failure.is_none()
-                && pending.is_none()
-                && !scanned_enough(self, &*visitor);
-            let held_done = self.held.is_empty() || !self.rotated || failure.is_some();
-            if !taking
-                && pending.is_none()
-                && self.in_flight.is_empty()
-                && self.acking.is_empty()
-                && held_done
-            {
-                break;
-            }
-            let room = self.in_flight.len() < self.window.in_flight;
-            let launch = pending.is_some() && !cancelled && room;
-            let take = taking && room;
-            let watch_idle = take && self.in_flight.is_empty() && self.acking.is_empty();
-            let publishing = !self.in_flight.is_empty();
-            let acking = !self.acking.is_empty();
+        while let Some(turn) = self.plan(&*visitor) {
+            let pace = self.pace.next();
+            let cancelled = self.cancelled;
             let event = tokio::select! {
                 biased;
                 _ = cancel.cancelled(), if !cancelled => Event::Cancelled,
-                Some((effect, result)) = self.acking.next(), if acking => Event::Acked(effect, result),
-                Some(settled) = self.in_flight.next(), if publishing => Event::Settled(settled),
-                _ = tokio::time::sleep_until(pace.next()), if launch => Event::Launch,
-                next = consumer.next(), if take => Event::Delivery(next),
-                _ = &mut idle, if watch_idle => Event::Idle,
+                Some((effect, result)) = self.acking.next(), if turn.acking => Event::Acked(effect, result),
+                Some(settled) = self.in_flight.next(), if turn.publishing => Event::Settled(settled),
+                _ = tokio::time::sleep_until(pace), if turn.launch => Event::Launch,
+                next = consumer.next(), if turn.take => Event::Delivery(next),
+                _ = &mut idle, if turn.watch_idle => Event::Idle,
                 else => Event::Stalled,
             };
-            match event {
-                Event::Cancelled => {
-                    cancelled = true;
-                    self.tally.cancelled = true;
-                    // Not started: it stays, with the letters around it.
-                    if let Some((delivery, letter, _)) = pending.take() {
-                        self.hold(delivery, letter);
-                    }
-                }
-                Event::Acked(effect, result) => match result {
-                    Ok(true) => {
-                        self.last_ack = Some(Instant::now());
-                        self.count(effect);
-                    }
-                    Ok(false) => {
-                        failure.get_or_insert(DlqError::AckNotSent);
-                    }
-                    Err(source) => {
-                        failure.get_or_insert(DlqError::amqp("acking a dead letter", source));
-                    }
-                },
-                Event::Settled(settled) => {
-                    if let Err(e) = self.settle(settled) {
-                        failure.get_or_insert(e);
-                    }
-                }
-                Event::Launch => {
-                    if let Some((delivery, letter, properties)) = pending.take() {
-                        pace.taken(Instant::now());
-                        self.replay(delivery, letter, properties);
-                    }
-                }
-                Event::Delivery(None) => {
-                    failure.get_or_insert(DlqError::ConsumerCancelled);
-                }
-                Event::Delivery(Some(Err(source))) => {
-                    failure.get_or_insert(DlqError::amqp("consuming the DLQ", source));
-                }
-                Event::Delivery(Some(Ok(delivery))) => {
-                    idle.as_mut().reset(Instant::now() + IDLE);
-                    self.tally.scanned += 1;
-                    self.progress.inc(1);
-                    let letter = Letter::read(&delivery.properties, delivery.data.len());
-                    match visitor.visit(&letter, &delivery) {
-                        Ok(Action::Keep) => self.hold(delivery, letter),
-                        Ok(Action::Purge) => self.ack(delivery, Effect::Purge),
-                        Ok(Action::Replay(properties)) => {
-                            let now = Instant::now();
-                            if pace.ready(now) {
-                                pace.taken(now);
-                                self.replay(delivery, letter, properties);
-                            } else {
-                                pending = Some((delivery, letter, properties));
-                            }
-                        }
-                        Err(e) => {
-                            self.hold(delivery, letter);
-                            failure.get_or_insert(e);
-                        }
-                    }
-                }
-                Event::Idle => {
-                    ran_dry = true;
-                    tracing::warn!(
-                        queue = %self.queue.name(),
-                        expected = self.tally.expected,
-                        scanned = self.tally.scanned,
-                        "The dead-letter queue ran dry before the pass took every letter it counted; was it purged meanwhile?"
-                    );
-                }
-                Event::Stalled => break,
+            if let Event::Delivery(Some(Ok(_))) = &event {
+                idle.as_mut().reset(Instant::now() + IDLE);
+            }
+            if !self.apply(event, visitor) {
+                break;
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
+        self.failure.take().map_or(Ok(()), Err)
+    }
+
+    /// Whether the pass has seen every letter it will look at.
+    fn scanned_enough(&self, visitor: &dyn Visitor) -> bool {
+        self.tally.scanned >= self.tally.expected
+            || self.ran_dry
+            || (visitor.satisfied() && !self.rotated)
+    }
+
+    /// Puts back what must go, then says what this turn waits for; `None` when
+    /// the pass is over (nothing to take, publish, ack or put back).
+    fn plan(&mut self, visitor: &dyn Visitor) -> Option<Turn> {
+        if self.failure.is_none() {
+            let flush = self.rotated && (self.cancelled || self.scanned_enough(visitor));
+            self.put_back(flush);
+        }
+        if self.failure.is_some()
+            && let Some(pending) = self.pending.take()
+        {
+            self.hold(pending.delivery, pending.letter);
+        }
+        let taking = !self.cancelled
+            && self.failure.is_none()
+            && self.pending.is_none()
+            && !self.scanned_enough(visitor);
+        let held_done = self.held.is_empty() || !self.rotated || self.failure.is_some();
+        let idle = self.in_flight.is_empty() && self.acking.is_empty();
+        if !taking && self.pending.is_none() && idle && held_done {
+            return None;
+        }
+        let room = self.in_flight.len() < self.window.in_flight;
+        Some(Turn {
+            launch: self.pending.is_some() && !self.cancelled && room,
+            take: taking && room,
+            watch_idle: taking && room && idle,
+            publishing: !self.in_flight.is_empty(),
+            acking: !self.acking.is_empty(),
+        })
+    }
+
+    /// Handles one event; false ends the loop.
+    fn apply(&mut self, event: Event, visitor: &mut dyn Visitor) -> bool {
+        match event {
+            Event::Cancelled => {
+                self.cancelled = true;
+                self.tally.cancelled = true;
+                // Not started: it stays, with the letters around it.
+                if let Some(pending) = self.pending.take() {
+                    self.hold(pending.delivery, pending.letter);
+                }
+            }
+            Event::Acked(effect, result) => self.acked(effect, result),
+            Event::Settled(settled) => {
+                if let Err(e) = self.settle(settled) {
+                    self.failure.get_or_insert(e);
+                }
+            }
+            Event::Launch => {
+                if let Some(pending) = self.pending.take() {
+                    self.pace.taken(Instant::now());
+                    self.replay(pending.delivery, pending.letter, pending.properties);
+                }
+            }
+            Event::Delivery(None) => {
+                self.failure.get_or_insert(DlqError::ConsumerCancelled);
+            }
+            Event::Delivery(Some(Err(source))) => {
+                let error = DlqError::amqp("consuming the DLQ", source);
+                self.failure.get_or_insert(error);
+            }
+            Event::Delivery(Some(Ok(delivery))) => self.visit(delivery, visitor),
+            Event::Idle => {
+                self.ran_dry = true;
+                tracing::warn!(
+                    queue = %self.queue.name(),
+                    expected = self.tally.expected,
+                    scanned = self.tally.scanned,
+                    "The dead-letter queue ran dry before the pass took every letter it counted; was it purged meanwhile?"
+                );
+            }
+            Event::Stalled => return false,
+        }
+        true
+    }
+
+    /// An ack was sent (or could not be).
+    fn acked(&mut self, effect: Effect, result: Result<bool, lapin::Error>) {
+        match result {
+            Ok(true) => {
+                self.last_ack = Some(Instant::now());
+                self.count(effect);
+            }
+            Ok(false) => {
+                self.failure.get_or_insert(DlqError::AckNotSent);
+            }
+            Err(source) => {
+                let error = DlqError::amqp("acking a dead letter", source);
+                self.failure.get_or_insert(error);
+            }
+        }
+    }
+
+    /// Shows a taken letter to the visitor and carries out its decision.
+    fn visit(&mut self, delivery: Delivery, visitor: &mut dyn Visitor) {
+        self.tally.scanned += 1;
+        self.progress.inc(1);
+        let letter = Letter::read(&delivery.properties, delivery.data.len());
+        match visitor.visit(&letter, &delivery) {
+            Ok(Action::Keep) => self.hold(delivery, letter),
+            Ok(Action::Purge) => self.ack(delivery, Effect::Purge),
+            Ok(Action::Replay(properties)) => {
+                let now = Instant::now();
+                if self.pace.ready(now) {
+                    self.pace.taken(now);
+                    self.replay(delivery, letter, properties);
+                } else {
+                    self.pending = Some(Pending {
+                        delivery,
+                        letter,
+                        properties,
+                    });
+                }
+            }
+            Err(e) => {
+                self.hold(delivery, letter);
+                self.failure.get_or_insert(e);
+            }
         }
     }
 

@@ -29,8 +29,6 @@ use hookfleet_common::topology::Topology;
 
 pub use flight::{FlightError, FlightGuard, Lookup};
 
-pub use hookfleet_common::config::cacheable;
-
 /// What a cache lookup came to, for `cache_requests_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
@@ -255,6 +253,7 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::cacheable;
     use serde_json::json;
 
     #[test]

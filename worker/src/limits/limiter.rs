@@ -32,7 +32,9 @@ use hookfleet_common::redis::Pool;
 use rand::Rng;
 use tokio::time::Instant;
 
-use hookfleet_common::config::{FailMode, LimitsConfig};
+use hookfleet_common::config::FailMode;
+
+use crate::config::LimitsConfig;
 use hookfleet_common::redis::shared::SharedConnection;
 use hookfleet_common::redis::{RedisError, redis};
 use hookfleet_common::topology::Topology;

@@ -11,7 +11,7 @@
 //! Steps are requests that read (GET) by intent: they run again on every attempt,
 //! and their answers are not cached.
 
-use hookfleet_common::config::{EnrichStepConfig, OutboundConfig, UndefinedMode};
+use crate::config::{EnrichStepConfig, OutboundConfig, UndefinedMode};
 use minijinja::Value;
 use serde_json::Map;
 

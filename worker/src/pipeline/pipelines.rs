@@ -10,10 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{CacheSettings, OutboundConfig, PipelineConfig, ResponseFormat, WorkerConfig};
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use hookfleet_common::config::{
-    CacheSettings, OutboundConfig, PipelineConfig, ResponseFormat, WorkerConfig,
-};
 use minijinja::Environment;
 
 use crate::auth::TokenStore;
@@ -321,7 +319,7 @@ impl Pipelines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookfleet_common::config::{ProviderConfig, ProviderKind, UndefinedMode};
+    use crate::config::{ProviderConfig, ProviderKind, UndefinedMode};
     use hookfleet_common::message::EventMeta;
     use serde_json::json;
 

@@ -31,8 +31,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::config::{HttpAuth, OutboundConfig, TlsConfig, UndefinedMode};
 use bytes::Bytes;
-use hookfleet_common::config::{HttpAuth, OutboundConfig, TlsConfig, UndefinedMode};
 use minijinja::{Environment, Value};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};

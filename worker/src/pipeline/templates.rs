@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use hookfleet_common::config::UndefinedMode;
+use crate::config::UndefinedMode;
 use hookfleet_common::message::EventMeta;
 use minijinja::{Environment, UndefinedBehavior, Value, context};
 use serde::Serialize;

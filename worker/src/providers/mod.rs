@@ -11,7 +11,7 @@ pub mod openai;
 
 use std::time::{Duration, SystemTime};
 
-use hookfleet_common::config::{ProviderConfig, ProviderKind};
+use crate::config::{ProviderConfig, ProviderKind};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::auth::{Authenticator, Credential, SetupError, TokenStore};

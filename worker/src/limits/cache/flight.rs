@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{Cache, CacheError, CacheKey, CacheOutcome, CachedCompletion, encode, millis};
-use hookfleet_common::config::CacheSettings;
+use crate::config::CacheSettings;
 use hookfleet_common::redis::redis;
 
 /// The value, or else the lock for `ARGV[1]`, or else the lock's PTTL.

@@ -14,7 +14,7 @@
 //! Success is a 2xx; anything else is a [`RequestError`] classified by
 //! `outcome::classify`.
 
-use hookfleet_common::config::{HttpSinkConfig, OutboundConfig, UndefinedMode};
+use crate::config::{HttpSinkConfig, OutboundConfig, UndefinedMode};
 use hookfleet_common::signature::standard;
 use minijinja::Environment;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};

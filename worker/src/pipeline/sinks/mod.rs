@@ -23,8 +23,8 @@ pub mod http;
 
 use std::time::Duration;
 
+use crate::config::{OutboundConfig, SinkConfig, UndefinedMode};
 use crate::limits::markers::Markers;
-use hookfleet_common::config::{OutboundConfig, SinkConfig, UndefinedMode};
 use hookfleet_common::publisher::{PublishError, Publisher};
 use hookfleet_common::telemetry::error_chain;
 use hookfleet_common::topology::Topology;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, FailMode, Secret};
+use hookfleet_common::config::{ConfigError, FailMode, Secret};
+use hookfleet_common::signature::{HmacParams, SchemeConfig, SchemeKind};
 
 /// The ingest service's settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -157,63 +158,6 @@ impl IngestConfig {
     }
 }
 
-/// The signature schemes ingest verifies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SchemeKind {
-    /// `Stripe-Signature: t=…,v1=…`, HMAC-SHA256 hex over `{t}.{body}`.
-    Stripe,
-    /// `X-Hub-Signature-256: sha256=<hex>` over the body.
-    Github,
-    /// `X-Shopify-Hmac-Sha256: <base64>` over the body.
-    Shopify,
-    /// `X-Slack-Signature: v0=<hex>` over `v0:{ts}:{body}`.
-    Slack,
-    /// Standard Webhooks / Svix: `webhook-signature: v1,<base64>` over `{id}.{ts}.{body}`.
-    Standard,
-    /// A generic HMAC header, described by the source's `hmac` table.
-    Hmac,
-}
-
-/// Parameters of the generic `hmac` scheme.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HmacParams {
-    /// The header carrying the signature.
-    pub header: String,
-    /// `sha256` (default) or `sha512`.
-    #[serde(default)]
-    pub algorithm: HmacAlgorithm,
-    /// `hex` (default) or `base64`.
-    #[serde(default)]
-    pub encoding: SignatureEncoding,
-    /// A prefix before the encoded signature, e.g. `sha256=`.
-    #[serde(default)]
-    pub prefix: String,
-}
-
-/// Hash functions of the generic HMAC scheme.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HmacAlgorithm {
-    /// HMAC-SHA256.
-    #[default]
-    Sha256,
-    /// HMAC-SHA512.
-    Sha512,
-}
-
-/// How a signature is written in its header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignatureEncoding {
-    /// Lower- or upper-case hexadecimal.
-    #[default]
-    Hex,
-    /// Standard base64 with padding.
-    Base64,
-}
-
 /// Where a value (event id, event type) is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -296,6 +240,16 @@ fn default_true() -> bool {
 }
 
 impl SourceConfig {
+    /// What the source's signature verifier is built from.
+    pub fn scheme_config(&self) -> SchemeConfig {
+        SchemeConfig {
+            scheme: self.scheme,
+            secrets: self.secrets.clone(),
+            hmac: self.hmac.clone(),
+            tolerance: self.tolerance,
+        }
+    }
+
     /// Where the event id comes from: configured, or the scheme's provider default.
     pub fn event_id_source(&self) -> Option<FieldSource> {
         self.event_id.clone().or_else(|| match self.scheme {
@@ -338,6 +292,7 @@ impl SourceConfig {
             .collect()
     }
 
+    /// Checks one source, naming the offending field under `field`.
     pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
         let invalid = |suffix: &str, reason: String| ConfigError::Invalid {
             field: format!("{field}.{suffix}"),
@@ -358,6 +313,16 @@ impl SourceConfig {
                 return Err(invalid("hmac", "only valid with scheme = \"hmac\"".into()));
             }
         }
+        self.validate_reading(field)?;
+        self.validate_forwarding(field)
+    }
+
+    /// The body limit, window, pointers and rate limit.
+    fn validate_reading(&self, field: &str) -> Result<(), ConfigError> {
+        let invalid = |suffix: &str, reason: String| ConfigError::Invalid {
+            field: format!("{field}.{suffix}"),
+            reason,
+        };
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be greater than 0".into()));
         }
@@ -383,6 +348,15 @@ impl SourceConfig {
                 "per_second and burst must be > 0".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// The forwarded headers (they become AMQP table keys) and the allowed ranges.
+    fn validate_forwarding(&self, field: &str) -> Result<(), ConfigError> {
+        let invalid = |suffix: &str, reason: String| ConfigError::Invalid {
+            field: format!("{field}.{suffix}"),
+            reason,
+        };
         if self.forward_headers.len() > MAX_FORWARDED_HEADERS {
             return Err(invalid(
                 "forward_headers",

@@ -1,8 +1,13 @@
+//! Loading `hookfleet.toml`: layers, secrets, redaction, the fields each
+//! service checks at start, and that every shipped config loads.
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use super::*;
+use hookfleet_common::config::{ConfigError, FailMode, Sources};
+use hookfleet_tests::settings::Settings;
+use hookfleet_worker::config::Settings as WorkerSettings;
 
 fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
     Some(
@@ -371,7 +376,6 @@ fn errors_under_a_list_index_name_the_field_with_a_dot() {
         error.contains("HF_TEST_UNSET_OUT_TOKEN is not set"),
         "{error}"
     );
-    assert_eq!(dotted("a[2]b[0]c.d[1][3]"), "a[2].b[0].c.d[1][3]");
 }
 
 #[test]
@@ -381,12 +385,12 @@ fn broker_settings_need_no_provider_sink_or_source_secret() {
         toml: Some(UNSET_SECRETS.to_owned()),
         env: env(&[("HOOKFLEET__AMQP__URL", "amqp://u:p@rabbit:5672/%2f")]),
     };
-    let s = Settings::load_broker_from(sources.clone()).unwrap();
+    let s = WorkerSettings::load_broker_from(sources.clone()).unwrap();
     assert_eq!(s.namespace, "broker-only");
     assert_eq!(s.amqp.url, "amqp://u:p@rabbit:5672/%2f");
-    assert!(s.worker.pipelines.is_empty() && s.ingest.sources.is_empty());
+    assert!(s.worker.pipelines.is_empty());
     assert!(
-        Settings::load_from(sources).is_err(),
+        WorkerSettings::load_from(sources).is_err(),
         "the full load needs them"
     );
 }
@@ -398,6 +402,45 @@ fn broker_settings_still_check_what_they_read() {
         toml: Some("namespace = \"no spaces allowed\"".to_owned()),
         env: env(&[]),
     };
-    let error = Settings::load_broker_from(sources).unwrap_err().to_string();
+    let error = WorkerSettings::load_broker_from(sources)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("`namespace`"), "{error}");
+}
+
+/// Each service reads and checks its own section only: ingest starts while the
+/// worker's secrets are unset and its section is invalid, and the other way round;
+/// each still refuses its own bad field by name.
+#[test]
+fn each_service_checks_only_its_own_section() {
+    let sources = |toml: &str| Sources {
+        file: None,
+        toml: Some(toml.to_owned()),
+        env: env(&[]),
+    };
+    let bad_worker = format!("{UNSET_SECRETS}\n[worker]\nconcurrency = 0\n")
+        .replace("HF_TEST_UNSET_WEBHOOK_SECRET", "PATH");
+    let ingest = hookfleet_ingest::config::Settings::load_from(sources(&bad_worker)).unwrap();
+    assert!(ingest.ingest.sources.contains_key("gh"));
+    let error = WorkerSettings::load_from(sources(&bad_worker)).unwrap_err();
+    assert!(
+        error.to_string().contains("HF_TEST_UNSET_OUT_TOKEN"),
+        "{error}"
+    );
+
+    let bad_ingest = "[ingest]\nmax_in_flight = 0\n[ingest.sources.gh]\nscheme = \"github\"\n\
+         secrets = [{ secret_env = \"HF_TEST_UNSET_WEBHOOK_SECRET\" }]\n";
+    let worker = WorkerSettings::load_from(sources(bad_ingest)).unwrap();
+    assert_eq!(worker.namespace, "hookfleet");
+    let error = hookfleet_ingest::config::Settings::load_from(sources(bad_ingest)).unwrap_err();
+    assert!(
+        error.to_string().contains("HF_TEST_UNSET_WEBHOOK_SECRET"),
+        "{error}"
+    );
+    let bad_field = bad_ingest.replace("HF_TEST_UNSET_WEBHOOK_SECRET", "PATH");
+    let error = hookfleet_ingest::config::Settings::load_from(sources(&bad_field)).unwrap_err();
+    assert!(
+        error.to_string().contains("ingest.max_in_flight"),
+        "{error}"
+    );
 }

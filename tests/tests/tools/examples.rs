@@ -3,16 +3,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hookfleet_common::config::{Settings, Sources};
+use hookfleet_common::config::Sources;
 use hookfleet_common::message::EventMeta;
 use hookfleet_worker::auth::TokenStore;
+use hookfleet_worker::config::Settings;
 use hookfleet_worker::pipeline::Pipelines;
 use hookfleet_worker::pipeline::sinks::{Delivery, JobResult};
 use hookfleet_worker::pipeline::templates;
 use hookfleet_worker::providers::Provider;
 use serde_json::json;
 
-const EXAMPLE: &str = include_str!("../../examples/support-escalation.toml");
+const EXAMPLE: &str = include_str!("../../../examples/support-escalation.toml");
 
 /// The example's secrets. nextest runs each test in its own process, so setting
 /// the environment here races with nothing.
@@ -37,14 +38,16 @@ fn set_secrets() {
 #[tokio::test]
 async fn the_support_escalation_example_loads_compiles_and_renders() {
     set_secrets();
-    let mut settings = Settings::load_from(Sources {
+    let sources = Sources {
         file: None,
         toml: Some(EXAMPLE.to_owned()),
         env: Some(HashMap::new()),
-    })
-    .expect("the example loads");
+    };
+    let ingest = hookfleet_ingest::config::Settings::load_from(sources.clone())
+        .expect("ingest loads the example");
+    assert!(ingest.ingest.sources.contains_key("support"));
+    let mut settings = Settings::load_from(sources).expect("the worker loads the example");
     settings.worker.admin_listen = "127.0.0.1:0".parse().unwrap();
-    assert!(settings.ingest.sources.contains_key("support"));
 
     // The whole worker builds from it (every template compiles)…
     hookfleet_worker::Application::build(settings.clone())

@@ -4,7 +4,7 @@
 //!
 //! These are shapes and the checks a type can make at load time (names, URLs,
 //! lifetimes, that secrets are references). Reading PEM files and keys, fetching
-//! and sharing tokens, and signing are the worker's (`hookfleet_worker::auth`),
+//! and sharing tokens, and signing are `crate::auth`'s,
 //! which names the field of a key or certificate it cannot use.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Secret};
+use hookfleet_common::config::{ConfigError, Secret};
 
 /// `auth = { kind = "oauth2_client_credentials", ... }`: a token from the token
 /// endpoint (RFC 6749 §4.4), shared by the fleet, sent as `Authorization: Bearer`.
@@ -131,8 +131,8 @@ const RESERVED_CLAIMS: [&str; 6] = ["iss", "aud", "sub", "iat", "exp", "jti"];
 impl OAuth2ClientCredentials {
     /// Checks the fields of `auth` at `field`.
     pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        let url = http::Uri::try_from(self.token_url.as_str()).ok();
-        if !url.is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https"))) {
+        let url = reqwest::Url::parse(&self.token_url).ok();
+        if !url.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
             return Err(ConfigError::invalid(
                 format!("{field}.token_url"),
                 "must be an http(s) URL",
@@ -206,7 +206,7 @@ pub(super) fn validate_provider(
     provider: &super::ProviderConfig,
 ) -> Result<(), ConfigError> {
     if let Some(name) = &provider.api_key_header {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(ConfigError::invalid(
                 format!("{field}.api_key_header"),
                 "not a valid header name",
@@ -238,9 +238,11 @@ pub(super) fn validate_provider(
 mod tests {
     use std::io::Write;
 
-    use crate::config::{HttpAuth, Settings, SinkConfig, Sources};
+    use hookfleet_common::config::{ConfigError, Sources};
 
-    fn load(toml: &str) -> Result<Settings, crate::config::ConfigError> {
+    use crate::config::{HttpAuth, Settings, SinkConfig};
+
+    fn load(toml: &str) -> Result<Settings, ConfigError> {
         Settings::load_from(Sources {
             file: None,
             toml: Some(toml.to_owned()),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::{ConfigError, FailMode};
+use hookfleet_common::config::{ConfigError, FailMode};
 
 /// The limiter's settings (`[worker.limits]`).
 ///
@@ -156,49 +156,47 @@ impl LimitsConfig {
                     format!("no provider `{}` in [worker.providers]", m.provider),
                 ));
             }
-            if m.model.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{at}.model"),
-                    "must not be empty",
-                ));
-            }
             if !seen.insert((m.provider.as_str(), m.model.as_str())) {
                 return Err(ConfigError::invalid(
                     format!("{at}.model"),
                     format!("`{}` of `{}` is limited twice", m.model, m.provider),
                 ));
             }
-            if m.rpm.is_none() && m.tpm.is_none() {
-                return Err(ConfigError::invalid(
-                    format!("{at}.rpm"),
-                    "set rpm, tpm or both (an unlisted model is not limited)",
-                ));
+            m.validate(&at)?;
+        }
+        Ok(())
+    }
+}
+
+impl ModelLimits {
+    /// Checks one model's limits, found at `at` (`worker.limits.models[0]`).
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let invalid =
+            |name: &str, reason: &str| Err(ConfigError::invalid(format!("{at}.{name}"), reason));
+        if self.model.trim().is_empty() {
+            return invalid("model", "must not be empty");
+        }
+        if self.rpm.is_none() && self.tpm.is_none() {
+            return invalid(
+                "rpm",
+                "set rpm, tpm or both (an unlisted model is not limited)",
+            );
+        }
+        for (name, value) in [
+            ("rpm", self.rpm),
+            ("tpm", self.tpm),
+            ("burst_requests", self.burst_requests),
+            ("burst_tokens", self.burst_tokens),
+        ] {
+            if value == Some(0) {
+                return invalid(name, "must be at least 1");
             }
-            for (name, value) in [
-                ("rpm", m.rpm),
-                ("tpm", m.tpm),
-                ("burst_requests", m.burst_requests),
-                ("burst_tokens", m.burst_tokens),
-            ] {
-                if value == Some(0) {
-                    return Err(ConfigError::invalid(
-                        format!("{at}.{name}"),
-                        "must be at least 1",
-                    ));
-                }
-            }
-            if m.burst_requests.is_some() && m.rpm.is_none() {
-                return Err(ConfigError::invalid(
-                    format!("{at}.burst_requests"),
-                    "needs rpm",
-                ));
-            }
-            if m.burst_tokens.is_some() && m.tpm.is_none() {
-                return Err(ConfigError::invalid(
-                    format!("{at}.burst_tokens"),
-                    "needs tpm",
-                ));
-            }
+        }
+        if self.burst_requests.is_some() && self.rpm.is_none() {
+            return invalid("burst_requests", "needs rpm");
+        }
+        if self.burst_tokens.is_some() && self.tpm.is_none() {
+            return invalid("burst_tokens", "needs tpm");
         }
         Ok(())
     }
@@ -378,15 +376,17 @@ mod tests {
         limits: LimitsConfig,
     }
 
-    /// Parses `toml` as the `config` crate does when loading `hookfleet.toml`.
-    fn parse<T: serde::de::DeserializeOwned>(toml: &str) -> Result<T, config::ConfigError> {
-        config::Config::builder()
-            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
-            .build()?
-            .try_deserialize()
+    /// Parses `toml` as loading `hookfleet.toml` does.
+    fn parse<T: serde::de::DeserializeOwned>(toml: &str) -> Result<T, ConfigError> {
+        let sources = hookfleet_common::config::Sources {
+            file: None,
+            toml: Some(toml.to_owned()),
+            env: Some(Default::default()),
+        };
+        hookfleet_common::config::read(sources, &[])
     }
 
-    fn cache(toml: &str) -> Result<CacheConfig, config::ConfigError> {
+    fn cache(toml: &str) -> Result<CacheConfig, ConfigError> {
         parse::<Pipeline>(toml).map(|p| p.cache)
     }
 

@@ -2,7 +2,7 @@
 //! (`enrich = [...]`) and HTTP sinks after it (`sinks = [{ kind = "http", ... }]`).
 //!
 //! Both are templated requests: method, URL, header values and body are minijinja
-//! templates, compiled by the worker at start (`hookfleet_worker::request_template`),
+//! templates, compiled by the worker at start ([`crate::pipeline::request_template`]),
 //! which names a bad one's field. Here live the shapes and the checks types can
 //! make: names, timeouts, and that credentials are secrets, never inline strings.
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::auth::{JwtAuth, OAuth2ClientCredentials, TlsConfig};
-use super::{ConfigError, Secret};
+use hookfleet_common::config::{ConfigError, Secret};
 
 /// Credentials for an outbound request, from secrets (redacted in `Debug`).
 #[derive(Debug, Clone, Deserialize)]
@@ -187,7 +187,7 @@ fn check_request(
         ));
     }
     for name in headers.keys() {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(ConfigError::invalid(
                 format!("{field}.headers.{name}"),
                 "not a valid header name",
@@ -204,7 +204,9 @@ impl HttpAuth {
     /// Checks the credentials configured at `field` (`….auth`).
     pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
         match self {
-            Self::Header { name, .. } if http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+            Self::Header { name, .. }
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() =>
+            {
                 Err(ConfigError::invalid(
                     format!("{field}.name"),
                     "not a valid header name",
@@ -245,14 +247,15 @@ impl EnrichStepConfig {
 
 impl HttpSinkConfig {
     pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        if !super::worker::is_name(&self.name) {
+        if !super::is_name(&self.name) {
             return Err(ConfigError::invalid(
                 format!("{field}.name"),
                 "must be 1-100 characters of [A-Za-z0-9_-]",
             ));
         }
         if let Some(secret) = &self.signing_secret
-            && crate::signature::standard::sign(secret.expose(), "check", 0, b"").is_err()
+            && hookfleet_common::signature::standard::sign(secret.expose(), "check", 0, b"")
+                .is_err()
         {
             return Err(ConfigError::invalid(
                 format!("{field}.signing_secret"),
