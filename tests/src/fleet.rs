@@ -149,6 +149,9 @@ pub fn mock_openai(mock: &MockAi) -> ProviderConfig {
         api_key: Some(Secret::new("sk-test")),
         timeout: Duration::from_secs(10),
         anthropic_version: "2023-06-01".into(),
+        api_key_header: None,
+        auth: None,
+        tls: None,
     }
 }
 

@@ -15,8 +15,10 @@
 //! - [`sender`]: a webhook sender that retries `503` as real senders do.
 //! - [`spawn`]: the real services started in-process on port 0.
 //! - [`stand_in`]: recording HTTP servers standing in for a CRM or chat channel.
+//! - [`stand_ins`]: an OAuth 2.0 server with its API, a mutual-TLS server.
 //! - [`webhook`]: signed requests per provider, sources with fresh secrets.
 //! - [`wait`]: awaiting conditions with a deadline.
+//! - [`logs`]: the process's log output, captured to check secrets stay out.
 //! - [`loadgen`]: closed- and open-loop signed load, and queue accounting.
 //! - [`mock_ai`]: the fake AI provider (the only fake; broker and Redis are real).
 
@@ -28,6 +30,7 @@ pub mod config_file;
 pub mod env;
 pub mod fleet;
 pub mod loadgen;
+pub mod logs;
 pub mod mock_ai;
 pub mod process;
 pub mod proxy;
@@ -36,5 +39,6 @@ pub mod sender;
 pub mod settings;
 pub mod spawn;
 pub mod stand_in;
+pub mod stand_ins;
 pub mod wait;
 pub mod webhook;

@@ -25,6 +25,8 @@ pub struct Recorded {
     pub method: Method,
     /// The path, without the query.
     pub path: String,
+    /// The query, if any (`a=1&b=2`).
+    pub query: Option<String>,
     /// The headers.
     pub headers: HeaderMap,
     /// The body.
@@ -191,6 +193,7 @@ async fn answer(
         .push(Recorded {
             method,
             path,
+            query: uri.query().map(str::to_owned),
             headers,
             body,
             status,

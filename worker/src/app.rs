@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
+use crate::auth::TokenStore;
 use crate::delivery::consumer::{Consumer, ConsumerConfig, Readiness};
 use crate::delivery::job::JobContext;
 use crate::delivery::outcome::RetryPolicy;
@@ -56,7 +57,12 @@ impl Application {
             &format!("{owner}-publisher"),
             Some(topology.clone()),
         );
-        let pipelines = build_pipelines(config, &publisher, &topology)?;
+        let tokens = TokenStore::new(
+            hredis::pool(&settings.redis).context("cannot set up the Redis pool")?,
+            topology.clone(),
+            settings.redis.timeout,
+        );
+        let pipelines = build_pipelines(config, &publisher, &topology, &tokens)?;
         warn_if_grace_is_short(config);
         let ctx = job_context(&settings, pipelines, &topology, &metrics, &owner)?;
         let consumer = Consumer::new(
@@ -145,14 +151,15 @@ fn build_pipelines(
     config: &WorkerConfig,
     publisher: &Publisher,
     topology: &Topology,
+    tokens: &TokenStore,
 ) -> anyhow::Result<Pipelines> {
     let mut providers = HashMap::new();
     for (name, provider) in &config.providers {
-        let built = Provider::build(name, provider)
+        let built = Provider::build(name, provider, tokens)
             .with_context(|| format!("cannot build provider `worker.providers.{name}`"))?;
         providers.insert(name.clone(), Arc::new(built));
     }
-    let pipelines = Pipelines::build(config, &providers, |i, p| {
+    let pipelines = Pipelines::build(config, &providers, tokens, |i, p| {
         p.sinks
             .iter()
             .enumerate()
@@ -163,6 +170,7 @@ fn build_pipelines(
                     s,
                     p.undefined,
                     &config.outbound,
+                    tokens,
                     publisher,
                     topology,
                 )

@@ -8,6 +8,8 @@
 //! - [`delivery`]: one message's lifecycle — consume, decide, settle (the only acks).
 //! - [`pipeline`]: the stages of one event — enrich, render, complete, deliver.
 //! - [`providers`]: OpenAI-compatible and Anthropic clients.
+//! - [`auth`]: outbound credentials (OAuth 2.0 shared by the fleet, JWT,
+//!   API keys) and TLS client identities.
 //! - [`outbound`]: the HTTP client of enrichment and sinks: destination policy,
 //!   no redirects, URLs kept out of errors (providers share the last two).
 //! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
@@ -17,6 +19,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;

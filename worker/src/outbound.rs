@@ -139,13 +139,17 @@ impl Resolve for PolicyResolver {
 /// The client every enrichment step and HTTP sink sends with: no redirects
 /// followed, names resolved through the policy.
 pub fn client(policy: &Policy) -> Result<reqwest::Client, reqwest::Error> {
+    builder(policy).build()
+}
+
+/// [`client`]'s builder, for a step that adds TLS settings (`crate::auth::tls`).
+pub fn builder(policy: &Policy) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(concat!("hookfleet/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(PolicyResolver {
             policy: policy.clone(),
         }))
-        .build()
 }
 
 /// The policy's refusal somewhere in `error`'s chain, if that is what it is.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use hookfleet_common::config::Sources;
 use hookfleet_common::message::EventMeta;
+use hookfleet_worker::auth::TokenStore;
 use hookfleet_worker::config::Settings;
 use hookfleet_worker::pipeline::Pipelines;
 use hookfleet_worker::pipeline::sinks::{Delivery, JobResult};
@@ -54,16 +55,18 @@ async fn the_support_escalation_example_loads_compiles_and_renders() {
         .expect("a worker builds from the example");
 
     // …and its templates render a sample ticket into what the workflow promises.
+    let topology = hookfleet_common::topology::Topology::new("example", &settings.amqp);
+    let redis = hookfleet_common::redis::pool(&settings.redis).unwrap();
+    let tokens = TokenStore::new(redis, topology.clone(), settings.redis.timeout);
     let mut providers = HashMap::new();
     for (name, config) in &settings.worker.providers {
         providers.insert(
             name.clone(),
-            Arc::new(Provider::build(name, config).unwrap()),
+            Arc::new(Provider::build(name, config, &tokens).unwrap()),
         );
     }
-    let topology = hookfleet_common::topology::Topology::new("example", &settings.amqp);
     let publisher = hookfleet_common::publisher::Publisher::new(&settings.amqp, "example", None);
-    let pipelines = Pipelines::build(&settings.worker, &providers, |i, p| {
+    let pipelines = Pipelines::build(&settings.worker, &providers, &tokens, |i, p| {
         p.sinks
             .iter()
             .enumerate()
@@ -74,6 +77,7 @@ async fn the_support_escalation_example_loads_compiles_and_renders() {
                     s,
                     p.undefined,
                     &settings.worker.outbound,
+                    &tokens,
                     &publisher,
                     &topology,
                 )

@@ -24,6 +24,7 @@ fn sink(name: &str, url: String) -> HttpSinkConfig {
         body: None,
         when: None,
         auth: None,
+        tls: None,
         signing_secret: None,
         timeout: Duration::from_secs(5),
         follow_redirects: false,

@@ -4,6 +4,7 @@
 //! test in its own process.
 
 mod cache;
+mod connectors;
 mod dead_letters;
 mod event_status;
 mod fallbacks;
@@ -11,9 +12,12 @@ mod faults;
 mod http_sinks;
 mod limits;
 mod outbound;
+mod outbound_auth;
 mod redelivery;
 mod redis_outage;
 mod redis_restart;
 mod results;
 mod shutdown;
+mod workflow_product_reviews;
+mod workflow_shop_orders;
 mod workflow_support_escalation;

@@ -3,8 +3,6 @@
 //! refused, absurd `retry-after`s neither panic nor stall the fleet, and a
 //! provider's missing or overflowing usage is accounted for.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::Method;
@@ -13,6 +11,7 @@ use hookfleet_common::redis::status::{EventState, Statuses};
 use hookfleet_tests::app::TestApp;
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::fleet::{header, json_body, mock_openai, pipeline, take};
+use hookfleet_tests::logs::Logs;
 use hookfleet_tests::proxy::ClosedPort;
 use hookfleet_tests::stand_in::StandIn;
 use hookfleet_tests::wait::wait_until;
@@ -34,6 +33,7 @@ fn sink(name: &str, url: String) -> HttpSinkConfig {
         body: None,
         when: None,
         auth: None,
+        tls: None,
         signing_secret: None,
         timeout: Duration::from_secs(5),
         follow_redirects: false,
@@ -48,6 +48,9 @@ fn scripted_provider(stand_in: &StandIn) -> ProviderConfig {
         api_key: Some(Secret::new("sk-test")),
         timeout: Duration::from_secs(5),
         anthropic_version: "2023-06-01".into(),
+        api_key_header: None,
+        auth: None,
+        tls: None,
     }
 }
 
@@ -61,38 +64,6 @@ fn completion(usage: Option<serde_json::Value>) -> String {
         body["usage"] = usage;
     }
     body.to_string()
-}
-
-/// Everything the process logs, at every level, from here on.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn capture() -> Self {
-        let logs = Self::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .try_init()
-            .expect("the only subscriber of this test process");
-        logs
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::auth::{JwtAuth, OAuth2ClientCredentials, TlsConfig};
 use hookfleet_common::config::{ConfigError, Secret};
 
 /// Credentials for an outbound request, from secrets (redacted in `Debug`).
@@ -36,6 +37,18 @@ pub enum HttpAuth {
         /// Its value.
         value: Secret,
     },
+    /// A query parameter carrying the secret (`?api_key={value}`).
+    Query {
+        /// The parameter's name.
+        name: String,
+        /// Its value.
+        value: Secret,
+    },
+    /// An OAuth 2.0 client-credentials token, shared by the fleet.
+    #[serde(rename = "oauth2_client_credentials")]
+    OAuth2ClientCredentials(Box<OAuth2ClientCredentials>),
+    /// A self-signed JWT, fresh for each request.
+    Jwt(Box<JwtAuth>),
 }
 
 /// One enrichment step (`enrich = [{ name = "crm", url = "…" }]`): an HTTP request
@@ -60,6 +73,9 @@ pub struct EnrichStepConfig {
     /// Credentials (`{ kind = "bearer", token = { secret_env = "CRM_TOKEN" } }`).
     #[serde(default)]
     pub auth: Option<HttpAuth>,
+    /// A client certificate and extra CA (`{ client_cert, client_key, ca }`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Timeout of the request, connection to last byte (`10s`). A timeout is
     /// transient: the job is retried.
     #[serde(default = "default_timeout", with = "humantime_serde")]
@@ -97,6 +113,9 @@ pub struct HttpSinkConfig {
     /// Credentials, as for enrichment steps.
     #[serde(default)]
     pub auth: Option<HttpAuth>,
+    /// A client certificate and extra CA, as for enrichment steps.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// A Standard Webhooks secret (`whsec_…`): requests are signed with
     /// `webhook-signature` when set. `webhook-id` and `webhook-timestamp` are sent
     /// either way.
@@ -175,15 +194,33 @@ fn check_request(
             ));
         }
     }
-    if let Some(HttpAuth::Header { name, .. }) = auth
-        && reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-    {
-        return Err(ConfigError::invalid(
-            format!("{field}.auth.name"),
-            "not a valid header name",
-        ));
+    if let Some(auth) = auth {
+        auth.validate(&format!("{field}.auth"))?;
     }
     Ok(())
+}
+
+impl HttpAuth {
+    /// Checks the credentials configured at `field` (`….auth`).
+    pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        match self {
+            Self::Header { name, .. }
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() =>
+            {
+                Err(ConfigError::invalid(
+                    format!("{field}.name"),
+                    "not a valid header name",
+                ))
+            }
+            Self::Query { name, .. } if name.trim().is_empty() => Err(ConfigError::invalid(
+                format!("{field}.name"),
+                "must not be empty",
+            )),
+            Self::OAuth2ClientCredentials(oauth) => oauth.validate(field),
+            Self::Jwt(jwt) => jwt.validate(field),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl EnrichStepConfig {
@@ -194,6 +231,9 @@ impl EnrichStepConfig {
                 format!("{field}.name"),
                 "must be 1-100 characters of [A-Za-z0-9_], not starting with a digit",
             ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(field)?;
         }
         check_request(
             field,
@@ -221,6 +261,9 @@ impl HttpSinkConfig {
                 format!("{field}.signing_secret"),
                 "must be a Standard Webhooks secret: whsec_ followed by base64",
             ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate(field)?;
         }
         check_request(
             field,

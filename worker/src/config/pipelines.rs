@@ -62,6 +62,17 @@ pub struct ProviderConfig {
     /// The `anthropic-version` header (`2023-06-01`); anthropic only.
     #[serde(default = "default_anthropic_version")]
     pub anthropic_version: String,
+    /// The header `api_key` is sent in as is, instead of the dialect's own
+    /// (`api-key` for Azure OpenAI).
+    #[serde(default)]
+    pub api_key_header: Option<String>,
+    /// Credentials other than `api_key` (OAuth 2.0 for an enterprise gateway),
+    /// as for enrichment steps (docs/pipelines.md).
+    #[serde(default)]
+    pub auth: Option<super::HttpAuth>,
+    /// A client certificate and extra CA, as for enrichment steps.
+    #[serde(default)]
+    pub tls: Option<super::TlsConfig>,
 }
 
 impl ProviderConfig {
@@ -86,6 +97,7 @@ impl ProviderConfig {
                 "must start with http:// or https://",
             ));
         }
+        super::auth::validate_provider(field, self)?;
         if self.timeout.is_zero() {
             return Err(ConfigError::invalid(
                 format!("{field}.timeout"),

@@ -409,6 +409,8 @@ fn describe_ai(error: &AiError) -> (Kind, String) {
         | AiError::Connect(_)
         | AiError::Transport(_)
         | AiError::InvalidResponse(_) => transient,
+        AiError::Auth(e) => auth_kind(e),
+        AiError::Tls { .. } => Kind::Permanent,
     };
     let reason = match error {
         AiError::Status { status, .. } => format!("ai_http_{status}"),
@@ -416,6 +418,8 @@ fn describe_ai(error: &AiError) -> (Kind, String) {
         AiError::Connect(_) => "ai_connect".into(),
         AiError::Transport(_) => "ai_transport".into(),
         AiError::InvalidResponse(_) => "ai_invalid_response".into(),
+        AiError::Auth(e) => format!("ai_{}", e.reason()),
+        AiError::Tls { .. } => "ai_tls".into(),
     };
     (kind, reason)
 }
@@ -443,6 +447,8 @@ fn describe_request(error: &RequestError, prefix: &str) -> (Kind, String) {
             (Kind::Permanent, format!("{prefix}_http_{status}"))
         }
         RequestError::Refused(_) => (Kind::Permanent, format!("{prefix}_destination_refused")),
+        RequestError::Auth(e) => (auth_kind(e), format!("{prefix}_{}", e.reason())),
+        RequestError::Tls { .. } => (Kind::Permanent, format!("{prefix}_tls")),
         RequestError::Status {
             status,
             retry_after,
@@ -456,6 +462,15 @@ fn describe_request(error: &RequestError, prefix: &str) -> (Kind, String) {
             };
             (kind, format!("{prefix}_http_{status}"))
         }
+    }
+}
+
+/// A credential that could not be had: transient when its token endpoint is
+/// busy or down, permanent when it refused us or the key is unusable.
+fn auth_kind(error: &crate::auth::AuthError) -> Kind {
+    match error.transient() {
+        Some(retry_after) => Kind::Transient { retry_after },
+        None => Kind::Permanent,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::config::{EnrichStepConfig, OutboundConfig, UndefinedMode};
 use minijinja::Value;
 use serde_json::Map;
 
+use crate::auth::TokenStore;
 use crate::pipeline::PipelineError;
 use crate::pipeline::request_template::{RequestError, RequestParts, RequestTemplate};
 use crate::pipeline::templates;
@@ -49,6 +50,7 @@ impl Enrichment {
         steps: &[EnrichStepConfig],
         undefined: UndefinedMode,
         outbound: &OutboundConfig,
+        tokens: &TokenStore,
     ) -> Result<Self, PipelineError> {
         let steps = steps
             .iter()
@@ -65,6 +67,8 @@ impl Enrichment {
                         timeout: step.timeout,
                         follow_redirects: step.follow_redirects,
                         outbound,
+                        tls: step.tls.as_ref(),
+                        tokens,
                     },
                     undefined,
                 )?;

@@ -14,6 +14,7 @@ use crate::config::{CacheSettings, OutboundConfig, PipelineConfig, ResponseForma
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use minijinja::Environment;
 
+use crate::auth::TokenStore;
 use crate::pipeline::enrich::Enrichment;
 use crate::pipeline::sinks::Sink;
 use crate::pipeline::templates;
@@ -145,6 +146,7 @@ impl Pipeline {
         providers: &HashMap<String, Arc<Provider>>,
         sinks: Vec<Sink>,
         outbound: &OutboundConfig,
+        tokens: &TokenStore,
     ) -> Result<Self, PipelineError> {
         let field = format!("worker.pipelines[{index}]");
         let provider = providers.get(&config.provider).cloned().ok_or_else(|| {
@@ -163,7 +165,8 @@ impl Pipeline {
             &config.user,
             &format!("{field}.user"),
         )?;
-        let enrichment = Enrichment::build(&field, &config.enrich, config.undefined, outbound)?;
+        let enrichment =
+            Enrichment::build(&field, &config.enrich, config.undefined, outbound, tokens)?;
         Ok(Self {
             name: config.name.clone(),
             sources: globs(&config.sources, &format!("{field}.sources"))?,
@@ -278,6 +281,7 @@ impl Pipelines {
     pub fn build(
         config: &WorkerConfig,
         providers: &HashMap<String, Arc<Provider>>,
+        tokens: &TokenStore,
         sinks: impl Fn(usize, &PipelineConfig) -> Result<Vec<Sink>, PipelineError>,
     ) -> Result<Self, PipelineError> {
         let pipelines = config
@@ -285,7 +289,8 @@ impl Pipelines {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                Pipeline::build(i, p, providers, sinks(i, p)?, &config.outbound).map(Arc::new)
+                Pipeline::build(i, p, providers, sinks(i, p)?, &config.outbound, tokens)
+                    .map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { pipelines })
@@ -325,8 +330,12 @@ mod tests {
             api_key: None,
             timeout: std::time::Duration::from_secs(1),
             anthropic_version: "2023-06-01".into(),
+            api_key_header: None,
+            auth: None,
+            tls: None,
         };
-        let provider = Provider::build("mock", &config).unwrap();
+        let provider =
+            Provider::build("mock", &config, &crate::auth::tokens::tests::store()).unwrap();
         HashMap::from([("mock".to_owned(), Arc::new(provider))])
     }
 
@@ -373,6 +382,7 @@ mod tests {
             &providers(),
             vec![],
             &OutboundConfig::default(),
+            &crate::auth::tokens::tests::store(),
         )
         .unwrap()
     }
@@ -428,6 +438,7 @@ mod tests {
             &providers(),
             vec![],
             &OutboundConfig::default(),
+            &crate::auth::tokens::tests::store(),
         )
         .unwrap_err();
         assert!(
@@ -442,6 +453,7 @@ mod tests {
             &providers(),
             vec![],
             &OutboundConfig::default(),
+            &crate::auth::tokens::tests::store(),
         )
         .unwrap_err();
         assert!(

@@ -22,16 +22,23 @@
 //! the target has the same origin; then it is re-sent without the step's
 //! credentials (at most [`MAX_REDIRECTS`] hops). A non-public destination is
 //! refused ([`RequestError::Refused`]) unless `worker.outbound` allows it.
+//!
+//! **Credentials** (`crate::auth`): taken per request from the step's
+//! [`Authenticator`]. A 401 to an OAuth 2.0 token discards the token and the
+//! request is sent once more with a fresh one; a second 401 is the answer. A
+//! TLS handshake failure (a client certificate refused, an unknown CA) is
+//! [`RequestError::Tls`]: configuration, not a passing fault.
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::{HttpAuth, OutboundConfig, UndefinedMode};
+use crate::config::{HttpAuth, OutboundConfig, TlsConfig, UndefinedMode};
 use bytes::Bytes;
 use minijinja::{Environment, Value};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
 
+use crate::auth::{self, AuthError, Authenticator, Credential, TokenStore};
 use crate::outbound::{self, DestinationRefused, Policy};
 use crate::pipeline::PipelineError;
 use crate::pipeline::templates;
@@ -69,6 +76,10 @@ pub struct RequestParts<'a> {
     pub follow_redirects: bool,
     /// Where requests may go (`worker.outbound`).
     pub outbound: &'a OutboundConfig,
+    /// The client certificate and extra roots.
+    pub tls: Option<&'a TlsConfig>,
+    /// Where OAuth 2.0 tokens are shared.
+    pub tokens: &'a TokenStore,
 }
 
 /// Why an outbound request did not give a usable answer.
@@ -125,6 +136,18 @@ pub enum RequestError {
     /// The destination is not allowed by `worker.outbound`.
     #[error(transparent)]
     Refused(DestinationRefused),
+    /// No credential could be had (the token endpoint failed).
+    #[error("cannot authenticate")]
+    Auth(#[source] AuthError),
+    /// The TLS handshake failed: the server refused our client certificate
+    /// (or wanted one), or its certificate is not trusted.
+    #[error("TLS with `{origin}` failed: {reason}")]
+    Tls {
+        /// The server's origin.
+        origin: String,
+        /// rustls's words (`received fatal alert: CertificateRequired`).
+        reason: String,
+    },
 }
 
 /// A request rendered for one event, ready to send.
@@ -145,7 +168,7 @@ pub struct RequestTemplate {
     templates: Environment<'static>,
     headers: Vec<HeaderName>,
     has_body: bool,
-    auth: Option<HttpAuth>,
+    auth: Option<Authenticator>,
     timeout: Duration,
     follow_redirects: bool,
     policy: Policy,
@@ -200,15 +223,12 @@ impl RequestTemplate {
             templates::compile(&mut env, "body", body, &format!("{field}.body"))?;
         }
         let policy = Policy::new(parts.outbound);
-        let client = outbound::client(&policy).map_err(|source| PipelineError::Client {
-            field: field.to_owned(),
-            source,
-        })?;
+        let Connection { client, auth } = connection(field, &parts, &policy)?;
         Ok(Self {
             templates: env,
             headers,
             has_body: parts.body.is_some(),
-            auth: parts.auth.cloned(),
+            auth,
             timeout: parts.timeout,
             follow_redirects: parts.follow_redirects,
             policy,
@@ -264,13 +284,45 @@ impl RequestTemplate {
 
     /// Sends `request` with the step's credentials and timeout; the body of a 2xx
     /// answer, or what went wrong. Follows same-origin redirects without the
-    /// credentials when the step allows it (module docs).
+    /// credentials when the step allows it, and retries a 401 once with a fresh
+    /// OAuth 2.0 token (module docs).
     pub async fn send(&self, request: RenderedRequest) -> Result<Bytes, RequestError> {
+        let credential = self.credential().await?;
+        let answer = self.exchange(&request, credential.clone()).await;
+        let (Err(RequestError::Status { status: 401, .. }), Some(auth), Some(used)) =
+            (&answer, &self.auth, &credential)
+        else {
+            return answer;
+        };
+        if !auth.rejected(used).await {
+            return answer;
+        }
+        let fresh = self.credential().await?;
+        self.exchange(&request, fresh).await
+    }
+
+    async fn credential(&self) -> Result<Option<Credential>, RequestError> {
+        match &self.auth {
+            Some(auth) => auth
+                .credential()
+                .await
+                .map(Some)
+                .map_err(RequestError::Auth),
+            None => Ok(None),
+        }
+    }
+
+    /// One request and the redirects it may follow.
+    async fn exchange(
+        &self,
+        request: &RenderedRequest,
+        credential: Option<Credential>,
+    ) -> Result<Bytes, RequestError> {
         let mut hop = Hop {
-            method: request.method,
-            url: request.url,
-            body: request.body,
-            credentials: self.auth.as_ref().map(credentials).transpose()?,
+            method: request.method.clone(),
+            url: request.url.clone(),
+            body: request.body.clone(),
+            credential,
         };
         let mut hops = 0;
         loop {
@@ -312,12 +364,13 @@ impl RequestTemplate {
             .check_literal(&hop.url)
             .map_err(RequestError::Refused)?;
         let mut headers = headers.clone();
-        if let Some((name, value)) = &hop.credentials {
-            headers.insert(name.clone(), value.clone());
+        let mut url = hop.url.clone();
+        if let Some(credential) = &hop.credential {
+            credential.apply(&mut headers, &mut url);
         }
         let mut builder = self
             .client
-            .request(hop.method.clone(), hop.url.clone())
+            .request(hop.method.clone(), url)
             .headers(headers)
             .timeout(self.timeout);
         if let Some(body) = &hop.body {
@@ -353,6 +406,12 @@ impl RequestTemplate {
         if let Some(refused) = outbound::refusal(&e) {
             return RequestError::Refused(refused);
         }
+        if let Some(reason) = auth::tls::handshake_failure(&e) {
+            return RequestError::Tls {
+                origin: outbound::origin(url),
+                reason,
+            };
+        }
         let e = outbound::redact(e, url);
         if e.is_timeout() {
             RequestError::Timeout(self.timeout)
@@ -369,7 +428,7 @@ struct Hop {
     method: Method,
     url: reqwest::Url,
     body: Option<String>,
-    credentials: Option<(HeaderName, HeaderValue)>,
+    credential: Option<Credential>,
 }
 
 impl Hop {
@@ -383,7 +442,7 @@ impl Hop {
             self.body = None;
         }
         self.url = next;
-        self.credentials = None;
+        self.credential = None;
     }
 }
 
@@ -402,32 +461,42 @@ fn encode_url_values(
         .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
 }
 
-/// The header a secret goes in, marked sensitive so it is never printed.
-fn credentials(auth: &HttpAuth) -> Result<(HeaderName, HeaderValue), RequestError> {
-    use base64::Engine as _;
-    let (name, value) = match auth {
-        HttpAuth::Bearer { token } => (AUTHORIZATION, format!("Bearer {}", token.expose())),
-        HttpAuth::Basic { username, password } => {
-            let pair = format!("{username}:{}", password.expose());
-            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-            (AUTHORIZATION, format!("Basic {encoded}"))
-        }
-        HttpAuth::Header { name, value } => {
-            let name =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|e| RequestError::Invalid {
-                    what: "auth.name".into(),
-                    reason: e.to_string(),
-                })?;
-            (name, value.expose().to_owned())
-        }
-    };
-    let mut value = HeaderValue::from_str(&value).map_err(|_| RequestError::Invalid {
-        what: "auth".into(),
-        // Never the value: it is a secret.
-        reason: "the secret is not a valid header value".into(),
+/// A step's client (destination policy, TLS settings) and credentials.
+struct Connection {
+    client: reqwest::Client,
+    auth: Option<Authenticator>,
+}
+
+fn connection(
+    field: &str,
+    parts: &RequestParts<'_>,
+    policy: &Policy,
+) -> Result<Connection, PipelineError> {
+    let mut builder = outbound::builder(policy);
+    if let Some(tls) = parts.tls {
+        builder = auth::tls::apply(builder, field, tls).map_err(setup_error)?;
+    }
+    let client = builder.build().map_err(|source| PipelineError::Client {
+        field: field.to_owned(),
+        source,
     })?;
-    value.set_sensitive(true);
-    Ok((name, value))
+    let auth = parts
+        .auth
+        .map(|a| {
+            let field = format!("{field}.auth");
+            Authenticator::build(&field, a, &client, Some(policy.clone()), parts.tokens)
+        })
+        .transpose()
+        .map_err(setup_error)?;
+    Ok(Connection { client, auth })
+}
+
+/// A credential or TLS file that cannot be used, as a pipeline error.
+fn setup_error(e: auth::SetupError) -> PipelineError {
+    PipelineError::Invalid {
+        field: e.field,
+        reason: e.reason,
+    }
 }
 
 /// Whether `text` has template syntax (else it is checked as is at start).
@@ -438,7 +507,6 @@ fn is_template(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookfleet_common::config::Secret;
     use minijinja::context;
     use std::collections::BTreeMap;
 
@@ -457,6 +525,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             follow_redirects: false,
             outbound: &STRICT,
+            tls: None,
+            tokens: Box::leak(Box::new(crate::auth::tokens::tests::store())),
         }
     }
 
@@ -558,23 +628,5 @@ mod tests {
             .render(&context! { payload => context! {} })
             .unwrap_err();
         assert!(matches!(&err, RequestError::Render { template, .. } if template == "url"));
-    }
-
-    #[test]
-    fn credentials_are_sensitive_and_never_printed() {
-        let auth = HttpAuth::Bearer {
-            token: Secret::new("tok-123"),
-        };
-        let (name, value) = credentials(&auth).unwrap();
-        assert_eq!(name, AUTHORIZATION);
-        assert!(value.is_sensitive());
-        assert!(!format!("{value:?}").contains("tok-123"));
-        assert!(!format!("{auth:?}").contains("tok-123"));
-        let basic = HttpAuth::Basic {
-            username: "svc".into(),
-            password: Secret::new("pw"),
-        };
-        let (_, value) = credentials(&basic).unwrap();
-        assert_eq!(value.to_str().unwrap(), "Basic c3ZjOnB3");
     }
 }

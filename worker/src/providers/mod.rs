@@ -12,7 +12,9 @@ pub mod openai;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{ProviderConfig, ProviderKind};
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::auth::{Authenticator, Credential, SetupError, TokenStore};
 use serde::{Deserialize, Serialize};
 
 /// What to ask the model: the rendered prompts and the pipeline's parameters.
@@ -82,6 +84,17 @@ pub enum AiError {
     /// A 2xx answer we cannot read (not the documented shape).
     #[error("unreadable answer from the provider: {0}")]
     InvalidResponse(String),
+    /// No credential could be had (the token endpoint failed).
+    #[error("cannot authenticate to the provider")]
+    Auth(#[source] crate::auth::AuthError),
+    /// The TLS handshake failed (client certificate refused, unknown CA).
+    #[error("TLS with `{origin}` failed: {reason}")]
+    Tls {
+        /// The provider's origin.
+        origin: String,
+        /// rustls's words.
+        reason: String,
+    },
 }
 
 impl AiError {
@@ -93,6 +106,8 @@ impl AiError {
             Self::Connect(_) => "connect".into(),
             Self::Transport(_) => "transport".into(),
             Self::InvalidResponse(_) => "200".into(),
+            Self::Auth(_) => "auth".into(),
+            Self::Tls { .. } => "tls".into(),
         }
     }
 }
@@ -107,22 +122,40 @@ pub enum Provider {
 }
 
 impl Provider {
-    /// Builds the HTTP client for `config`. Does no I/O.
-    pub fn build(name: &str, config: &ProviderConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// Builds the HTTP client for `config`, with its TLS settings and
+    /// credentials (`worker.providers.{name}`). Does no I/O.
+    pub fn build(
+        name: &str,
+        config: &ProviderConfig,
+        tokens: &TokenStore,
+    ) -> Result<Self, ProviderBuildError> {
+        let field = format!("worker.providers.{name}");
+        let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("hookfleet-worker/", env!("CARGO_PKG_VERSION")))
             // A provider's redirect is an error (its `Location` named), never
             // followed: it would carry the API key to wherever it points.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(tls) = &config.tls {
+            builder = crate::auth::tls::apply(builder, &field, tls)?;
+        }
+        let client = builder.build().map_err(ProviderBuildError::Client)?;
+        let auth = config
+            .auth
+            .as_ref()
+            .map(|a| Authenticator::build(&format!("{field}.auth"), a, &client, None, tokens))
+            .transpose()?;
+        let key_header = key_header(&field, config)?;
         let http = Http {
             name: name.to_owned(),
             client,
             base_url: config.base_url(),
-            api_key: config.api_key.clone(),
+            // A key sent in a header of its own is not the dialect's key.
+            api_key: config.api_key.clone().filter(|_| key_header.is_none()),
             timeout: config.timeout,
+            auth,
+            key_header,
         };
         Ok(match config.kind {
             ProviderKind::Openai => Self::OpenAi(openai::OpenAi::new(http)),
@@ -166,18 +199,56 @@ pub struct Http {
     base_url: String,
     api_key: Option<hookfleet_common::config::Secret>,
     timeout: Duration,
+    /// `auth`: a credential taken per request (OAuth 2.0, JWT, a header).
+    auth: Option<Authenticator>,
+    /// `api_key` in the header `api_key_header` names (Azure's `api-key`).
+    key_header: Option<Credential>,
 }
 
 impl Http {
-    /// POSTs `body` as JSON to `{base_url}{path}` with `headers`, returning the
-    /// body of a 2xx answer or the error the answer means.
+    /// POSTs `body` as JSON to `{base_url}{path}` with `headers` and the
+    /// provider's credentials, returning the body of a 2xx answer or the error
+    /// the answer means. A 401 to an OAuth 2.0 token is retried once with a
+    /// fresh token (`crate::auth`).
     async fn post(
         &self,
         path: &str,
         headers: HeaderMap,
         body: &serde_json::Value,
     ) -> Result<bytes::Bytes, AiError> {
-        let url = format!("{}{path}", self.base_url);
+        let credential = self.credential().await?;
+        let answer = self
+            .post_once(path, headers.clone(), body, credential.as_ref())
+            .await;
+        if let (Err(AiError::Status { status: 401, .. }), Some(auth), Some(used)) =
+            (&answer, &self.auth, &credential)
+            && auth.rejected(used).await
+        {
+            let fresh = self.credential().await?;
+            return self.post_once(path, headers, body, fresh.as_ref()).await;
+        }
+        answer
+    }
+
+    async fn credential(&self) -> Result<Option<Credential>, AiError> {
+        match &self.auth {
+            Some(auth) => auth.credential().await.map(Some).map_err(AiError::Auth),
+            None => Ok(None),
+        }
+    }
+
+    async fn post_once(
+        &self,
+        path: &str,
+        mut headers: HeaderMap,
+        body: &serde_json::Value,
+        credential: Option<&Credential>,
+    ) -> Result<bytes::Bytes, AiError> {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base_url))
+            .map_err(|e| AiError::InvalidResponse(format!("base_url is not a URL: {e}")))?;
+        for credential in [self.key_header.as_ref(), credential].into_iter().flatten() {
+            credential.apply(&mut headers, &mut url);
+        }
         let response = self
             .client
             .post(url)
@@ -214,6 +285,11 @@ impl Http {
 
     /// The error, its URL cut to the origin (a proxy's query may hold a key).
     fn transport_error(&self, e: reqwest::Error) -> AiError {
+        if let Some(reason) = crate::auth::tls::handshake_failure(&e) {
+            let origin = reqwest::Url::parse(&self.base_url)
+                .map_or_else(|_| "the provider".into(), |u| crate::outbound::origin(&u));
+            return AiError::Tls { origin, reason };
+        }
         let e = match reqwest::Url::parse(&self.base_url) {
             Ok(url) => crate::outbound::redact(e, &url),
             Err(_) => e.without_url(),
@@ -226,6 +302,34 @@ impl Http {
             AiError::Transport(e)
         }
     }
+}
+
+/// A provider's client or credentials could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderBuildError {
+    /// The HTTP client could not be built (TLS initialisation).
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// A TLS file, key or credential is unusable.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+}
+
+/// `api_key` as a sensitive `api_key_header: {key}`, when configured so.
+fn key_header(field: &str, config: &ProviderConfig) -> Result<Option<Credential>, SetupError> {
+    let (Some(name), Some(key)) = (&config.api_key_header, &config.api_key) else {
+        return Ok(None);
+    };
+    let invalid = |name: &str, reason: String| SetupError {
+        field: format!("{field}.{name}"),
+        reason,
+    };
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|e| invalid("api_key_header", e.to_string()))?;
+    let mut value = HeaderValue::from_str(key.expose())
+        .map_err(|_| invalid("api_key", "not a valid header value".into()))?;
+    value.set_sensitive(true);
+    Ok(Some(Credential::Header(name, value)))
 }
 
 /// What a redirect's error says: where it pointed (the origin only).

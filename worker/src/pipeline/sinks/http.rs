@@ -20,6 +20,7 @@ use minijinja::Environment;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use super::{Delivery, SinkError};
+use crate::auth::TokenStore;
 use crate::pipeline::PipelineError;
 use crate::pipeline::request_template::{RequestError, RequestParts, RequestTemplate};
 use crate::pipeline::templates;
@@ -42,6 +43,7 @@ impl HttpSink {
         config: &HttpSinkConfig,
         undefined: UndefinedMode,
         outbound: &OutboundConfig,
+        tokens: &TokenStore,
     ) -> Result<Self, PipelineError> {
         let request = RequestTemplate::compile(
             field,
@@ -54,6 +56,8 @@ impl HttpSink {
                 timeout: config.timeout,
                 follow_redirects: config.follow_redirects,
                 outbound,
+                tls: config.tls.as_ref(),
+                tokens,
             },
             undefined,
         )?;

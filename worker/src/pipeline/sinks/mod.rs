@@ -121,13 +121,14 @@ impl Sink {
         config: &SinkConfig,
         undefined: UndefinedMode,
         outbound: &OutboundConfig,
+        tokens: &crate::auth::TokenStore,
         publisher: &Publisher,
         topology: &Topology,
     ) -> Result<Self, PipelineError> {
         Ok(match config {
             SinkConfig::Amqp => Self::Amqp(amqp::AmqpSink::new(publisher.clone(), topology)),
             SinkConfig::Http(http) => Self::Http(Box::new(http::HttpSink::build(
-                field, http, undefined, outbound,
+                field, http, undefined, outbound, tokens,
             )?)),
         })
     }
