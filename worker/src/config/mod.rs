@@ -5,6 +5,7 @@
 //! unread, so the worker needs none of ingest's secrets, and an invalid
 //! `[worker]` fails the worker at start naming the field — never ingest.
 
+mod console;
 mod http;
 mod limits;
 mod pipelines;
@@ -18,6 +19,7 @@ use hookfleet_common::config::{
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+pub use console::ConsoleConfig;
 pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig, OutboundConfig};
 pub use limits::{CacheConfig, CacheSettings, LimitsConfig, ModelLimits, cacheable};
 pub use pipelines::{
