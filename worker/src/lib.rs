@@ -13,12 +13,14 @@
 //! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
 //! - [`dlq`]: the `dlq` commands.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`console`]: the web console under `/console` on the admin listener.
 //! - [`cli`]: the command line (`run`, `dlq …`, `health`).
 
 pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod dlq;
 pub mod limits;
