@@ -3,6 +3,8 @@
 //!
 //! - [`app`]: [`app::TestApp`], the builder every end-to-end test starts from.
 //! - [`bench`]: the benchmarks behind `make bench` and `BENCHMARKS.md`.
+//! - [`browser`]: headless Chromium through chromedriver, for the console.
+//! - [`console`]: the web console turned on, and an operator's HTTP client.
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
@@ -16,6 +18,8 @@
 
 pub mod app;
 pub mod bench;
+pub mod browser;
+pub mod console;
 pub mod env;
 pub mod fleet;
 pub mod loadgen;
