@@ -93,6 +93,22 @@ impl ConsoleClient {
         self.send(request).await
     }
 
+    /// `POST {path}` with form `fields`; an error when the worker does not answer.
+    pub async fn post_raw(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Result<String> {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token.as_deref().unwrap_or_default())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form_body(fields))
+            .send()
+            .await?
+            .text()
+            .await
+    }
+
     async fn send(&self, mut request: reqwest::RequestBuilder) -> Page {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

@@ -266,3 +266,106 @@ async fn a_double_submitted_replay_acts_once_and_purge_asks_first() {
         assert!(metrics.contains(line), "{line}");
     }
 }
+
+/// Sum of a counter's series in a `/metrics` text.
+fn counter_sum(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_replay_loses_nothing_when_the_worker_is_killed_midway() {
+    let env = hookfleet_tests::env::TestEnv::new().await;
+    let topology = env.topology();
+    let specs: Vec<Spec> = (0..100)
+        .map(|i| Spec::exhausted(if i % 2 == 0 { "github" } else { "stripe" }))
+        .collect();
+    let letters = publish_specs(&env, &specs).await;
+    let all = dlq_common::distinct(&dlq_common::ids_of(&letters, |_| true));
+
+    // The worker runs as its own process, to be killed with SIGKILL. It has no
+    // pipeline and dead-letters what it cannot match, so every replayed job
+    // comes back to the DLQ under its own message id, where it can be counted.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "namespace = \"{ns}\"\n[amqp]\nurl = \"{url}\"\nqueue_expires = \"10m\"\n\
+         [worker]\nadmin_listen = \"127.0.0.1:{port}\"\nunmatched = \"dead-letter\"\n\
+         [worker.console]\nenabled = true\ntoken = {{ secret_env = \"HF_TEST_CONSOLE_TOKEN\" }}\n",
+        ns = env.namespace,
+        url = hookfleet_tests::env::AMQP_URL,
+    );
+    std::fs::write(dir.path().join("hookfleet.toml"), config).unwrap();
+    let token = console::fresh_token();
+    let mut child =
+        tokio::process::Command::new(hookfleet_tests::spawn::binary("hookfleet-worker"))
+            .args(["run", "--config"])
+            .arg(dir.path().join("hookfleet.toml"))
+            .env("HF_TEST_CONSOLE_TOKEN", &token)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    hookfleet_tests::wait::wait_until(Duration::from_secs(30), || async {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let operator = ConsoleClient::new(&base, &token);
+    let page = operator.get("/console/dlq?source=github").await;
+    let (csrf, nonce) = (page.hidden("csrf"), page.hidden("nonce"));
+    let replayer = ConsoleClient::new(&base, &token);
+    let replay = tokio::spawn(async move {
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("nonce", nonce.as_str()),
+            ("source", "github"),
+            ("rate", "20/s"),
+        ];
+        replayer.post_raw("/console/dlq/replay", &form).await
+    });
+    // Kill it once about ten letters went round.
+    hookfleet_tests::wait::wait_until(Duration::from_secs(20), || async {
+        let Ok(response) = http.get(format!("{base}/metrics")).send().await else {
+            return false;
+        };
+        let text = response.text().await.unwrap_or_default();
+        counter_sum(&text, "hookfleet_dead_letters_total") >= 10
+    })
+    .await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(replay.await.unwrap().is_err(), "the replay was cut short");
+
+    // The killed connection's unacked letters return to the DLQ; the replayed
+    // ones were dead-lettered back or wait in the jobs queue.
+    hookfleet_tests::wait::wait_until(Duration::from_secs(20), || async {
+        env.ready_count(&topology.dead_queue()).await
+            + env.ready_count(&topology.jobs_queue()).await
+            >= 100
+    })
+    .await;
+    let dead = dlq_common::ids(&env.drain(&topology.dead_queue()).await);
+    let jobs = dlq_common::ids(&env.drain(&topology.jobs_queue()).await);
+    let found: std::collections::BTreeSet<String> = dead.iter().chain(&jobs).cloned().collect();
+    assert_eq!(found, all, "no letter lost");
+    // A kill between a confirm and its ack may duplicate a letter (at least
+    // once, as with the CLI); never more than the replays in flight.
+    assert!(
+        dead.len() + jobs.len() - 100 <= 256,
+        "{} copies",
+        dead.len() + jobs.len()
+    );
+}
