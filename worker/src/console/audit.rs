@@ -38,7 +38,7 @@ impl ConsoleMetrics {
         let actions = hookfleet_common::metrics::counter(
             registry,
             "console_actions_total",
-            "Console actions on the DLQ by action (replay, dry_run, purge) and outcome (done, duplicate, failed, refused).",
+            "Console actions on the DLQ by action (replay, dry_run, purge) and outcome (done, duplicate, failed).",
             &["action", "outcome"],
         )?;
         let logins = hookfleet_common::metrics::counter(
@@ -64,7 +64,7 @@ pub struct ConsoleAction<'a> {
     pub action: &'static str,
     /// The selection, as filters (`source=stripe class=exhausted`).
     pub selection: &'a str,
-    /// `done`, `duplicate`, `failed` or `refused`.
+    /// `done`, `duplicate` or `failed`.
     pub outcome: &'static str,
     /// What the engine did, when it ran.
     pub summary: Option<&'a Summary>,
