@@ -369,3 +369,74 @@ async fn a_console_replay_loses_nothing_when_the_worker_is_killed_midway() {
         dead.len() + jobs.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_found_by_source_and_event_id_and_shows_its_timeline() {
+    use hookfleet_common::signature::SchemeKind;
+    use hookfleet_tests::webhook;
+    let token = console::fresh_token();
+    let configured = token.clone();
+    let secret = webhook::standard_secret();
+    let app = TestApp::builder()
+        .ingest()
+        .source("support", webhook::source(SchemeKind::Standard, &[&secret]))
+        .pipeline(pipeline(
+            "triage",
+            "mock",
+            "Ticket: {{ payload.ticket.body }}",
+        ))
+        .configure(move |s, _| console::enable(s, &configured))
+        .start()
+        .await;
+    let ingest = app.ingest.as_ref().expect("ingest");
+    let event_id = format!("evt_{}", ulid::Ulid::new());
+    let body = webhook::ticket(&event_id, "the <b>printer</b> is on fire");
+    let response = webhook::standard_request(
+        &reqwest::Client::new(),
+        &ingest.hook_url("support"),
+        &secret,
+        &event_id,
+        &body,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.results(1, Duration::from_secs(30)).await;
+
+    let operator = ConsoleClient::new(&app.workers[0].admin_url, &token);
+    let path = format!("/console/events?source=support&event_id={event_id}");
+    // The worker records `done` right after the result is confirmed.
+    hookfleet_tests::wait::wait_until(Duration::from_secs(10), || async {
+        operator
+            .get(&path)
+            .await
+            .html
+            .contains(r#"id="event-state">done<"#)
+    })
+    .await;
+    let page = operator.get(&path).await;
+    assert!(page.html.contains(&id), "found under its message id");
+    assert!(
+        page.html.contains("pipeline triage answered"),
+        "{}",
+        page.html
+    );
+    assert!(page.html.contains("received"));
+    let by_id = operator.get(&format!("/console/events?id={id}")).await;
+    assert!(by_id.html.contains(r#"id="event-state">done<"#));
+    let unknown = operator
+        .get("/console/events?source=support&event_id=never-sent")
+        .await;
+    assert!(
+        unknown
+            .html
+            .contains("No event `never-sent` from `support`"),
+        "{}",
+        unknown.html
+    );
+}
