@@ -151,7 +151,20 @@ fn timeline(status: &EventStatus) -> Vec<Step> {
             format!("{} / {}{via}{cached}{cut}", p.provider, p.model),
         ));
     }
-    steps.push(match &status.state {
+    steps.push(now_step(status));
+    steps.sort_by(|a, b| a.at.cmp(&b.at));
+    steps
+}
+
+/// Where the event is now, as the timeline's last step.
+fn now_step(status: &EventStatus) -> Step {
+    let step = |at: &str, kind, title: String, detail: String| Step {
+        at: at.to_owned(),
+        kind,
+        title,
+        detail,
+    };
+    match &status.state {
         EventState::Accepted { accepted_at } => step(
             accepted_at,
             "accepted",
@@ -205,7 +218,5 @@ fn timeline(status: &EventStatus) -> Vec<Step> {
                     .unwrap_or_default()
             ),
         ),
-    });
-    steps.sort_by(|a, b| a.at.cmp(&b.at));
-    steps
+    }
 }

@@ -514,7 +514,12 @@ pub async fn purge(
     if confirmed {
         return act(&state, &form, "purge", "Purge", command).await;
     }
-    match run_command(&state, command).await {
+    purge_preview(&state, &form, command).await
+}
+
+/// Counts what a purge would delete and asks for the confirmation.
+async fn purge_preview(state: &ConsoleState, form: &Submitted, command: DlqCommand) -> Response {
+    match run_command(state, command).await {
         Err(DlqError::NotConfirmed(count)) => {
             let text = format!(
                 "{count} dead letters match {}. Deleting them cannot be undone.",
@@ -535,12 +540,12 @@ pub async fn purge(
             )
         }
         Ok(summary) => result_page(
-            &state,
+            state,
             &form.operator,
             "Purge",
             "done",
             &summary_line(&summary),
         ),
-        Err(e) => result_page(&state, &form.operator, "Purge", "error", &describe(&e)),
+        Err(e) => result_page(state, &form.operator, "Purge", "error", &describe(&e)),
     }
 }
