@@ -17,6 +17,7 @@ use hookfleet_tests::browser::Browser;
 use hookfleet_tests::console;
 use hookfleet_tests::fleet::pipeline;
 use hookfleet_tests::mock_ai::MockConfig;
+use hookfleet_tests::wait::wait_until;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -154,10 +155,13 @@ async fn an_operator_finds_a_dead_event_and_replays_its_source_in_a_browser() {
         2,
         "stripe's letters stay"
     );
-    c.goto(&format!("{base}/events?id={one}"))
-        .await
-        .expect("event");
-    assert_eq!(text(c, "#event-state").await, "done");
+    // The status turns `done` just after the result is confirmed: reload until then.
+    let event = format!("{base}/events?id={one}");
+    wait_until(WAIT, || async {
+        c.goto(&event).await.expect("event");
+        text(c, "#event-state").await == "done"
+    })
+    .await;
 
     c.goto(&format!("{base}/pipelines"))
         .await
