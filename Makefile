@@ -2,11 +2,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test chaos lint services build bench validate-deploy
+.PHONY: demo test chaos lint services browser build bench validate-deploy
 
 ## Start RabbitMQ and Redis (installing them when missing); no-op when they answer.
 services:
 	bash deploy/local/start.sh
+
+## Chromium and chromedriver for the console's browser tests (installing them when
+## missing); no-op when present.
+browser:
+	bash deploy/local/browser.sh
 
 build:
 	$(CARGO) build --workspace --bins
@@ -17,7 +22,7 @@ demo: services build
 	bash deploy/local/demo.sh
 
 ## The whole test suite against the real RabbitMQ and Redis.
-test: services lint validate-deploy
+test: services browser lint validate-deploy
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

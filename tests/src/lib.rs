@@ -6,6 +6,8 @@
 //! - [`bench`]: the benchmarks behind `make bench` and `BENCHMARKS.md`.
 //! - [`config_file`]: a spawned binary's `hookfleet.toml`, rendered from settings.
 //! - [`cluster`]: the local three-node RabbitMQ cluster (`deploy/local/cluster.sh`).
+//! - [`browser`]: headless Chromium through chromedriver, for the console.
+//! - [`console`]: the web console turned on, and an operator's HTTP client.
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
 //! - [`process`]: a service run as its real binary, its ports read from its log.
@@ -25,8 +27,10 @@
 pub mod accounting;
 pub mod app;
 pub mod bench;
+pub mod browser;
 pub mod cluster;
 pub mod config_file;
+pub mod console;
 pub mod env;
 pub mod fleet;
 pub mod loadgen;

@@ -41,6 +41,8 @@ pub struct Application {
     metrics: WorkerMetrics,
     readiness: Readiness,
     owner: String,
+    /// The web console, when `worker.console.enabled`.
+    console: Option<crate::console::Console>,
 }
 
 impl Application {
@@ -65,6 +67,13 @@ impl Application {
         let pipelines = build_pipelines(config, &publisher, &topology, &tokens)?;
         warn_if_grace_is_short(config);
         let ctx = job_context(&settings, pipelines, &topology, &metrics, &owner)?;
+        let console = crate::console::Console::build(crate::console::ConsoleParts {
+            redis: hredis::pool(&settings.redis).context("cannot set up the Redis pool")?,
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+            worker: owner.clone(),
+        })
+        .context("cannot build the web console")?;
         let consumer = Consumer::new(
             Arc::new(ctx),
             publisher.clone(),
@@ -90,6 +99,7 @@ impl Application {
             publisher,
             metrics,
             owner,
+            console,
         })
     }
 
@@ -124,7 +134,11 @@ impl Application {
         let admin_stop = CancellationToken::new();
         let admin_stopped = admin_stop.clone();
         tracing::info!(port = self.admin_port(), name = %self.owner, "Worker admin server listening.");
-        let admin = axum::serve(self.listener, admin::router(state))
+        let mut router = admin::router(state);
+        if let Some(console) = self.console {
+            router = router.nest("/console", console.router(shutdown.clone()));
+        }
+        let admin = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { admin_stopped.cancelled().await });
         let admin = tokio::spawn(async move { admin.await });
         if let Err(e) = self.publisher.connect().await {

@@ -15,6 +15,7 @@
 //! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
 //! - [`dlq`]: the `dlq` commands.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`console`]: the web console under `/console` on the admin listener.
 //! - [`cli`]: the command line (`run`, `dlq …`, `health`).
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod dlq;
 pub mod limits;

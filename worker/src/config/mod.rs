@@ -6,6 +6,7 @@
 //! `[worker]` fails the worker at start naming the field — never ingest.
 
 mod auth;
+mod console;
 mod http;
 mod limits;
 mod pipelines;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 pub use auth::{ClientAuth, JwtAlgorithm, JwtAuth, OAuth2ClientCredentials, TlsConfig};
+pub use console::ConsoleConfig;
 pub use http::{EnrichStepConfig, HttpAuth, HttpSinkConfig, OutboundConfig};
 pub use limits::{CacheConfig, CacheSettings, LimitsConfig, ModelLimits, cacheable};
 pub use pipelines::{

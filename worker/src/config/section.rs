@@ -13,6 +13,7 @@ use std::time::Duration;
 use hookfleet_common::config::ConfigError;
 use serde::Deserialize;
 
+use super::console::ConsoleConfig;
 use super::http::{self, OutboundConfig};
 use super::limits::LimitsConfig;
 use super::pipelines::{PipelineConfig, ProviderConfig, SinkConfig, UnmatchedPolicy};
@@ -71,6 +72,8 @@ pub struct WorkerConfig {
     pub limits: LimitsConfig,
     /// Where enrichment steps and HTTP sinks may connect (`[worker.outbound]`).
     pub outbound: OutboundConfig,
+    /// The web console under `/console` on the admin listener (`[worker.console]`).
+    pub console: ConsoleConfig,
 }
 
 impl Default for WorkerConfig {
@@ -90,6 +93,7 @@ impl Default for WorkerConfig {
             pipelines: Vec::new(),
             limits: LimitsConfig::default(),
             outbound: OutboundConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -116,6 +120,7 @@ impl WorkerConfig {
         }
         self.limits
             .validate("worker.limits", |p| self.providers.contains_key(p))?;
+        self.console.validate("worker.console")?;
         self.validate_max_wait()
     }
 

@@ -12,6 +12,7 @@
 //! - `filter`, `pace`: which letters (`--source`, `--class`, …), how fast (`--rate`).
 //! - `inspect` (stats, list, show), `replay`, `purge`: the commands.
 //! - `output`: progress bar, table, JSON.
+//! - `page`: one page of letters for the web console (`console`).
 //!
 //! Operators' guide: docs/dead-letters.md.
 
@@ -21,6 +22,7 @@ mod inspect;
 mod letter;
 mod output;
 mod pace;
+mod page;
 mod pass;
 mod purge;
 mod replay;
@@ -38,6 +40,7 @@ pub use filter::{Filter, FilterError};
 pub use inspect::Stats;
 pub use letter::{Class, Death, LAST_ERROR, Letter, REPLAYED_AT};
 pub use pace::Rate;
+pub use page::{Page, PageLetter, PageRequest, read_page};
 
 /// Letters a pass keeps unacked before it starts putting them back (`--hold`).
 pub const DEFAULT_HOLD: usize = 1000;

@@ -1,0 +1,222 @@
+//! The event page: find one event by message id, or by source and the
+//! provider's event id, and show its timeline.
+//!
+//! The timeline is read from the event's status in Redis (the record
+//! `GET /events/{id}` serves): when it was received, where it is now —
+//! processing, waiting for a retry, done or dead with class, stage, reason
+//! and error — and each pipeline's result with its provider, model and
+//! whether the output was cut short. The status keeps the latest state, not
+//! every attempt: an earlier retry's error is in the dead letter's
+//! `hf-last-error` and the logs. A source + event id lookup uses ingest's
+//! dedup record (`{ns}:seen:{source}:{event_id}`), so it works while that
+//! record lasts (`ingest.dedup_ttl`).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+use hookfleet_common::redis::redis;
+use hookfleet_common::redis::status::{EventState, EventStatus};
+use hookfleet_common::telemetry::error_chain;
+use serde::{Deserialize, Serialize};
+
+use super::{Authed, ConsoleState};
+
+/// What ingest's dedup record holds while a claim waits for its confirm.
+const PENDING: &str = "pending:";
+/// The longest id or source accepted.
+const MAX_ID: usize = 200;
+
+/// The page's query.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct EventQuery {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    event_id: String,
+}
+
+/// One line of the timeline.
+#[derive(Debug, Serialize)]
+struct Step {
+    at: String,
+    kind: &'static str,
+    title: String,
+    detail: String,
+}
+
+/// `GET /console/events`.
+pub async fn page(
+    State(state): State<Arc<ConsoleState>>,
+    Authed(operator): Authed,
+    Query(query): Query<EventQuery>,
+) -> Response {
+    let found = find(&state, &query).await;
+    let (status, message) = match found {
+        Ok(status) => (status, None),
+        Err(message) => (None, Some(message)),
+    };
+    let timeline = status.as_ref().map(timeline).unwrap_or_default();
+    let context = minijinja::context! {
+        query => query,
+        status => status,
+        timeline => timeline,
+        message => message,
+    };
+    state.render(&operator, "event", "event.html", context)
+}
+
+async fn find(state: &ConsoleState, query: &EventQuery) -> Result<Option<EventStatus>, String> {
+    let (id, source, event_id) = (query.id.trim(), query.source.trim(), query.event_id.trim());
+    if [id, source, event_id].iter().any(|v| v.len() > MAX_ID) {
+        return Err(format!("Ids and sources are at most {MAX_ID} bytes."));
+    }
+    let id = if !id.is_empty() {
+        id.to_owned()
+    } else if !source.is_empty() && !event_id.is_empty() {
+        match message_id_of(state, source, event_id).await? {
+            Some(id) => id,
+            None => {
+                return Err(format!(
+                    "No event `{event_id}` from `{source}` is remembered (it is kept for ingest.dedup_ttl)."
+                ));
+            }
+        }
+    } else if source.is_empty() && event_id.is_empty() {
+        return Ok(None);
+    } else {
+        return Err("Give a message id, or both a source and an event id.".to_owned());
+    };
+    if !state.statuses.enabled() {
+        return Err("Event status is off (status.enabled = false).".to_owned());
+    }
+    match state.statuses.get(&id).await {
+        Ok(Some(status)) => Ok(Some(status)),
+        Ok(None) => Err(format!(
+            "No status for message `{id}` (unknown, or older than status.ttl)."
+        )),
+        Err(e) => Err(format!("Redis: {}", error_chain(&e))),
+    }
+}
+
+async fn message_id_of(
+    state: &ConsoleState,
+    source: &str,
+    event_id: &str,
+) -> Result<Option<String>, String> {
+    let mut cmd = redis::cmd("GET");
+    cmd.arg(state.topology.redis_key(&["seen", source, event_id]));
+    let held: Option<String> = state
+        .redis
+        .query(state.settings.redis.timeout, &cmd)
+        .await
+        .map_err(|e| format!("Redis: {}", error_chain(&e)))?;
+    Ok(held.filter(|v| !v.starts_with(PENDING)))
+}
+
+/// The status as dated steps, oldest first.
+fn timeline(status: &EventStatus) -> Vec<Step> {
+    let step = |at: &str, kind, title: String, detail: String| Step {
+        at: at.to_owned(),
+        kind,
+        title,
+        detail,
+    };
+    let mut steps = Vec::new();
+    if let Some(event) = &status.event {
+        steps.push(step(
+            &event.received_at,
+            "received",
+            "received".into(),
+            format!("{} {}", event.source, event.event_type),
+        ));
+    }
+    for p in &status.pipelines {
+        let via = match p.fallback {
+            Some(i) => format!(" (fallback {i})"),
+            None => String::new(),
+        };
+        let cached = if p.cached { ", from the cache" } else { "" };
+        let cut = if p.truncated {
+            ", output cut short"
+        } else {
+            ""
+        };
+        steps.push(step(
+            &p.completed_at,
+            "pipeline",
+            format!("pipeline {} answered", p.pipeline),
+            format!("{} / {}{via}{cached}{cut}", p.provider, p.model),
+        ));
+    }
+    steps.push(now_step(status));
+    steps.sort_by(|a, b| a.at.cmp(&b.at));
+    steps
+}
+
+/// Where the event is now, as the timeline's last step.
+fn now_step(status: &EventStatus) -> Step {
+    let step = |at: &str, kind, title: String, detail: String| Step {
+        at: at.to_owned(),
+        kind,
+        title,
+        detail,
+    };
+    match &status.state {
+        EventState::Accepted { accepted_at } => step(
+            accepted_at,
+            "accepted",
+            "accepted".into(),
+            "waiting for a worker".into(),
+        ),
+        EventState::Processing {
+            attempt,
+            started_at,
+        } => step(
+            started_at,
+            "processing",
+            format!("processing, attempt {attempt}"),
+            String::new(),
+        ),
+        EventState::Retrying {
+            attempt,
+            next_attempt_at,
+        } => step(
+            next_attempt_at,
+            "retrying",
+            format!("retry after attempt {attempt}"),
+            "next attempt about then".into(),
+        ),
+        EventState::Done {
+            attempts,
+            completed_at,
+        } => step(
+            completed_at,
+            "done",
+            "done".into(),
+            format!("{attempts} attempt(s), {} replay(s)", status.replays),
+        ),
+        EventState::Dead {
+            class,
+            reason,
+            stage,
+            pipeline,
+            error,
+            attempts,
+            failed_at,
+        } => step(
+            failed_at,
+            "dead",
+            format!("dead: {class} at {stage} ({reason})"),
+            format!(
+                "{}{error}; {attempts} attempt(s)",
+                pipeline
+                    .as_ref()
+                    .map(|p| format!("pipeline {p}: "))
+                    .unwrap_or_default()
+            ),
+        ),
+    }
+}
