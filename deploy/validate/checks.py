@@ -704,6 +704,12 @@ def cmd_dashboard(args) -> int:
 REGISTRATION = re.compile(
     r"\b(\w*(?:counter|histogram|gauge)\w*)\s*\(\s*&?\s*[\w.]+\s*,\s*"
     r"\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"\s*,\s*\"(?:[^\"\\]|\\.)*\"\s*(?:,\s*&\[([^\]]*)\])?", re.S)
+# A metric declared as a constant, `const JOBS: Spec = spec("jobs_total", "help", &["label"]);`,
+# and registered by `JOBS.counter(&registry)` (or `.histogram`, `.gauge`, `.plain_counter`).
+SPEC = re.compile(
+    r"\bconst\s+(\w+)\s*:\s*Spec\s*=\s*spec\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"\s*,\s*"
+    r"\"(?:[^\"\\]|\\.)*\"\s*,\s*&\[([^\]]*)\]", re.S)
+SPEC_USE = re.compile(r"\b([A-Z][A-Z0-9_]*)\.(counter|histogram|gauge|plain_counter)\s*\(")
 OPTS = re.compile(r"\b(HistogramOpts|Opts)::new\s*\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"", re.S)
 TARGET_LABELS = {"namespace", "pod", "job", "instance", "container", "endpoint", "service"}
 
@@ -719,6 +725,13 @@ def registered_metrics(src_dirs: list[Path]) -> dict[str, dict]:
                 kind = next(k for k in ("histogram", "counter", "gauge") if k in helper)
                 # No label list: a plain metric (no labels besides the target's).
                 labels = set(re.findall(r"\"([^\"]+)\"", m.group(3))) if m.group(3) is not None else set()
+                line = text[: m.start()].count("\n") + 1
+                found[m.group(2)] = {"kind": kind, "labels": labels, "where": f"{rel(f)}:{line}"}
+            uses = {u.group(1): u.group(2) for u in SPEC_USE.finditer(text)}
+            for m in SPEC.finditer(text):
+                helper = uses.get(m.group(1), "counter")
+                kind = next(k for k in ("histogram", "counter", "gauge") if k in helper)
+                labels = set(re.findall(r"\"([^\"]+)\"", m.group(3)))
                 line = text[: m.start()].count("\n") + 1
                 found[m.group(2)] = {"kind": kind, "labels": labels, "where": f"{rel(f)}:{line}"}
             for m in OPTS.finditer(text):
