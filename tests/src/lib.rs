@@ -6,6 +6,7 @@
 //! - [`env`]: a unique namespace per test and queue helpers.
 //! - [`fleet`]: workers started in-process, and jobs published as ingest does.
 //! - [`proxy`]: a TCP proxy a test can sever, to cut one service's connection.
+//! - [`redis_monitor`]: the Redis commands a namespace costs, counted by `MONITOR`.
 //! - [`spawn`]: the real services started in-process on port 0.
 //! - [`stand_in`]: recording HTTP servers standing in for a CRM or chat channel.
 //! - [`webhook`]: signed requests per provider, sources with fresh secrets.
@@ -20,6 +21,7 @@ pub mod fleet;
 pub mod loadgen;
 pub mod mock_ai;
 pub mod proxy;
+pub mod redis_monitor;
 pub mod spawn;
 pub mod stand_in;
 pub mod wait;

@@ -219,13 +219,8 @@ async fn claim_and_publish(
         }
         return Err(e);
     }
-    if let Some(guard) = guard
-        && let Err(e) = guard.confirm().await
-    {
-        tracing::warn!(source = %meta.source, message_id = %meta.message_id, error = %error_chain(&e), "Cannot record the dedup claim of a published event; a copy sent after its pending claim expires is published again.");
-    }
     tracing::debug!(message_id = %meta.message_id, source = %meta.source, event_type = %meta.event_type, "Event accepted.");
-    record_accepted(state, &meta).await;
+    record_accepted(state, guard, &meta).await;
     Ok(Accepted::New(meta.message_id))
 }
 
@@ -321,10 +316,11 @@ fn check_carried_headers(source: &Source, headers: &HeaderMap) -> Result<(), Ing
     Ok(())
 }
 
-/// Records the `accepted` status. The event is durable already: a failure is
+/// Confirms the dedup claim (when there is one) and records the `accepted`
+/// status, in one round trip. The event is durable already: a failure is
 /// logged and counted, never turned into an error for the sender. A worker that
 /// got there first keeps its later state (the status never goes backwards).
-async fn record_accepted(state: &AppState, meta: &EventMeta) {
+async fn record_accepted(state: &AppState, guard: Option<Box<ClaimGuard>>, meta: &EventMeta) {
     let update = Update {
         event: meta,
         attempt: 0,
@@ -333,9 +329,18 @@ async fn record_accepted(state: &AppState, meta: &EventMeta) {
         },
         pipelines: Vec::new(),
     };
-    if let Err(e) = state.statuses.record(&update).await {
-        state.metrics.status_write_failures.inc();
-        tracing::warn!(message_id = %meta.message_id, error = %error_chain(&e), "Cannot record the accepted event's status.");
+    let claimed = guard.is_some();
+    let status = state.statuses.record_call(&update);
+    let recording = status.is_some();
+    if let Err(e) = state.dedupe.accept(guard, status).await {
+        let error = error_chain(&e);
+        if claimed {
+            tracing::warn!(source = %meta.source, message_id = %meta.message_id, %error, "Cannot record the dedup claim of a published event; a copy sent after its pending claim expires is published again.");
+        }
+        if recording {
+            state.metrics.status_write_failures.inc();
+            tracing::warn!(message_id = %meta.message_id, %error, "Cannot record the accepted event's status.");
+        }
     }
 }
 

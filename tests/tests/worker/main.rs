@@ -13,6 +13,7 @@ mod limits;
 mod outbound;
 mod redelivery;
 mod redis_outage;
+mod redis_round_trips;
 mod results;
 mod shutdown;
 mod workflow_support_escalation;

@@ -363,7 +363,6 @@ async fn run_job(
     let _inflight = InFlight::new(&settler.ctx.metrics.inflight);
     let acker = delivery.acker.clone();
     let work = AssertUnwindSafe(async {
-        status::started(&settler.ctx, &delivery.properties).await;
         let decision = job::process_one(&settler.ctx, &delivery.properties, &delivery.data).await;
         settler.settle(&delivery, decision).await;
     })
@@ -414,9 +413,12 @@ impl Settler {
                 _ => None,
             };
             // Off the job's slot: the status is for people, the ack is done.
-            let ctx = Arc::clone(&self.ctx);
-            self.tracker
-                .spawn(async move { status::settled(&ctx, &decision, next_in).await });
+            // A job whose pipelines all published wrote `done` already.
+            if !decision.status_recorded {
+                let ctx = Arc::clone(&self.ctx);
+                self.tracker
+                    .spawn(async move { status::settled(&ctx, &decision, next_in).await });
+            }
         } else {
             self.requeue(delivery).await;
         }

@@ -38,8 +38,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::limits::cache::{CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError};
-use crate::limits::limiter::AcquireError;
+use crate::limits::cache::{
+    CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError, Lookup, LookupReply,
+    PendingFill,
+};
+use crate::limits::limiter::{AcquireError, Clock, Reservation, ReserveReply};
+use hookfleet_common::config::CacheSettings;
+use hookfleet_common::redis::chain::{Chain, ChainReply};
 use hookfleet_common::telemetry::error_chain;
 
 use crate::delivery::job::{JobContext, check_output};
@@ -66,27 +71,150 @@ pub struct Answer {
     pub model: String,
     /// `None` when the primary answered, else the index of the fallback that did.
     pub fallback: Option<usize>,
+    /// The answer still to store in the cache, when this job computed it: sent
+    /// with the job's other Redis work after the call (`job.rs`).
+    pub fill: Option<PendingFill>,
+}
+
+/// A candidate's Redis work before its call — the cache lookup, when the
+/// request is cached, then the limiter booking, which the lookup stops unless
+/// this job leads the flight — as calls of a chain. A job sends the primary's
+/// with its claim (`job.rs`); a fallback sends its own.
+#[derive(Debug)]
+pub struct Admission {
+    lookup: Option<Looked>,
+    reserve_at: usize,
+}
+
+#[derive(Debug)]
+struct Looked {
+    key: CacheKey,
+    token: String,
+    lease: Duration,
+    at: usize,
+}
+
+/// What a candidate's [`Admission`] found, for [`answer`].
+#[derive(Debug, Default)]
+pub enum Prefetch {
+    /// Nothing asked yet: the candidate asks for itself.
+    #[default]
+    Nothing,
+    /// The chain ran (or stopped before these steps: `None`).
+    Fetched {
+        /// The cache lookup's answer (boxed: a hit holds the answer).
+        lookup: Option<Box<Lookup>>,
+        /// The limiter's booking.
+        booked: Option<Reservation>,
+    },
+    /// Redis did not answer: bypass the cache; the limiter applies its fail mode.
+    Failed(CacheError),
+}
+
+impl Admission {
+    /// Pushes the calls of `candidate`'s admission onto `chain`.
+    pub fn push(
+        ctx: &JobContext,
+        pipeline: &Pipeline,
+        candidate: Candidate<'_>,
+        request: &AiRequest,
+        max_wait: Duration,
+        chain: &mut Chain,
+    ) -> Self {
+        let lookup = cache_key(pipeline, candidate, request)
+            .and_then(Result::ok)
+            .map(|(key, settings)| {
+                let (call, token) = ctx.cache.lookup_call(&key, settings.lease);
+                Looked {
+                    at: chain.push(call),
+                    key,
+                    token,
+                    lease: settings.lease,
+                }
+            });
+        let reserve = ctx.limiter.reserve_call(
+            candidate.provider.name(),
+            &request.model,
+            reserved_tokens(request),
+            max_wait,
+            Clock::Redis,
+        );
+        Self {
+            lookup,
+            reserve_at: chain.push(reserve),
+        }
+    }
+
+    /// What the chain's `reply` says of this admission.
+    pub async fn read(self, ctx: &JobContext, reply: &ChainReply) -> Prefetch {
+        match self.read_replies(ctx, reply).await {
+            Ok(prefetch) => prefetch,
+            Err(e) => Prefetch::Failed(e),
+        }
+    }
+
+    async fn read_replies(
+        self,
+        ctx: &JobContext,
+        reply: &ChainReply,
+    ) -> Result<Prefetch, CacheError> {
+        let lookup = match self.lookup {
+            None => None,
+            Some(looked) => match reply.get::<LookupReply>(looked.at)? {
+                None => None,
+                Some(found) => ctx
+                    .cache
+                    .read_lookup(&looked.key, looked.token, looked.lease, found)
+                    .await?
+                    .map(Box::new),
+            },
+        };
+        let booked = reply
+            .get::<ReserveReply>(self.reserve_at)?
+            .map(Reservation::from);
+        Ok(Prefetch::Fetched { lookup, booked })
+    }
+}
+
+/// The cache key of `request` for `candidate`, when the pipeline caches it.
+fn cache_key<'p>(
+    pipeline: &'p Pipeline,
+    candidate: Candidate<'_>,
+    request: &AiRequest,
+) -> Option<Result<(CacheKey, &'p CacheSettings), CacheError>> {
+    let settings = pipeline
+        .cache
+        .as_ref()
+        .filter(|s| s.caches(request.temperature))?;
+    Some(
+        CacheKey::new(
+            settings.namespace_for(&pipeline.name),
+            candidate.provider.name(),
+            &request.model,
+            request,
+        )
+        .map(|key| (key, settings)),
+    )
 }
 
 /// The answer to `request` for `pipeline`: each candidate in turn (module docs),
 /// through the cache and the limiter.
+/// `prefetch` is what the primary's [`Admission`] found, when the job sent it.
 pub async fn answer(
     ctx: &JobContext,
     pipeline: &Pipeline,
     request: &AiRequest,
+    mut prefetch: Prefetch,
 ) -> Result<Answer, Failure> {
     let count = pipeline.fallbacks.len() + 1;
     let mut failed: Option<Failure> = None;
     for (i, candidate) in pipeline.candidates().enumerate() {
+        let max_wait = max_wait(ctx, pipeline, i);
         let last = i + 1 == count;
-        let max_wait = if last {
-            ctx.limiter.max_wait()
-        } else {
-            pipeline.fallback_wait.min(ctx.limiter.max_wait())
-        };
         let mut request = request.clone();
         request.model = candidate.model.to_owned();
-        let failure = match ask(ctx, pipeline, candidate, &request, max_wait).await {
+        let prefetched = std::mem::take(&mut prefetch);
+        let failure = match ask(ctx, pipeline, candidate, &request, max_wait, prefetched).await {
             Ok(answer) => return Ok(answer),
             Err(failure @ Failure::Output(_)) => return Err(failure),
             Err(failure) if !failure.falls_through() => return Err(failure),
@@ -118,6 +246,16 @@ pub async fn answer(
     })))
 }
 
+/// How long candidate `index` waits for the limiter: `fallback_wait` when a
+/// fallback follows it, the full `max_wait` for the last.
+pub fn max_wait(ctx: &JobContext, pipeline: &Pipeline, index: usize) -> Duration {
+    if index == pipeline.fallbacks.len() {
+        ctx.limiter.max_wait()
+    } else {
+        pipeline.fallback_wait.min(ctx.limiter.max_wait())
+    }
+}
+
 /// Which of two candidates' failures the job fails with: a provider error over
 /// a limiter refusal (a call was made: the attempt counts), the later of two
 /// provider errors, the refusal that frees up first of two refusals.
@@ -136,35 +274,37 @@ fn most_informative(earlier: Failure, later: Failure) -> Failure {
     }
 }
 
-/// One candidate's answer, through the cache and the limiter.
+/// One candidate's answer, through the cache and the limiter: its
+/// admission (`prefetch`, or one round trip now), then the call.
 async fn ask(
     ctx: &JobContext,
     pipeline: &Pipeline,
     candidate: Candidate<'_>,
     request: &AiRequest,
     max_wait: Duration,
+    prefetch: Prefetch,
 ) -> Result<Answer, Failure> {
-    let Some(settings) = pipeline
-        .cache
-        .as_ref()
-        .filter(|s| s.caches(request.temperature))
-    else {
-        return call(ctx, candidate, request, max_wait).await;
+    let prefetch = match prefetch {
+        Prefetch::Nothing => admit(ctx, pipeline, candidate, request, max_wait).await,
+        done => done,
     };
-    let key = match CacheKey::new(
-        settings.namespace_for(&pipeline.name),
-        candidate.provider.name(),
-        &request.model,
-        request,
-    ) {
-        Ok(key) => key,
-        Err(e) => return bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
+    let (lookup, booked) = match prefetch {
+        Prefetch::Fetched { lookup, booked } => (lookup, booked),
+        Prefetch::Failed(e) => {
+            return bypass(ctx, pipeline, candidate, request, max_wait, &e).await;
+        }
+        Prefetch::Nothing => (None, None),
+    };
+    let (key, settings) = match cache_key(pipeline, candidate, request) {
+        None => return call(ctx, candidate, request, max_wait, booked).await,
+        Some(Ok(keyed)) => keyed,
+        Some(Err(e)) => return bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
     };
     let mut latency = Duration::ZERO;
     let computed = ctx
         .cache
-        .get_or_compute(&key, settings, || async {
-            let answer = call(ctx, candidate, request, max_wait).await?;
+        .get_or_compute_from(lookup.map(|l| *l), &key, settings, || async {
+            let answer = call(ctx, candidate, request, max_wait, booked).await?;
             latency = answer.latency;
             // Checked before it is stored: a cached answer is one that passed.
             check_output(pipeline, &answer.response.text)?;
@@ -172,12 +312,13 @@ async fn ask(
         })
         .await;
     match computed {
-        Ok((value, outcome)) => {
-            count(ctx, outcome.as_str());
+        Ok(computed) => {
+            count(ctx, computed.outcome.as_str());
             Ok(Answer {
-                response: from_cached(value),
-                cached: outcome != CacheOutcome::Miss,
+                response: from_cached(computed.value),
+                cached: computed.outcome != CacheOutcome::Miss,
                 latency,
+                fill: computed.fill,
                 ..answered_by(candidate)
             })
         }
@@ -186,6 +327,22 @@ async fn ask(
             Err(failure)
         }
         Err(FlightError::Cache(e)) => bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
+    }
+}
+
+/// A candidate's [`Admission`] on its own: one round trip.
+async fn admit(
+    ctx: &JobContext,
+    pipeline: &Pipeline,
+    candidate: Candidate<'_>,
+    request: &AiRequest,
+    max_wait: Duration,
+) -> Prefetch {
+    let mut chain = Chain::new();
+    let admission = Admission::push(ctx, pipeline, candidate, request, max_wait, &mut chain);
+    match ctx.markers.run_chain(&chain).await {
+        Ok(reply) => admission.read(ctx, &reply).await,
+        Err(e) => Prefetch::Failed(CacheError::Redis(e)),
     }
 }
 
@@ -203,6 +360,7 @@ fn answered_by(candidate: Candidate<'_>) -> Answer {
         provider: candidate.provider.name().to_owned(),
         model: candidate.model.to_owned(),
         fallback: candidate.fallback,
+        fill: None,
     }
 }
 
@@ -217,7 +375,7 @@ async fn bypass(
     count(ctx, "bypassed");
     tracing::warn!(pipeline = %pipeline.name, error = %error_chain(error),
         "Response cache unavailable; calling the provider without it.");
-    call(ctx, candidate, request, max_wait).await
+    call(ctx, candidate, request, max_wait, None).await
 }
 
 fn count(ctx: &JobContext, result: &str) {
@@ -227,18 +385,21 @@ fn count(ctx: &JobContext, result: &str) {
         .inc();
 }
 
-/// The provider call, inside a limiter permit.
+/// The provider call, inside a limiter permit (from `booked`, when the
+/// booking was made in the admission's chain).
 async fn call(
     ctx: &JobContext,
     candidate: Candidate<'_>,
     request: &AiRequest,
     max_wait: Duration,
+    booked: Option<Reservation>,
 ) -> Result<Answer, Failure> {
     let provider = candidate.provider.name();
     let model = request.model.as_str();
+    let tokens = reserved_tokens(request);
     let permit = ctx
         .limiter
-        .acquire_with_policy_within(provider, model, reserved_tokens(request), max_wait)
+        .acquire_with_policy_booked(provider, model, tokens, max_wait, booked)
         .await
         .map_err(Failure::Limiter)?;
     ctx.metrics
