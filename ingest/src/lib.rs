@@ -8,6 +8,7 @@
 //! - [`client`]: the client's address behind trusted proxies.
 //! - [`source`]: a configured source compiled for the request path.
 //! - [`error`]: the request path's one error type and its responses.
+//! - [`events`]: what a request did, logged and counted together.
 //! - [`cli`]: the command line (run, `health`).
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod dedupe;
 pub mod error;
+pub mod events;
 pub mod metrics;
 pub mod routes;
 pub mod serve;

@@ -11,6 +11,7 @@
 //!   no redirects, URLs kept out of errors (providers share the last two).
 //! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
 //! - [`dlq`]: the `dlq` commands.
+//! - [`events`]: what jobs and AI calls did, each logged and counted together.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`cli`]: the command line (`run`, `dlq …`, `health`).
 
@@ -19,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod delivery;
 pub mod dlq;
+pub mod events;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;

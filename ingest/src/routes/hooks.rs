@@ -38,6 +38,7 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::client::ClientAddr;
 use crate::error::IngestError;
+use crate::events::{DedupBypassed, RequestAnswered, StatusWriteFailed};
 use crate::source::Source;
 
 /// The longest value of a header copied onto the message (`Content-Type`,
@@ -74,16 +75,12 @@ pub async fn receive(
         }
     };
     let (outcome, response) = answered.instrument(span).await;
-    state
-        .metrics
-        .requests
-        .with_label_values(&[&label, outcome])
-        .inc();
-    state
-        .metrics
-        .request_duration
-        .with_label_values(&[&label])
-        .observe(started.elapsed().as_secs_f64());
+    RequestAnswered {
+        source: &label,
+        outcome,
+        elapsed: Some(started.elapsed()),
+    }
+    .emit(&state.metrics);
     response
 }
 
@@ -161,23 +158,7 @@ async fn handle(
     }
     let event_id = source.event_id(headers, json.as_ref())?;
     check_carried_headers(&source, headers)?;
-    let meta = EventMeta {
-        message_id: ulid::Ulid::new().to_string(),
-        source: source.name.clone(),
-        event_type: source.event_type(headers, json.as_ref()),
-        event_id,
-        received_at: now_rfc3339(),
-        content_type: header_string(headers, header::CONTENT_TYPE.as_str()),
-        traceparent: header_string(headers, "traceparent"),
-        forwarded: source
-            .config
-            .forward_headers
-            .iter()
-            .filter_map(|name| Some((name.to_ascii_lowercase(), header_string(headers, name)?)))
-            .collect(),
-        attempt: 0,
-        replays: 0,
-    };
+    let meta = event_meta(&source, headers, json.as_ref(), event_id);
     let keys = state.dedupe.keys(
         &meta.source,
         meta.event_id.as_deref(),
@@ -194,6 +175,33 @@ async fn handle(
             source: Box::new(e),
         })
     })
+}
+
+/// The message's metadata: a fresh message id, the event's names and ids, and
+/// the headers carried onto it.
+fn event_meta(
+    source: &Source,
+    headers: &HeaderMap,
+    json: Option<&Value>,
+    event_id: Option<String>,
+) -> EventMeta {
+    EventMeta {
+        message_id: ulid::Ulid::new().to_string(),
+        source: source.name.clone(),
+        event_type: source.event_type(headers, json),
+        event_id,
+        received_at: now_rfc3339(),
+        content_type: header_string(headers, header::CONTENT_TYPE.as_str()),
+        traceparent: header_string(headers, "traceparent"),
+        forwarded: source
+            .config
+            .forward_headers
+            .iter()
+            .filter_map(|name| Some((name.to_ascii_lowercase(), header_string(headers, name)?)))
+            .collect(),
+        attempt: 0,
+        replays: 0,
+    }
 }
 
 async fn claim_and_publish(
@@ -251,12 +259,7 @@ async fn claim(
         }),
         Err(e) => match state.config.redis_failure {
             FailMode::Open => {
-                tracing::warn!(source, error = %error_chain(&e), "Redis unavailable; accepting without a duplicate check.");
-                state
-                    .metrics
-                    .dedup_unavailable
-                    .with_label_values(&[source])
-                    .inc();
+                DedupBypassed { source, error: &e }.emit(&state.metrics);
                 Ok(Checked::Proceed(None))
             }
             FailMode::Closed => Err(IngestError::Unavailable {
@@ -338,8 +341,11 @@ async fn record_accepted(state: &AppState, guard: Option<Box<ClaimGuard>>, meta:
             tracing::warn!(source = %meta.source, message_id = %meta.message_id, %error, "Cannot record the dedup claim of a published event; a copy sent after its pending claim expires is published again.");
         }
         if recording {
-            state.metrics.status_write_failures.inc();
-            tracing::warn!(message_id = %meta.message_id, %error, "Cannot record the accepted event's status.");
+            StatusWriteFailed {
+                message_id: &meta.message_id,
+                error: &error,
+            }
+            .emit(&state.metrics);
         }
     }
 }

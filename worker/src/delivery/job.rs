@@ -23,7 +23,8 @@ use crate::limits::markers::{Claim, ClaimReply, DeliveryId, Markers};
 use crate::metrics::WorkerMetrics;
 use hookfleet_common::config::{ResponseFormat, UnmatchedPolicy};
 use hookfleet_common::message::{self, EventMeta};
-use hookfleet_common::redis::chain::Chain;
+use hookfleet_common::redis::RedisError;
+use hookfleet_common::redis::chain::{Call, Chain, ChainReply};
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
@@ -31,15 +32,18 @@ use lapin::BasicProperties;
 use crate::delivery::outcome::{Failure, Outcome, RetryPolicy, classify};
 use crate::delivery::reroute::{self, FIRST_COPY};
 use crate::delivery::status;
-use crate::pipeline::completion::{self, Admission, Prefetch};
+use crate::events::{
+    DeliveryAlreadySettled, JobRefused, JobUnmatched, MarkersUnavailable, PipelineFailed,
+    PipelinePublished, PipelineSkipped, Skip,
+};
+use crate::pipeline::completion::{self, Admission, CallContext, Prefetch};
 use crate::pipeline::sinks::amqp::PIPELINE_HEADER;
 use crate::pipeline::sinks::{self, Delivery, JobResult, SentMarkers};
 use crate::pipeline::templates;
 use crate::pipeline::{Candidate, Pipeline, Pipelines};
 use crate::providers::AiRequest;
 
-/// The `pipeline` label of jobs no pipeline was chosen for.
-pub const NO_PIPELINE: &str = "none";
+pub use crate::events::NO_PIPELINE;
 
 /// Everything a job needs, shared by all of a worker's jobs.
 pub struct JobContext {
@@ -65,6 +69,18 @@ pub struct JobContext {
     pub done_ttl: Duration,
     /// Event status, written by `consumer.rs` (see `crate::delivery::status`).
     pub statuses: Statuses,
+}
+
+impl JobContext {
+    /// What the AI call path (`completion`) uses of it.
+    pub fn calls(&self) -> CallContext<'_> {
+        CallContext {
+            limiter: &self.limiter,
+            cache: &self.cache,
+            markers: &self.markers,
+            metrics: &self.metrics,
+        }
+    }
 }
 
 /// What processing decided, with what settling it needs.
@@ -131,15 +147,12 @@ impl Decision {
     fn without_pipeline(ctx: &JobContext, failure: &Failure, meta: Option<EventMeta>) -> Self {
         let attempt = meta.as_ref().map_or(1, |m| m.attempt.saturating_add(1));
         let outcome = classify(failure, attempt, &ctx.policy);
-        ctx.metrics
-            .jobs
-            .with_label_values(&[NO_PIPELINE, outcome.label()])
-            .inc();
-        tracing::warn!(
-            message_id = meta.as_ref().map_or("", |m| m.message_id.as_str()),
-            error = %error_chain(failure),
-            "Job cannot be processed."
-        );
+        JobRefused {
+            message_id: meta.as_ref().map_or("", |m| m.message_id.as_str()),
+            outcome: &outcome,
+            failure,
+        }
+        .emit(&ctx.metrics);
         Self {
             outcome,
             meta,
@@ -169,11 +182,12 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
         properties,
     );
     if pipelines.is_empty() && ctx.unmatched == UnmatchedPolicy::Ack {
-        ctx.metrics
-            .jobs
-            .with_label_values(&[NO_PIPELINE, "unmatched"])
-            .inc();
-        tracing::debug!(message_id = %meta.message_id, source = %meta.source, event_type = %meta.event_type, "No pipeline matches; acked.");
+        JobUnmatched {
+            message_id: &meta.message_id,
+            source: &meta.source,
+            event_type: &meta.event_type,
+        }
+        .emit(&ctx.metrics);
         return Decision::acked(meta, attempt, copy);
     }
     let failure = if pipelines.is_empty() {
@@ -222,11 +236,10 @@ async fn run_all(
         }
         if run.settled {
             // This very delivery was settled by a run whose ack was lost.
-            ctx.metrics
-                .jobs
-                .with_label_values(&[NO_PIPELINE, "duplicate"])
-                .inc();
-            tracing::info!(message_id = %decision.meta.as_ref().map_or("", |m| m.message_id.as_str()), "This delivery was already settled (its ack was lost); acking it.");
+            DeliveryAlreadySettled {
+                message_id: decision.meta.as_ref().map_or("", |m| m.message_id.as_str()),
+            }
+            .emit(&ctx.metrics);
             decision.outcome = Outcome::Ack;
             decision.letters.clear();
             decision.pipeline = None;
@@ -270,17 +283,21 @@ async fn already_settled(ctx: &JobContext, meta: &EventMeta, copy: &str) -> bool
     match ctx.markers.is_settled(&delivery).await {
         Ok(settled) => {
             if settled {
-                ctx.metrics
-                    .jobs
-                    .with_label_values(&[NO_PIPELINE, "duplicate"])
-                    .inc();
-                tracing::info!(message_id = %meta.message_id, "This delivery was already settled (its ack was lost); acking it.");
+                DeliveryAlreadySettled {
+                    message_id: &meta.message_id,
+                }
+                .emit(&ctx.metrics);
             }
             settled
         }
         Err(e) => {
-            ctx.metrics.markers_unavailable.inc();
-            tracing::warn!(message_id = %meta.message_id, error = %error_chain(&e), "Redis unavailable; running without the settlement check.");
+            MarkersUnavailable {
+                message_id: &meta.message_id,
+                pipeline: None,
+                consequence: "Redis unavailable; running without the settlement check.",
+                error: &e,
+            }
+            .emit(&ctx.metrics);
             false
         }
     }
@@ -444,28 +461,27 @@ fn classified(
     let failed = result.is_err();
     let (outcome, published) = match result {
         Ok(published) => {
-            tracing::debug!(message_id = %id, pipeline = %name, attempt, "Result published.");
+            PipelinePublished {
+                message_id: id,
+                pipeline: name,
+                attempt,
+            }
+            .emit(&ctx.metrics);
             (Outcome::Ack, Some(published))
         }
         Err(failure) => {
             let outcome = classify(&failure, attempt, &ctx.policy);
-            match &outcome {
-                Outcome::Retry { after } => tracing::warn!(
-                    message_id = %id, pipeline = %name, attempt, retry_in = ?after,
-                    error = %error_chain(&failure), "Job attempt failed; will retry."
-                ),
-                _ => tracing::warn!(
-                    message_id = %id, pipeline = %name, attempt,
-                    error = %error_chain(&failure), "Job failed for good."
-                ),
+            PipelineFailed {
+                message_id: id,
+                pipeline: name,
+                attempt,
+                outcome: &outcome,
+                failure: &failure,
             }
+            .emit(&ctx.metrics);
             (outcome, None)
         }
     };
-    ctx.metrics
-        .jobs
-        .with_label_values(&[name, outcome.label()])
-        .inc();
     PipelineRun {
         outcome,
         deferred,
@@ -523,20 +539,19 @@ async fn finish(
 
 /// A pipeline this delivery need not run, counted and logged.
 fn skip(ctx: &JobContext, name: &str, id: &str, handled: Claim) -> PipelineRun {
-    let label = match handled {
-        Claim::Failed => {
-            tracing::info!(message_id = %id, pipeline = %name, "Pipeline already failed for good and dead-lettered; skipping it.");
-            "skipped"
-        }
+    let reason = match handled {
+        Claim::Failed => Skip::Failed,
         // Counted once for the delivery (`run_all`).
         Claim::Settled => return PipelineRun::skipped(true),
-        _ => {
-            tracing::info!(message_id = %id, pipeline = %name, "Result already published; skipping the redelivered job.");
-            "duplicate"
-        }
+        _ => Skip::Done,
     };
-    ctx.metrics.jobs.with_label_values(&[name, label]).inc();
-    PipelineRun::skipped(handled == Claim::Settled)
+    PipelineSkipped {
+        message_id: id,
+        pipeline: name,
+        reason,
+    }
+    .emit(&ctx.metrics);
+    PipelineRun::skipped(false)
 }
 
 /// Renews `pipelines`' leases of the message every third of `lease_ttl` for as
@@ -604,59 +619,35 @@ async fn admit(
     let message_id = delivery.message_id;
     let mut started = first.then(|| status::started_call(ctx, meta)).flatten();
     loop {
-        let mut chain = Chain::new();
-        let recording = started.take().map(|call| chain.push(call)).is_some();
-        let claim_at =
-            chain.push(
-                ctx.markers
-                    .claim_call(name, delivery, &ctx.owner, ctx.lease_ttl),
-            );
-        let admission = prepared.as_ref().map(|p| {
-            let max_wait = completion::max_wait(ctx, pipeline, 0);
-            Admission::push(
-                ctx,
-                pipeline,
-                primary(pipeline),
-                &p.request,
-                max_wait,
-                &mut chain,
-            )
-        });
-        let claimed = match ctx.markers.run_chain(&chain).await {
-            Ok(reply) => reply.get::<ClaimReply>(claim_at).map(|found| {
-                (
-                    found.map_or(Claim::Busy(Duration::ZERO), Claim::from),
-                    reply,
-                )
-            }),
-            Err(e) => Err(e),
-        };
-        let (claim, reply) = match claimed {
+        let recording = started.is_some();
+        let tried = claim_once(ctx, pipeline, delivery, started.take(), prepared.as_ref()).await;
+        let (claim, reply, admission) = match tried {
             Ok(claimed) => claimed,
             Err(e) => {
-                ctx.metrics.markers_unavailable.inc();
                 if recording {
                     ctx.metrics.status_write_failures.inc();
                 }
-                tracing::warn!(message_id, pipeline = name, error = %error_chain(&e), "Redis unavailable; running without the redelivery check.");
+                MarkersUnavailable {
+                    message_id,
+                    pipeline: Some(name),
+                    consequence: "Redis unavailable; running without the redelivery check.",
+                    error: &e,
+                }
+                .emit(&ctx.metrics);
                 if let Some(p) = prepared.as_mut() {
                     p.prefetch = Prefetch::Failed(CacheError::Redis(e));
                 }
-                return Admitted {
-                    lease: Lease::Unavailable,
-                    prepared,
-                };
+                let lease = Lease::Unavailable;
+                return Admitted { lease, prepared };
             }
         };
         match claim {
             Claim::Claimed => {
                 if let (Some(p), Some(admission)) = (prepared.as_mut(), admission) {
-                    p.prefetch = admission.read(ctx, &reply).await;
+                    p.prefetch = admission.read(&ctx.calls(), &reply).await;
                 }
-                return Admitted {
-                    lease: Lease::Held,
-                    prepared,
-                };
+                let lease = Lease::Held;
+                return Admitted { lease, prepared };
             }
             Claim::Busy(left) => {
                 tracing::debug!(
@@ -669,13 +660,50 @@ async fn admit(
                 tokio::time::sleep(pause).await;
             }
             handled => {
+                let lease = Lease::Handled(handled);
                 return Admitted {
-                    lease: Lease::Handled(handled),
+                    lease,
                     prepared: None,
                 };
             }
         }
     }
+}
+
+/// One try of [`admit`]: one round trip.
+async fn claim_once(
+    ctx: &JobContext,
+    pipeline: &Pipeline,
+    delivery: &DeliveryId<'_>,
+    started: Option<Call>,
+    prepared: Option<&Prepared>,
+) -> Result<(Claim, ChainReply, Option<Admission>), RedisError> {
+    let mut chain = Chain::new();
+    if let Some(call) = started {
+        chain.push(call);
+    }
+    let claim = ctx
+        .markers
+        .claim_call(&pipeline.name, delivery, &ctx.owner, ctx.lease_ttl);
+    let claim_at = chain.push(claim);
+    let admission = prepared.map(|p| {
+        let calls = ctx.calls();
+        let max_wait = completion::max_wait(&calls, pipeline, 0);
+        Admission::push(
+            &calls,
+            pipeline,
+            primary(pipeline),
+            &p.request,
+            max_wait,
+            &mut chain,
+        )
+    });
+    let reply = ctx.markers.run_chain(&chain).await?;
+    // The claim always runs (nothing before it stops the chain).
+    let claim = reply
+        .get::<ClaimReply>(claim_at)?
+        .map_or(Claim::Busy(Duration::ZERO), Claim::from);
+    Ok((claim, reply, admission))
 }
 
 /// The pipeline's primary provider and model.
@@ -755,7 +783,7 @@ async fn attempt_pipeline(
         request,
         prefetch,
     } = prepared;
-    let mut answer = match completion::answer(ctx, pipeline, &request, prefetch).await {
+    let mut answer = match completion::answer(&ctx.calls(), pipeline, &request, prefetch).await {
         Ok(answer) => answer,
         Err(failure) => return Tried::failed(failure),
     };

@@ -47,11 +47,31 @@ use hookfleet_common::config::CacheSettings;
 use hookfleet_common::redis::chain::{Chain, ChainReply};
 use hookfleet_common::telemetry::error_chain;
 
-use crate::delivery::job::{JobContext, check_output};
+use crate::delivery::job::check_output;
 use crate::delivery::outcome::Failure;
+use crate::events::{AiCalled, CacheBypassed, FallingThrough, UsageMissing};
+use crate::limits::cache::Cache;
+use crate::limits::limiter::{Limiter, Permit};
+use crate::limits::markers::Markers;
+use crate::metrics::WorkerMetrics;
 use crate::pipeline::{Candidate, Pipeline};
 use crate::providers::anthropic::DEFAULT_MAX_TOKENS;
 use crate::providers::{AiError, AiRequest, AiResponse, Usage};
+use hookfleet_common::redis::RedisError;
+
+/// What the AI call path uses of the worker's shared state.
+#[derive(Clone, Copy)]
+pub struct CallContext<'a> {
+    /// The fleet-wide limiter.
+    pub limiter: &'a Limiter,
+    /// The response cache.
+    pub cache: &'a Cache,
+    /// The connection a candidate's admission goes through (any of the
+    /// worker's Redis components runs its chains; the markers' is used).
+    pub markers: &'a Markers,
+    /// The worker's metrics.
+    pub metrics: &'a WorkerMetrics,
+}
 
 /// A pause used when a 429 carries no `retry-after`.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
@@ -114,7 +134,7 @@ pub enum Prefetch {
 impl Admission {
     /// Pushes the calls of `candidate`'s admission onto `chain`.
     pub fn push(
-        ctx: &JobContext,
+        ctx: &CallContext<'_>,
         pipeline: &Pipeline,
         candidate: Candidate<'_>,
         request: &AiRequest,
@@ -146,7 +166,7 @@ impl Admission {
     }
 
     /// What the chain's `reply` says of this admission.
-    pub async fn read(self, ctx: &JobContext, reply: &ChainReply) -> Prefetch {
+    pub async fn read(self, ctx: &CallContext<'_>, reply: &ChainReply) -> Prefetch {
         match self.read_replies(ctx, reply).await {
             Ok(prefetch) => prefetch,
             Err(e) => Prefetch::Failed(e),
@@ -155,7 +175,7 @@ impl Admission {
 
     async fn read_replies(
         self,
-        ctx: &JobContext,
+        ctx: &CallContext<'_>,
         reply: &ChainReply,
     ) -> Result<Prefetch, CacheError> {
         let lookup = match self.lookup {
@@ -201,7 +221,7 @@ fn cache_key<'p>(
 /// through the cache and the limiter.
 /// `prefetch` is what the primary's [`Admission`] found, when the job sent it.
 pub async fn answer(
-    ctx: &JobContext,
+    ctx: &CallContext<'_>,
     pipeline: &Pipeline,
     request: &AiRequest,
     mut prefetch: Prefetch,
@@ -227,12 +247,14 @@ pub async fn answer(
             } else {
                 "error"
             };
-            ctx.metrics
-                .ai_fallbacks
-                .with_label_values(&[provider, candidate.model, reason])
-                .inc();
-            tracing::warn!(pipeline = %pipeline.name, %provider, model = candidate.model,
-                error = %error_chain(&failure), "AI candidate failed; trying the next fallback.");
+            FallingThrough {
+                pipeline: &pipeline.name,
+                provider,
+                model: candidate.model,
+                reason,
+                failure: &failure,
+            }
+            .emit(ctx.metrics);
         }
         failed = Some(match failed {
             Some(earlier) => most_informative(earlier, failure),
@@ -248,7 +270,7 @@ pub async fn answer(
 
 /// How long candidate `index` waits for the limiter: `fallback_wait` when a
 /// fallback follows it, the full `max_wait` for the last.
-pub fn max_wait(ctx: &JobContext, pipeline: &Pipeline, index: usize) -> Duration {
+pub fn max_wait(ctx: &CallContext<'_>, pipeline: &Pipeline, index: usize) -> Duration {
     if index == pipeline.fallbacks.len() {
         ctx.limiter.max_wait()
     } else {
@@ -277,7 +299,7 @@ fn most_informative(earlier: Failure, later: Failure) -> Failure {
 /// One candidate's answer, through the cache and the limiter: its
 /// admission (`prefetch`, or one round trip now), then the call.
 async fn ask(
-    ctx: &JobContext,
+    ctx: &CallContext<'_>,
     pipeline: &Pipeline,
     candidate: Candidate<'_>,
     request: &AiRequest,
@@ -332,7 +354,7 @@ async fn ask(
 
 /// A candidate's [`Admission`] on its own: one round trip.
 async fn admit(
-    ctx: &JobContext,
+    ctx: &CallContext<'_>,
     pipeline: &Pipeline,
     candidate: Candidate<'_>,
     request: &AiRequest,
@@ -365,20 +387,22 @@ fn answered_by(candidate: Candidate<'_>) -> Answer {
 }
 
 async fn bypass(
-    ctx: &JobContext,
+    ctx: &CallContext<'_>,
     pipeline: &Pipeline,
     candidate: Candidate<'_>,
     request: &AiRequest,
     max_wait: Duration,
     error: &CacheError,
 ) -> Result<Answer, Failure> {
-    count(ctx, "bypassed");
-    tracing::warn!(pipeline = %pipeline.name, error = %error_chain(error),
-        "Response cache unavailable; calling the provider without it.");
+    CacheBypassed {
+        pipeline: &pipeline.name,
+        error,
+    }
+    .emit(ctx.metrics);
     call(ctx, candidate, request, max_wait, None).await
 }
 
-fn count(ctx: &JobContext, result: &str) {
+fn count(ctx: &CallContext<'_>, result: &str) {
     ctx.metrics
         .cache_requests
         .with_label_values(&[result])
@@ -388,7 +412,7 @@ fn count(ctx: &JobContext, result: &str) {
 /// The provider call, inside a limiter permit (from `booked`, when the
 /// booking was made in the admission's chain).
 async fn call(
-    ctx: &JobContext,
+    ctx: &CallContext<'_>,
     candidate: Candidate<'_>,
     request: &AiRequest,
     max_wait: Duration,
@@ -409,17 +433,46 @@ async fn call(
     let started = Instant::now();
     let response = candidate.provider.complete(request).await;
     let latency = started.elapsed();
-    record(ctx, provider, model, &response, latency);
-    let settled = match &response {
+    let status = match &response {
+        Ok(_) => "200".to_owned(),
+        Err(e) => e.status_label(),
+    };
+    AiCalled {
+        provider,
+        model,
+        status: &status,
+        latency,
+        tokens: response
+            .as_ref()
+            .ok()
+            .map(|r| (r.usage.input_tokens, r.usage.output_tokens)),
+    }
+    .emit(ctx.metrics);
+    if let Err(e) = settle_permit(ctx, provider, model, permit, &response).await {
+        tracing::warn!(%provider, %model, error = %error_chain(&e),
+            "Cannot settle the rate-limit reservation; it is paid off with time.");
+    }
+    Ok(Answer {
+        response: response.map_err(Failure::Ai)?,
+        latency,
+        ..answered_by(candidate)
+    })
+}
+
+/// Settles the limiter's permit by what the provider did with the request
+/// (module docs).
+async fn settle_permit(
+    ctx: &CallContext<'_>,
+    provider: &str,
+    model: &str,
+    permit: Permit,
+    response: &Result<AiResponse, AiError>,
+) -> Result<(), RedisError> {
+    match response {
         Ok(answer) if !answer.usage_reported => {
             // Nothing to reconcile with: the reservation stands as the charge
             // (a refund would let the fleet overshoot on unmetered answers).
-            ctx.metrics
-                .ai_usage_missing
-                .with_label_values(&[provider, model])
-                .inc();
-            tracing::warn!(%provider, %model,
-                "Provider answered without a readable usage; the reservation is kept.");
+            UsageMissing { provider, model }.emit(ctx.metrics);
             drop(permit);
             Ok(())
         }
@@ -450,16 +503,7 @@ async fn call(
             drop(permit);
             Ok(())
         }
-    };
-    if let Err(e) = settled {
-        tracing::warn!(%provider, %model, error = %error_chain(&e),
-            "Cannot settle the rate-limit reservation; it is paid off with time.");
     }
-    Ok(Answer {
-        response: response.map_err(Failure::Ai)?,
-        latency,
-        ..answered_by(candidate)
-    })
 }
 
 /// What a request may cost in tokens, reserved up front: the prompt estimated
@@ -470,34 +514,6 @@ pub fn reserved_tokens(request: &AiRequest) -> u64 {
         request.system.as_deref().map_or(0, |s| s.chars().count()) + request.user.chars().count();
     let prompt = u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX);
     prompt.saturating_add(u64::from(request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)))
-}
-
-fn record(
-    ctx: &JobContext,
-    provider: &str,
-    model: &str,
-    response: &Result<AiResponse, AiError>,
-    latency: Duration,
-) {
-    let status = match response {
-        Ok(_) => "200".to_owned(),
-        Err(e) => e.status_label(),
-    };
-    let m = &ctx.metrics;
-    m.ai_requests
-        .with_label_values(&[provider, model, status.as_str()])
-        .inc();
-    m.ai_request_duration
-        .with_label_values(&[provider, model])
-        .observe(latency.as_secs_f64());
-    if let Ok(r) = response {
-        m.ai_tokens
-            .with_label_values(&[provider, model, "input"])
-            .inc_by(r.usage.input_tokens);
-        m.ai_tokens
-            .with_label_values(&[provider, model, "output"])
-            .inc_by(r.usage.output_tokens);
-    }
 }
 
 fn to_cached(response: &AiResponse) -> CachedCompletion {
