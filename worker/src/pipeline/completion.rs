@@ -36,6 +36,7 @@
 //! its retry time) or a refused connection (nothing was sent); kept charged
 //! otherwise, since the provider may have counted it.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use crate::limits::cache::{
@@ -231,8 +232,15 @@ pub async fn answer(
     for (i, candidate) in pipeline.candidates().enumerate() {
         let max_wait = max_wait(ctx, pipeline, i);
         let last = i + 1 == count;
-        let mut request = request.clone();
-        request.model = candidate.model.to_owned();
+        // The primary asks with the request as rendered; only a fallback
+        // needs a copy naming its own model.
+        let request = if request.model == candidate.model {
+            Cow::Borrowed(request)
+        } else {
+            let mut copy = request.clone();
+            copy.model = candidate.model.to_owned();
+            Cow::Owned(copy)
+        };
         let prefetched = std::mem::take(&mut prefetch);
         let failure = match ask(ctx, pipeline, candidate, &request, max_wait, prefetched).await {
             Ok(answer) => return Ok(answer),
