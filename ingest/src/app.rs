@@ -13,6 +13,7 @@
 //! listener stops accepting, in-flight requests (and their detached publish tasks)
 //! finish within `ingest.shutdown_grace`, and the broker connection closes.
 
+use crate::events::RequestAnswered;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -309,11 +310,12 @@ fn overloaded(
         let error = IngestError::Overloaded {
             retry_after: state.config.retry_after,
         };
-        state
-            .metrics
-            .requests
-            .with_label_values(&[label, error.outcome()])
-            .inc();
+        RequestAnswered {
+            source: label,
+            outcome: error.outcome(),
+            elapsed: None,
+        }
+        .emit(&state.metrics);
         std::future::ready(error.into_response())
     }
 }

@@ -25,15 +25,20 @@ use std::time::Duration;
 use hookfleet_common::redis::Pool;
 use sha2::{Digest, Sha256};
 
+use hookfleet_common::redis::RedisError;
+use hookfleet_common::redis::chain::{Call, Chain, ChainScript, Step};
 use hookfleet_common::redis::shared::SharedConnection;
-use hookfleet_common::redis::{RedisError, redis};
+use hookfleet_common::redis::status;
 use hookfleet_common::topology::Topology;
 
 /// What a pending claim's value starts with; message ids (ULIDs) never contain `:`.
 const PENDING: &str = "pending:";
 
 /// Returns the first key that exists (its value), or sets every key pending.
-const CLAIM: &str = r"
+static CLAIM: Step = Step {
+    name: "dedupe.claim",
+    lua: r"
+function(KEYS, ARGV)
 for _, key in ipairs(KEYS) do
   local held = redis.call('GET', key)
   if held then return held end
@@ -42,10 +47,15 @@ for _, key in ipairs(KEYS) do
   redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
 end
 return false
-";
+end
+",
+};
 
 /// Turns our pending keys (or keys whose pending claim expired) into the full record.
-const CONFIRM: &str = r"
+static CONFIRM: Step = Step {
+    name: "dedupe.confirm",
+    lua: r"
+function(KEYS, ARGV)
 for _, key in ipairs(KEYS) do
   local held = redis.call('GET', key)
   if held == false or held == ARGV[1] then
@@ -53,17 +63,24 @@ for _, key in ipairs(KEYS) do
   end
 end
 return 1
-";
+end
+",
+};
 
 /// Deletes the keys that still hold our pending value.
-const RELEASE: &str = r"
+static RELEASE: Step = Step {
+    name: "dedupe.release",
+    lua: r"
+function(KEYS, ARGV)
 for _, key in ipairs(KEYS) do
   if redis.call('GET', key) == ARGV[1] then
     redis.call('DEL', key)
   end
 end
 return 1
-";
+end
+",
+};
 
 /// The outcome of claiming an event.
 pub enum Claim {
@@ -109,6 +126,9 @@ pub struct Dedupe {
     /// How long an unconfirmed claim lives (a little over the longest publish).
     pending_ttl: Duration,
     timeout: Duration,
+    /// The claim's steps and the status write, so the confirm and the
+    /// `accepted` status go in one round trip.
+    script: ChainScript,
 }
 
 impl Dedupe {
@@ -127,6 +147,7 @@ impl Dedupe {
             ttl,
             pending_ttl,
             timeout,
+            script: ChainScript::new(&[&CLAIM, &CONFIRM, &RELEASE, &status::RECORD]),
         }
     }
 
@@ -150,13 +171,11 @@ impl Dedupe {
 
     /// Claims `keys` for `message_id`, pending until the guard is confirmed.
     pub async fn claim(&self, keys: &ClaimKeys, message_id: &str) -> Result<Claim, RedisError> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CLAIM)
-            .arg(keys.keys.len())
-            .arg(&keys.keys)
+        let call = Call::new(&CLAIM)
+            .key_all(&keys.keys)
             .arg(pending_value(message_id))
             .arg(millis(self.pending_ttl));
-        let held: Option<String> = self.redis.query(self.timeout, &cmd).await?;
+        let held: Option<String> = self.run_one(call).await?;
         Ok(match held {
             None => Claim::New(Box::new(ClaimGuard {
                 dedupe: self.clone(),
@@ -172,30 +191,63 @@ impl Dedupe {
     /// The message id `event_id` of `source` was accepted under, while its
     /// record lasts (`ingest.dedup_ttl`). `None` while it is only pending.
     pub async fn lookup(&self, source: &str, event_id: &str) -> Result<Option<String>, RedisError> {
-        let mut cmd = redis::cmd("GET");
+        let mut cmd = hookfleet_common::redis::redis::cmd("GET");
         cmd.arg(self.id_key(source, event_id));
         let held: Option<String> = self.redis.query(self.timeout, &cmd).await?;
         Ok(held.filter(|value| !value.starts_with(PENDING)))
     }
 
-    async fn confirm(&self, keys: &ClaimKeys, message_id: &str) -> Result<(), RedisError> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CONFIRM)
-            .arg(keys.keys.len())
-            .arg(&keys.keys)
+    /// A published event's last Redis work in one round trip: `guard`'s
+    /// confirm, when there is a claim, and `status` (the `accepted` write),
+    /// when statuses are on. Nothing to send is `Ok` at once.
+    pub async fn accept(
+        &self,
+        guard: Option<Box<ClaimGuard>>,
+        status: Option<Call>,
+    ) -> Result<(), RedisError> {
+        let mut chain = Chain::new();
+        if let Some(mut guard) = guard {
+            guard.armed = false;
+            chain.push(self.confirm_call(&guard.keys, &guard.message_id));
+        }
+        if let Some(status) = status {
+            chain.push(status);
+        }
+        if chain.is_empty() {
+            return Ok(());
+        }
+        self.redis
+            .run_chain(self.timeout, &self.script, &chain)
+            .await
+            .map(drop)
+    }
+
+    fn confirm_call(&self, keys: &ClaimKeys, message_id: &str) -> Call {
+        Call::new(&CONFIRM)
+            .key_all(&keys.keys)
             .arg(pending_value(message_id))
             .arg(message_id)
-            .arg(millis(self.ttl));
-        self.redis.query::<i64>(self.timeout, &cmd).await.map(drop)
+            .arg(millis(self.ttl))
+    }
+
+    async fn confirm(&self, keys: &ClaimKeys, message_id: &str) -> Result<(), RedisError> {
+        self.run_one::<i64>(self.confirm_call(keys, message_id))
+            .await
+            .map(drop)
     }
 
     async fn release(&self, keys: &ClaimKeys, message_id: &str) -> Result<(), RedisError> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RELEASE)
-            .arg(keys.keys.len())
-            .arg(&keys.keys)
+        let call = Call::new(&RELEASE)
+            .key_all(&keys.keys)
             .arg(pending_value(message_id));
-        self.redis.query::<i64>(self.timeout, &cmd).await.map(drop)
+        self.run_one::<i64>(call).await.map(drop)
+    }
+
+    async fn run_one<T: hookfleet_common::redis::redis::FromRedisValue>(
+        &self,
+        call: Call,
+    ) -> Result<T, RedisError> {
+        self.redis.run_call(self.timeout, &self.script, call).await
     }
 }
 

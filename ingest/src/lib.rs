@@ -9,6 +9,7 @@
 //! - [`client`]: the client's address behind trusted proxies.
 //! - [`source`]: a configured source compiled for the request path.
 //! - [`error`]: the request path's one error type and its responses.
+//! - [`events`]: what a request did, logged and counted together.
 //! - [`cli`]: the command line (run, `health`).
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod dedupe;
 pub mod error;
+pub mod events;
 pub mod metrics;
 pub mod routes;
 pub mod serve;

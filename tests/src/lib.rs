@@ -15,6 +15,7 @@
 //! - [`settings`]: one test's settings for ingest and the workers together.
 //! - [`redis_server`]: a Redis server of the test's own, to kill and restart empty.
 //! - [`sender`]: a webhook sender that retries `503` as real senders do.
+//! - [`redis_monitor`]: the Redis commands a namespace costs, counted by `MONITOR`.
 //! - [`spawn`]: the real services started in-process on port 0.
 //! - [`stand_in`]: recording HTTP servers standing in for a CRM or chat channel.
 //! - [`stand_ins`]: an OAuth 2.0 server with its API, a mutual-TLS server.
@@ -38,6 +39,7 @@ pub mod logs;
 pub mod mock_ai;
 pub mod process;
 pub mod proxy;
+pub mod redis_monitor;
 pub mod redis_server;
 pub mod sender;
 pub mod settings;

@@ -14,6 +14,7 @@
 //!   no redirects, URLs kept out of errors (providers share the last two).
 //! - [`limits`]: the fleet-wide limiter, the response cache, redelivery markers.
 //! - [`dlq`]: the `dlq` commands.
+//! - [`events`]: what jobs and AI calls did, each logged and counted together.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`console`]: the web console under `/console` on the admin listener.
 //! - [`cli`]: the command line (`run`, `dlq …`, `health`).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod dlq;
+pub mod events;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;

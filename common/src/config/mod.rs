@@ -192,7 +192,7 @@ impl std::fmt::Debug for RedisConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StatusConfig {
     /// Whether ingest and workers record status and ingest serves it (`true`).
-    /// Off saves three Redis writes per event.
+    /// Off saves Redis work (no round trips: the writes ride on others).
     pub enabled: bool,
     /// How long a status is kept after its last change (`7d`); then
     /// `GET /events/{id}` answers 404.

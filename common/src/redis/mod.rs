@@ -10,6 +10,7 @@
 //! multiplexed connection instead of taking one from the pool per command:
 //! [`shared`] explains why.
 
+pub mod chain;
 pub mod shared;
 pub mod status;
 

@@ -83,6 +83,20 @@ impl SharedConnection {
         self.settle(timeout, work).await
     }
 
+    /// Runs a script by its SHA-1 (loading it on `NOSCRIPT`) within `timeout`.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        timeout: Duration,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        let work = async {
+            let (generation, mut conn) = self.connection().await?;
+            let answer = invocation.invoke_async(&mut conn).await;
+            Ok((generation, answer))
+        };
+        self.settle(timeout, work).await
+    }
+
     /// Bounds `work` by `timeout`; discards the connection it used if the error
     /// says the connection is broken, or if it did not answer in time.
     async fn settle<T>(

@@ -35,6 +35,7 @@ use std::time::Duration;
 use deadpool_redis::Pool;
 use serde::{Deserialize, Serialize};
 
+use super::chain::{Call, Chain, ChainScript, Step};
 use super::shared::SharedConnection;
 use super::{RedisError, redis};
 use crate::config::StatusConfig;
@@ -44,8 +45,12 @@ use crate::topology::Topology;
 /// Writes the state if its rank is not lower than the stored one (module docs).
 /// KEYS[1] the hash; ARGV: replays, attempt, phase, state JSON, event JSON,
 /// ttl (ms), then pairs of pipeline name and summary JSON. Returns 1 if the
-/// state was written.
-const RECORD: &str = r"
+/// state was written. A step of a chain (`super::chain`), so a writer can send
+/// it in the same round trip as its other Redis work.
+pub static RECORD: Step = Step {
+    name: "status.record",
+    lua: r"
+function(KEYS, ARGV)
 local key = KEYS[1]
 local r, a, p = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cur = redis.call('HMGET', key, 'replays', 'attempt', 'phase')
@@ -67,7 +72,9 @@ end
 redis.call('PEXPIRE', key, ARGV[6])
 if newer then return 1 end
 return 0
-";
+end
+",
+};
 
 /// The event an id stands for: names and ids, never the payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +251,8 @@ pub struct Statuses {
     topology: Topology,
     config: StatusConfig,
     timeout: Duration,
+    /// The script `record` runs ([`RECORD`] alone).
+    script: ChainScript,
 }
 
 impl Statuses {
@@ -254,6 +263,7 @@ impl Statuses {
             topology,
             config,
             timeout,
+            script: ChainScript::new(&[&RECORD]),
         }
     }
 
@@ -276,30 +286,40 @@ impl Statuses {
     /// the state was written (pipeline summaries are kept either way). A no-op
     /// returning `false` when disabled.
     pub async fn record(&self, update: &Update<'_>) -> Result<bool, RedisError> {
-        if !self.config.enabled {
+        let Some(call) = self.record_call(update) else {
             return Ok(false);
+        };
+        let mut chain = Chain::new();
+        let at = chain.push(call);
+        let reply = self
+            .redis
+            .run_chain(self.timeout, &self.script, &chain)
+            .await?;
+        Ok(reply.get::<i64>(at)? == Some(1))
+    }
+
+    /// The [`RECORD`] call writing `update`, to send in a writer's own chain;
+    /// `None` when statuses are disabled. Its reply is 1 if the state was written.
+    pub fn record_call(&self, update: &Update<'_>) -> Option<Call> {
+        if !self.config.enabled {
+            return None;
         }
-        let state = to_json(&update.state);
-        let event = to_json(&EventInfo::from(update.event));
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RECORD)
-            .arg(1)
-            .arg(self.key(&update.event.message_id))
+        let mut call = Call::new(&RECORD)
+            .key(self.key(&update.event.message_id))
             .arg(update.event.replays)
             .arg(update.attempt)
             .arg(update.state.phase())
-            .arg(state)
-            .arg(event)
+            .arg(to_json(&update.state))
+            .arg(to_json(&EventInfo::from(update.event)))
             .arg(
                 u64::try_from(self.config.ttl.as_millis())
                     .unwrap_or(u64::MAX)
                     .max(1),
             );
         for summary in &update.pipelines {
-            cmd.arg(&summary.pipeline).arg(to_json(summary));
+            call = call.arg(&summary.pipeline).arg(to_json(summary));
         }
-        let written: i64 = self.redis.query(self.timeout, &cmd).await?;
-        Ok(written == 1)
+        Some(call)
     }
 
     /// The status of `message_id`; `None` if unknown, expired or disabled.

@@ -39,6 +39,7 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::client::ClientAddr;
 use crate::error::IngestError;
+use crate::events::{DedupBypassed, RequestAnswered, StatusWriteFailed};
 use crate::source::Source;
 
 /// The longest value of a header copied onto the message (`Content-Type`,
@@ -75,16 +76,12 @@ pub async fn receive(
         }
     };
     let (outcome, response) = answered.instrument(span).await;
-    state
-        .metrics
-        .requests
-        .with_label_values(&[&label, outcome])
-        .inc();
-    state
-        .metrics
-        .request_duration
-        .with_label_values(&[&label])
-        .observe(started.elapsed().as_secs_f64());
+    RequestAnswered {
+        source: &label,
+        outcome,
+        elapsed: Some(started.elapsed()),
+    }
+    .emit(&state.metrics);
     response
 }
 
@@ -162,23 +159,7 @@ async fn handle(
     }
     let event_id = source.event_id(headers, json.as_ref())?;
     check_carried_headers(&source, headers)?;
-    let meta = EventMeta {
-        message_id: ulid::Ulid::new().to_string(),
-        source: source.name.clone(),
-        event_type: source.event_type(headers, json.as_ref()),
-        event_id,
-        received_at: now_rfc3339(),
-        content_type: header_string(headers, header::CONTENT_TYPE.as_str()),
-        traceparent: header_string(headers, "traceparent"),
-        forwarded: source
-            .config
-            .forward_headers
-            .iter()
-            .filter_map(|name| Some((name.to_ascii_lowercase(), header_string(headers, name)?)))
-            .collect(),
-        attempt: 0,
-        replays: 0,
-    };
+    let meta = event_meta(&source, headers, json.as_ref(), event_id);
     let keys = state.dedupe.keys(
         &meta.source,
         meta.event_id.as_deref(),
@@ -195,6 +176,33 @@ async fn handle(
             source: Box::new(e),
         })
     })
+}
+
+/// The message's metadata: a fresh message id, the event's names and ids, and
+/// the headers carried onto it.
+fn event_meta(
+    source: &Source,
+    headers: &HeaderMap,
+    json: Option<&Value>,
+    event_id: Option<String>,
+) -> EventMeta {
+    EventMeta {
+        message_id: ulid::Ulid::new().to_string(),
+        source: source.name.clone(),
+        event_type: source.event_type(headers, json),
+        event_id,
+        received_at: now_rfc3339(),
+        content_type: header_string(headers, header::CONTENT_TYPE.as_str()),
+        traceparent: header_string(headers, "traceparent"),
+        forwarded: source
+            .config
+            .forward_headers
+            .iter()
+            .filter_map(|name| Some((name.to_ascii_lowercase(), header_string(headers, name)?)))
+            .collect(),
+        attempt: 0,
+        replays: 0,
+    }
 }
 
 async fn claim_and_publish(
@@ -220,13 +228,8 @@ async fn claim_and_publish(
         }
         return Err(e);
     }
-    if let Some(guard) = guard
-        && let Err(e) = guard.confirm().await
-    {
-        tracing::warn!(source = %meta.source, message_id = %meta.message_id, error = %error_chain(&e), "Cannot record the dedup claim of a published event; a copy sent after its pending claim expires is published again.");
-    }
     tracing::debug!(message_id = %meta.message_id, source = %meta.source, event_type = %meta.event_type, "Event accepted.");
-    record_accepted(state, &meta).await;
+    record_accepted(state, guard, &meta).await;
     Ok(Accepted::New(meta.message_id))
 }
 
@@ -257,12 +260,7 @@ async fn claim(
         }),
         Err(e) => match state.config.redis_failure {
             FailMode::Open => {
-                tracing::warn!(source, error = %error_chain(&e), "Redis unavailable; accepting without a duplicate check.");
-                state
-                    .metrics
-                    .dedup_unavailable
-                    .with_label_values(&[source])
-                    .inc();
+                DedupBypassed { source, error: &e }.emit(&state.metrics);
                 Ok(Checked::Proceed(None))
             }
             FailMode::Closed => Err(IngestError::Unavailable {
@@ -322,10 +320,11 @@ fn check_carried_headers(source: &Source, headers: &HeaderMap) -> Result<(), Ing
     Ok(())
 }
 
-/// Records the `accepted` status. The event is durable already: a failure is
+/// Confirms the dedup claim (when there is one) and records the `accepted`
+/// status, in one round trip. The event is durable already: a failure is
 /// logged and counted, never turned into an error for the sender. A worker that
 /// got there first keeps its later state (the status never goes backwards).
-async fn record_accepted(state: &AppState, meta: &EventMeta) {
+async fn record_accepted(state: &AppState, guard: Option<Box<ClaimGuard>>, meta: &EventMeta) {
     let update = Update {
         event: meta,
         attempt: 0,
@@ -334,9 +333,21 @@ async fn record_accepted(state: &AppState, meta: &EventMeta) {
         },
         pipelines: Vec::new(),
     };
-    if let Err(e) = state.statuses.record(&update).await {
-        state.metrics.status_write_failures.inc();
-        tracing::warn!(message_id = %meta.message_id, error = %error_chain(&e), "Cannot record the accepted event's status.");
+    let claimed = guard.is_some();
+    let status = state.statuses.record_call(&update);
+    let recording = status.is_some();
+    if let Err(e) = state.dedupe.accept(guard, status).await {
+        let error = error_chain(&e);
+        if claimed {
+            tracing::warn!(source = %meta.source, message_id = %meta.message_id, %error, "Cannot record the dedup claim of a published event; a copy sent after its pending claim expires is published again.");
+        }
+        if recording {
+            StatusWriteFailed {
+                message_id: &meta.message_id,
+                error: &error,
+            }
+            .emit(&state.metrics);
+        }
     }
 }
 

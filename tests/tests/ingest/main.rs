@@ -10,4 +10,5 @@ mod edge;
 mod end_to_end;
 mod faults;
 mod fuzz;
+mod redis_round_trips;
 mod rejects;

@@ -16,6 +16,7 @@ mod outbound_auth;
 mod redelivery;
 mod redis_outage;
 mod redis_restart;
+mod redis_round_trips;
 mod results;
 mod shutdown;
 mod workflow_product_reviews;

@@ -50,6 +50,7 @@ use crate::delivery::job::{self, JobContext};
 use crate::delivery::outcome::Outcome;
 use crate::delivery::reroute::{self, DeadLetter};
 use crate::delivery::status;
+use crate::events::{DeadLettered, MarkersUnavailable};
 
 /// Why a consuming session could not start.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +218,17 @@ impl Consumer {
                 }
             }
         };
+        self.drain(&tracker, &abandon, session).await;
+    }
+
+    /// Waits for the in-flight jobs up to the grace period (then abandons
+    /// them), and closes the session, returning every unacked delivery.
+    async fn drain(
+        &self,
+        tracker: &TaskTracker,
+        abandon: &CancellationToken,
+        session: Option<Session>,
+    ) {
         tracker.close();
         let grace = self.config.shutdown_grace;
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -365,7 +377,6 @@ async fn run_job(
     let _inflight = InFlight::new(&settler.ctx.metrics.inflight);
     let acker = delivery.acker.clone();
     let work = AssertUnwindSafe(async {
-        status::started(&settler.ctx, &delivery.properties).await;
         let decision = job::process_one(&settler.ctx, &delivery.properties, &delivery.data).await;
         settler.settle(&delivery, decision).await;
     })
@@ -403,8 +414,13 @@ impl Settler {
             && copies > 0
             && let Err(e) = self.ctx.markers.settle(&id, self.ctx.done_ttl).await
         {
-            self.ctx.metrics.markers_unavailable.inc();
-            tracing::warn!(error = %error_chain(&e), "Cannot record the job as settled; a redelivery would repeat it.");
+            MarkersUnavailable {
+                message_id,
+                pipeline: None,
+                consequence: "Cannot record the job as settled; a redelivery would repeat it.",
+                error: &e,
+            }
+            .emit(&self.ctx.metrics);
         }
         job::release_held(&self.ctx, &decision).await;
         if durable {
@@ -416,9 +432,12 @@ impl Settler {
                 _ => None,
             };
             // Off the job's slot: the status is for people, the ack is done.
-            let ctx = Arc::clone(&self.ctx);
-            self.tracker
-                .spawn(async move { status::settled(&ctx, &decision, next_in).await });
+            // A job whose pipelines all published wrote `done` already.
+            if !decision.status_recorded {
+                let ctx = Arc::clone(&self.ctx);
+                self.tracker
+                    .spawn(async move { status::settled(&ctx, &decision, next_in).await });
+            }
         } else {
             self.requeue(delivery).await;
         }
@@ -452,8 +471,13 @@ impl Settler {
                     .fail(&letter.pipeline, &id, self.ctx.done_ttl)
                     .await
             {
-                self.ctx.metrics.markers_unavailable.inc();
-                tracing::warn!(pipeline = %letter.pipeline, error = %error_chain(&e), "Cannot record the pipeline's dead letter; a retry would run it again.");
+                MarkersUnavailable {
+                    message_id: id.message_id,
+                    pipeline: Some(&letter.pipeline),
+                    consequence: "Cannot record the pipeline's dead letter; a retry would run it again.",
+                    error: &e,
+                }
+                .emit(&self.ctx.metrics);
             }
         }
         let letters = decision.letters.len();
@@ -526,12 +550,13 @@ impl Settler {
         .await
         {
             Ok(()) => {
-                self.ctx
-                    .metrics
-                    .dead_letters
-                    .with_label_values(&[reason.as_str()])
-                    .inc();
-                tracing::info!(%reason, class = class.as_str(), stage = stage.as_str(), pipeline = pipeline.unwrap_or(""), "Job dead-lettered.");
+                DeadLettered {
+                    reason: reason.as_str(),
+                    class: class.as_str(),
+                    stage: stage.as_str(),
+                    pipeline,
+                }
+                .emit(&self.ctx.metrics);
                 Some(())
             }
             Err(e) => {

@@ -18,25 +18,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{ResponseFormat, UnmatchedPolicy};
-use crate::limits::cache::Cache;
+use crate::limits::cache::{Cache, CacheError, PendingFill};
 use crate::limits::limiter::Limiter;
-use crate::limits::markers::{Claim, DeliveryId, Markers};
+use crate::limits::markers::{Claim, ClaimReply, DeliveryId, Markers};
 use crate::metrics::WorkerMetrics;
 use hookfleet_common::message::{self, EventMeta};
+use hookfleet_common::redis::RedisError;
+use hookfleet_common::redis::chain::{Call, Chain, ChainReply};
 use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
 
 use crate::delivery::outcome::{Failure, Outcome, RetryPolicy, classify};
 use crate::delivery::reroute::{self, FIRST_COPY};
-use crate::pipeline::completion;
+use crate::delivery::status;
+use crate::events::{
+    DeliveryAlreadySettled, JobRefused, JobUnmatched, MarkersUnavailable, PipelineFailed,
+    PipelinePublished, PipelineSkipped, Skip,
+};
+use crate::pipeline::completion::{self, Admission, CallContext, Prefetch};
 use crate::pipeline::sinks::amqp::PIPELINE_HEADER;
 use crate::pipeline::sinks::{self, Delivery, JobResult, SentMarkers};
 use crate::pipeline::templates;
-use crate::pipeline::{Pipeline, Pipelines};
+use crate::pipeline::{Candidate, Pipeline, Pipelines};
+use crate::providers::AiRequest;
 
-/// The `pipeline` label of jobs no pipeline was chosen for.
-pub const NO_PIPELINE: &str = "none";
+pub use crate::events::NO_PIPELINE;
 
 /// Everything a job needs, shared by all of a worker's jobs.
 pub struct JobContext {
@@ -64,6 +71,18 @@ pub struct JobContext {
     pub statuses: Statuses,
 }
 
+impl JobContext {
+    /// What the AI call path (`completion`) uses of it.
+    pub fn calls(&self) -> CallContext<'_> {
+        CallContext {
+            limiter: &self.limiter,
+            cache: &self.cache,
+            markers: &self.markers,
+            metrics: &self.metrics,
+        }
+    }
+}
+
 /// What processing decided, with what settling it needs.
 #[derive(Debug)]
 pub struct Decision {
@@ -87,6 +106,9 @@ pub struct Decision {
     pub held: Vec<String>,
     /// The delivery's `hf-copy` (see `reroute`).
     pub copy: String,
+    /// The event's final status was written with the last pipeline's done
+    /// marker (`status::done_call`); settling need not write it again.
+    pub status_recorded: bool,
 }
 
 /// A pipeline's own dead letter.
@@ -118,21 +140,19 @@ impl Decision {
             letters: Vec::new(),
             held: Vec::new(),
             copy,
+            status_recorded: false,
         }
     }
 
     fn without_pipeline(ctx: &JobContext, failure: &Failure, meta: Option<EventMeta>) -> Self {
         let attempt = meta.as_ref().map_or(1, |m| m.attempt.saturating_add(1));
         let outcome = classify(failure, attempt, &ctx.policy);
-        ctx.metrics
-            .jobs
-            .with_label_values(&[NO_PIPELINE, outcome.label()])
-            .inc();
-        tracing::warn!(
-            message_id = meta.as_ref().map_or("", |m| m.message_id.as_str()),
-            error = %error_chain(failure),
-            "Job cannot be processed."
-        );
+        JobRefused {
+            message_id: meta.as_ref().map_or("", |m| m.message_id.as_str()),
+            outcome: &outcome,
+            failure,
+        }
+        .emit(&ctx.metrics);
         Self {
             outcome,
             meta,
@@ -142,6 +162,7 @@ impl Decision {
             letters: Vec::new(),
             held: Vec::new(),
             copy: FIRST_COPY.to_owned(),
+            status_recorded: false,
         }
     }
 }
@@ -156,41 +177,38 @@ pub async fn process_one(ctx: &JobContext, properties: &BasicProperties, body: &
     };
     let attempt = meta.attempt.saturating_add(1);
     let copy = reroute::copy_of(properties);
-    if already_settled(ctx, &meta, &copy).await {
-        return Decision::acked(meta, attempt, copy);
-    }
     let pipelines = only_tagged(
         ctx.pipelines.matching(&meta.source, &meta.event_type),
         properties,
     );
-    if pipelines.is_empty() {
-        if ctx.unmatched == UnmatchedPolicy::Ack {
-            ctx.metrics
-                .jobs
-                .with_label_values(&[NO_PIPELINE, "unmatched"])
-                .inc();
-            tracing::debug!(message_id = %meta.message_id, source = %meta.source, event_type = %meta.event_type, "No pipeline matches; acked.");
-            return Decision::acked(meta, attempt, copy);
+    if pipelines.is_empty() && ctx.unmatched == UnmatchedPolicy::Ack {
+        JobUnmatched {
+            message_id: &meta.message_id,
+            source: &meta.source,
+            event_type: &meta.event_type,
         }
-        let failure = Failure::Unmatched {
+        .emit(&ctx.metrics);
+        return Decision::acked(meta, attempt, copy);
+    }
+    let failure = if pipelines.is_empty() {
+        Failure::Unmatched {
             event_source: meta.source.clone(),
             event_type: meta.event_type.clone(),
-        };
-        return Decision {
-            copy,
-            ..Decision::without_pipeline(ctx, &failure, Some(meta))
-        };
-    }
-    let payload: serde_json::Value = match serde_json::from_slice(body) {
-        Ok(payload) => payload,
-        Err(e) => {
-            return Decision {
-                copy,
-                ..Decision::without_pipeline(ctx, &Failure::Undecodable(e), Some(meta))
-            };
+        }
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            // Each pipeline's claim checks the settlement itself.
+            Ok(payload) => return run_all(ctx, &pipelines, &payload, meta, attempt, copy).await,
+            Err(e) => Failure::Undecodable(e),
         }
     };
-    run_all(ctx, &pipelines, &payload, meta, attempt, copy).await
+    if already_settled(ctx, &meta, &copy).await {
+        return Decision::acked(meta, attempt, copy);
+    }
+    Decision {
+        copy,
+        ..Decision::without_pipeline(ctx, &failure, Some(meta))
+    }
 }
 
 /// Every pipeline of the event in turn, combined into one decision.
@@ -204,14 +222,24 @@ async fn run_all(
 ) -> Decision {
     let mut decision = Decision::acked(meta, attempt, copy);
     let mut counted = false;
-    for pipeline in pipelines {
-        let run = run_pipeline(ctx, pipeline, payload, &decision, attempt).await;
+    let last = pipelines.len().saturating_sub(1);
+    for (i, pipeline) in pipelines.iter().enumerate() {
+        let place = Place {
+            first: i == 0,
+            last: i == last,
+        };
+        let run = run_pipeline(ctx, pipeline, payload, &decision, attempt, place).await;
         decision.results.extend(run.published);
+        decision.status_recorded |= run.status_recorded;
         if run.held {
             decision.held.push(pipeline.name.clone());
         }
         if run.settled {
             // This very delivery was settled by a run whose ack was lost.
+            DeliveryAlreadySettled {
+                message_id: decision.meta.as_ref().map_or("", |m| m.message_id.as_str()),
+            }
+            .emit(&ctx.metrics);
             decision.outcome = Outcome::Ack;
             decision.letters.clear();
             decision.pipeline = None;
@@ -236,6 +264,14 @@ async fn run_all(
     decision
 }
 
+/// Where a pipeline stands among the event's pipelines: the first one's claim
+/// carries the `processing` status, the last one's done marker the `done` one.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    first: bool,
+    last: bool,
+}
+
 /// Whether this delivered copy was settled already (its ack lost). Redis
 /// trouble answers no: the run goes ahead (fail-open, counted).
 async fn already_settled(ctx: &JobContext, meta: &EventMeta, copy: &str) -> bool {
@@ -247,17 +283,21 @@ async fn already_settled(ctx: &JobContext, meta: &EventMeta, copy: &str) -> bool
     match ctx.markers.is_settled(&delivery).await {
         Ok(settled) => {
             if settled {
-                ctx.metrics
-                    .jobs
-                    .with_label_values(&[NO_PIPELINE, "duplicate"])
-                    .inc();
-                tracing::info!(message_id = %meta.message_id, "This delivery was already settled (its ack was lost); acking it.");
+                DeliveryAlreadySettled {
+                    message_id: &meta.message_id,
+                }
+                .emit(&ctx.metrics);
             }
             settled
         }
         Err(e) => {
-            ctx.metrics.markers_unavailable.inc();
-            tracing::warn!(message_id = %meta.message_id, error = %error_chain(&e), "Redis unavailable; running without the settlement check.");
+            MarkersUnavailable {
+                message_id: &meta.message_id,
+                pipeline: None,
+                consequence: "Redis unavailable; running without the settlement check.",
+                error: &e,
+            }
+            .emit(&ctx.metrics);
             false
         }
     }
@@ -335,6 +375,8 @@ struct PipelineRun {
     held: bool,
     /// The delivery turned out to be settled already.
     settled: bool,
+    /// The event's `done` status went with this run's done marker.
+    status_recorded: bool,
 }
 
 impl PipelineRun {
@@ -345,18 +387,22 @@ impl PipelineRun {
             published: None,
             held: false,
             settled,
+            status_recorded: false,
         }
     }
 }
 
-/// One pipeline for one event, classified. A failed run keeps its lease for
-/// the settlement (see [`Decision::held`]).
+/// One pipeline for one event, classified: claim (with the cache lookup and
+/// the limiter booking, when the request is known before enrichment), attempt,
+/// finish. A failed run keeps its lease for the settlement (see
+/// [`Decision::held`]).
 async fn run_pipeline(
     ctx: &JobContext,
     pipeline: &Arc<Pipeline>,
     payload: &serde_json::Value,
     decision: &Decision,
     attempt: u32,
+    place: Place,
 ) -> PipelineRun {
     let started = Instant::now();
     let name = pipeline.name.as_str();
@@ -364,89 +410,148 @@ async fn run_pipeline(
         return PipelineRun::skipped(false);
     };
     let id = meta.message_id.as_str();
-    let lease = claim(ctx, name, &delivery).await;
-    if let Lease::Handled(handled) = lease {
+    let prepared = prepare(pipeline, payload, meta, attempt);
+    let admitted = admit(ctx, pipeline, &delivery, meta, place.first, prepared).await;
+    if let Lease::Handled(handled) = admitted.lease {
         return skip(ctx, name, id, handled);
     }
-    let attempt_run = attempt_pipeline(ctx, pipeline, payload, meta, attempt);
-    let held = matches!(lease, Lease::Held);
-    let result = if held {
+    let held = matches!(admitted.lease, Lease::Held);
+    let attempt_run = attempt_pipeline(ctx, pipeline, payload, meta, attempt, admitted.prepared);
+    let tried = if held {
         let leases = [name];
         tokio::select! {
             biased;
-            result = attempt_run => result,
+            tried = attempt_run => tried,
             never = keep_leases(ctx, &leases, id) => match never {},
         }
     } else {
         attempt_run.await
     };
-    if result.is_ok()
-        && let Err(e) = ctx
-            .markers
-            .complete(name, id, &ctx.owner, ctx.done_ttl)
-            .await
-    {
-        // The result is already confirmed; a lost marker only means a later
-        // redelivery repeats the work.
-        tracing::warn!(message_id = %id, pipeline = %name, error = %error_chain(&e), "Cannot update the job's marker in Redis.");
-    }
+    let finishing = place.last.then_some(decision);
+    let status_recorded = finish(
+        ctx,
+        name,
+        meta,
+        attempt,
+        finishing,
+        tried.fill,
+        &tried.result,
+    )
+    .await;
     ctx.metrics
         .job_duration
         .with_label_values(&[name])
         .observe(started.elapsed().as_secs_f64());
+    PipelineRun {
+        status_recorded,
+        ..classified(ctx, name, id, attempt, tried.result, held)
+    }
+}
+
+/// A pipeline's attempt as an outcome, logged and counted.
+fn classified(
+    ctx: &JobContext,
+    name: &str,
+    id: &str,
+    attempt: u32,
+    result: Result<JobResult, Failure>,
+    held: bool,
+) -> PipelineRun {
     let deferred = matches!(&result, Err(f) if f.is_deferred());
     let failed = result.is_err();
     let (outcome, published) = match result {
         Ok(published) => {
-            tracing::info!(message_id = %id, pipeline = %name, attempt, "Result published.");
+            PipelinePublished {
+                message_id: id,
+                pipeline: name,
+                attempt,
+            }
+            .emit(&ctx.metrics);
             (Outcome::Ack, Some(published))
         }
         Err(failure) => {
             let outcome = classify(&failure, attempt, &ctx.policy);
-            match &outcome {
-                Outcome::Retry { after } => tracing::warn!(
-                    message_id = %id, pipeline = %name, attempt, retry_in = ?after,
-                    error = %error_chain(&failure), "Job attempt failed; will retry."
-                ),
-                _ => tracing::warn!(
-                    message_id = %id, pipeline = %name, attempt,
-                    error = %error_chain(&failure), "Job failed for good."
-                ),
+            PipelineFailed {
+                message_id: id,
+                pipeline: name,
+                attempt,
+                outcome: &outcome,
+                failure: &failure,
             }
+            .emit(&ctx.metrics);
             (outcome, None)
         }
     };
-    ctx.metrics
-        .jobs
-        .with_label_values(&[name, outcome.label()])
-        .inc();
     PipelineRun {
         outcome,
         deferred,
         published,
         held: held && failed,
         settled: false,
+        status_recorded: false,
+    }
+}
+
+/// The run's Redis work after the call, in one round trip: the cache fill
+/// (when this run computed the answer), the done marker that drops the lease
+/// (when it published), and — for the event's last pipeline (`finishing`)
+/// when every pipeline published — the `done` status. Returns whether the
+/// status went out. A failure only means a later redelivery repeats the work
+/// (the result is already confirmed).
+async fn finish(
+    ctx: &JobContext,
+    name: &str,
+    meta: &EventMeta,
+    attempt: u32,
+    finishing: Option<&Decision>,
+    fill: Option<PendingFill>,
+    result: &Result<JobResult, Failure>,
+) -> bool {
+    let mut chain = Chain::new();
+    if let Some(call) = fill.and_then(PendingFill::call) {
+        chain.push(call);
+    }
+    let mut status = false;
+    if let Ok(published) = result {
+        chain.push(
+            ctx.markers
+                .complete_call(name, &meta.message_id, &ctx.owner, ctx.done_ttl),
+        );
+        if let Some(decision) = finishing.filter(|d| matches!(d.outcome, Outcome::Ack)) {
+            let results: Vec<&JobResult> = decision.results.iter().chain([published]).collect();
+            if let Some(call) = status::done_call(ctx, meta, attempt, &results) {
+                chain.push(call);
+                status = true;
+            }
+        }
+    }
+    if chain.is_empty() {
+        return false;
+    }
+    match ctx.markers.run_chain(&chain).await {
+        Ok(_) => status,
+        Err(e) => {
+            tracing::warn!(message_id = %meta.message_id, pipeline = %name, error = %error_chain(&e), "Cannot update the job's marker in Redis.");
+            false
+        }
     }
 }
 
 /// A pipeline this delivery need not run, counted and logged.
 fn skip(ctx: &JobContext, name: &str, id: &str, handled: Claim) -> PipelineRun {
-    let label = match handled {
-        Claim::Failed => {
-            tracing::info!(message_id = %id, pipeline = %name, "Pipeline already failed for good and dead-lettered; skipping it.");
-            "skipped"
-        }
-        Claim::Settled => {
-            tracing::info!(message_id = %id, pipeline = %name, "This delivery was already settled (its ack was lost); skipping it.");
-            "duplicate"
-        }
-        _ => {
-            tracing::info!(message_id = %id, pipeline = %name, "Result already published; skipping the redelivered job.");
-            "duplicate"
-        }
+    let reason = match handled {
+        Claim::Failed => Skip::Failed,
+        // Counted once for the delivery (`run_all`).
+        Claim::Settled => return PipelineRun::skipped(true),
+        _ => Skip::Done,
     };
-    ctx.metrics.jobs.with_label_values(&[name, label]).inc();
-    PipelineRun::skipped(handled == Claim::Settled)
+    PipelineSkipped {
+        message_id: id,
+        pipeline: name,
+        reason,
+    }
+    .emit(&ctx.metrics);
+    PipelineRun::skipped(false)
 }
 
 /// Renews `pipelines`' leases of the message every third of `lease_ttl` for as
@@ -490,44 +595,210 @@ pub async fn keep_leases(
     }
 }
 
-/// Claims the pipeline's run, waiting while another run holds it.
-async fn claim(ctx: &JobContext, pipeline: &str, delivery: &DeliveryId<'_>) -> Lease {
+/// What [`admit`] came to.
+struct Admitted {
+    /// Whether the run may go ahead.
+    lease: Lease,
+    /// The request, with what its admission found, when it was prepared.
+    prepared: Option<Prepared>,
+}
+
+/// Claims the pipeline's run, waiting while another run holds it, in one
+/// round trip per try: the `processing` status (`first` pipeline), the claim,
+/// and — when the request is `prepared` — the primary candidate's cache
+/// lookup and limiter booking (`completion::Admission`).
+async fn admit(
+    ctx: &JobContext,
+    pipeline: &Pipeline,
+    delivery: &DeliveryId<'_>,
+    meta: &EventMeta,
+    first: bool,
+    mut prepared: Option<Prepared>,
+) -> Admitted {
+    let name = pipeline.name.as_str();
     let message_id = delivery.message_id;
+    let mut started = first.then(|| status::started_call(ctx, meta)).flatten();
     loop {
-        match ctx
-            .markers
-            .claim(pipeline, delivery, &ctx.owner, ctx.lease_ttl)
-            .await
-        {
-            Ok(Claim::Claimed) => return Lease::Held,
-            Ok(Claim::Busy(left)) => {
+        let recording = started.is_some();
+        let tried = claim_once(ctx, pipeline, delivery, started.take(), prepared.as_ref()).await;
+        let (claim, reply, admission) = match tried {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                if recording {
+                    ctx.metrics.status_write_failures.inc();
+                }
+                MarkersUnavailable {
+                    message_id,
+                    pipeline: Some(name),
+                    consequence: "Redis unavailable; running without the redelivery check.",
+                    error: &e,
+                }
+                .emit(&ctx.metrics);
+                if let Some(p) = prepared.as_mut() {
+                    p.prefetch = Prefetch::Failed(CacheError::Redis(e));
+                }
+                let lease = Lease::Unavailable;
+                return Admitted { lease, prepared };
+            }
+        };
+        match claim {
+            Claim::Claimed => {
+                if let (Some(p), Some(admission)) = (prepared.as_mut(), admission) {
+                    p.prefetch = admission.read(&ctx.calls(), &reply).await;
+                }
+                let lease = Lease::Held;
+                return Admitted { lease, prepared };
+            }
+            Claim::Busy(left) => {
                 tracing::debug!(
                     message_id,
-                    pipeline,
+                    pipeline = name,
                     ?left,
                     "Another run holds this job; waiting for it."
                 );
                 let pause = left.clamp(Duration::from_millis(50), Duration::from_millis(500));
                 tokio::time::sleep(pause).await;
             }
-            Ok(handled) => return Lease::Handled(handled),
-            Err(e) => {
-                ctx.metrics.markers_unavailable.inc();
-                tracing::warn!(message_id, pipeline, error = %error_chain(&e), "Redis unavailable; running without the redelivery check.");
-                return Lease::Unavailable;
+            handled => {
+                let lease = Lease::Handled(handled);
+                return Admitted {
+                    lease,
+                    prepared: None,
+                };
             }
         }
     }
 }
 
-/// Enrich → render → call → check → deliver; the result delivered.
+/// One try of [`admit`]: one round trip.
+async fn claim_once(
+    ctx: &JobContext,
+    pipeline: &Pipeline,
+    delivery: &DeliveryId<'_>,
+    started: Option<Call>,
+    prepared: Option<&Prepared>,
+) -> Result<(Claim, ChainReply, Option<Admission>), RedisError> {
+    let mut chain = Chain::new();
+    if let Some(call) = started {
+        chain.push(call);
+    }
+    let claim = ctx
+        .markers
+        .claim_call(&pipeline.name, delivery, &ctx.owner, ctx.lease_ttl);
+    let claim_at = chain.push(claim);
+    let admission = prepared.map(|p| {
+        let calls = ctx.calls();
+        let max_wait = completion::max_wait(&calls, pipeline, 0);
+        Admission::push(
+            &calls,
+            pipeline,
+            primary(pipeline),
+            &p.request,
+            max_wait,
+            &mut chain,
+        )
+    });
+    let reply = ctx.markers.run_chain(&chain).await?;
+    // The claim always runs (nothing before it stops the chain).
+    let claim = reply
+        .get::<ClaimReply>(claim_at)?
+        .map_or(Claim::Busy(Duration::ZERO), Claim::from);
+    Ok((claim, reply, admission))
+}
+
+/// The pipeline's primary provider and model.
+fn primary(pipeline: &Pipeline) -> Candidate<'_> {
+    Candidate {
+        fallback: None,
+        provider: &pipeline.provider,
+        model: &pipeline.model,
+    }
+}
+
+/// A pipeline's rendered request and the context it was rendered from.
+struct Prepared {
+    /// The template context (the sinks render with it).
+    context: minijinja::Value,
+    /// The request for the primary candidate.
+    request: AiRequest,
+    /// What the request's admission found.
+    prefetch: Prefetch,
+}
+
+/// The request rendered before the claim, so the claim's round trip carries
+/// its cache lookup and limiter booking — for a pipeline without enrichment
+/// (enrichment calls out, and a done job should not). `None` also when
+/// rendering fails: the run then fails after its claim, as any other.
+fn prepare(
+    pipeline: &Pipeline,
+    payload: &serde_json::Value,
+    meta: &EventMeta,
+    attempt: u32,
+) -> Option<Prepared> {
+    if !pipeline.enrichment.is_empty() {
+        return None;
+    }
+    let context = templates::base(payload, meta, attempt, &pipeline.name);
+    let prompt = pipeline.render(&context).ok()?;
+    Some(Prepared {
+        context,
+        request: pipeline.request(prompt),
+        prefetch: Prefetch::Nothing,
+    })
+}
+
+/// What one attempt came to, with the cache fill it leaves to [`finish`].
+struct Tried {
+    result: Result<JobResult, Failure>,
+    fill: Option<PendingFill>,
+}
+
+impl Tried {
+    fn failed(failure: Failure) -> Self {
+        Self {
+            result: Err(failure),
+            fill: None,
+        }
+    }
+}
+
+/// Enrich → render (unless `prepared`) → call → check → deliver.
 async fn attempt_pipeline(
     ctx: &JobContext,
     pipeline: &Pipeline,
     payload: &serde_json::Value,
     meta: &EventMeta,
     attempt: u32,
-) -> Result<JobResult, Failure> {
+    prepared: Option<Prepared>,
+) -> Tried {
+    let prepared = match prepared {
+        Some(prepared) => prepared,
+        None => match compose(pipeline, payload, meta, attempt).await {
+            Ok(prepared) => prepared,
+            Err(failure) => return Tried::failed(failure),
+        },
+    };
+    let Prepared {
+        context,
+        request,
+        prefetch,
+    } = prepared;
+    let mut answer = match completion::answer(&ctx.calls(), pipeline, &request, prefetch).await {
+        Ok(answer) => answer,
+        Err(failure) => return Tried::failed(failure),
+    };
+    let fill = answer.fill.take();
+    let result = deliver(ctx, pipeline, meta, attempt, &context, answer).await;
+    Tried { result, fill }
+}
+
+/// Enrich → render: the request of a pipeline with enrichment.
+async fn compose(
+    pipeline: &Pipeline,
+    payload: &serde_json::Value,
+    meta: &EventMeta,
+    attempt: u32,
+) -> Result<Prepared, Failure> {
     let context = templates::base(payload, meta, attempt, &pipeline.name);
     let context = pipeline
         .enrichment
@@ -535,8 +806,22 @@ async fn attempt_pipeline(
         .await
         .map_err(Failure::Enrich)?;
     let prompt = pipeline.render(&context).map_err(Failure::Render)?;
-    let request = pipeline.request(prompt);
-    let answer = completion::answer(ctx, pipeline, &request).await?;
+    Ok(Prepared {
+        context,
+        request: pipeline.request(prompt),
+        prefetch: Prefetch::Nothing,
+    })
+}
+
+/// Check → deliver: the answer as a result, through the pipeline's sinks.
+async fn deliver(
+    ctx: &JobContext,
+    pipeline: &Pipeline,
+    meta: &EventMeta,
+    attempt: u32,
+    context: &minijinja::Value,
+    answer: completion::Answer,
+) -> Result<JobResult, Failure> {
     let response = answer.response;
     let output_json = check_output(pipeline, &response.text)?;
     let result = JobResult {
@@ -558,7 +843,7 @@ async fn attempt_pipeline(
         received_at: meta.received_at.clone(),
         completed_at: message::now_rfc3339(),
     };
-    let context = templates::with_output(&context, &result.output, result.output_json.as_ref());
+    let context = templates::with_output(context, &result.output, result.output_json.as_ref());
     let delivery = Delivery {
         result: &result,
         context: &context,

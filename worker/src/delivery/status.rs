@@ -1,6 +1,10 @@
 //! What the worker records of an event's progress for `GET /events/{id}`
 //! (`hookfleet_common::redis::status`): `processing` when a job starts, then
 //! `retrying`, `dead` or `done` once `consumer.rs` has settled the delivery.
+//! The writes on a job's common path ride on its other Redis work (`job.rs`):
+//! `processing` goes with the first pipeline's claim, and `done`, when every
+//! pipeline published, with the last one's done marker — before the ack, as
+//! nothing is left to publish by then.
 //!
 //! Only settled outcomes are recorded: a delivery returned to the queue (its
 //! retry or dead letter could not be published) stays `processing` until its
@@ -13,9 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use hookfleet_common::message::truncate;
 use hookfleet_common::message::{EventMeta, now_rfc3339};
+use hookfleet_common::redis::chain::Call;
 use hookfleet_common::redis::status::{EventState, PipelineSummary, Update};
 use hookfleet_common::telemetry::error_chain;
-use lapin::BasicProperties;
 
 use crate::delivery::job::{Decision, JobContext};
 use crate::delivery::outcome::Outcome;
@@ -24,20 +28,43 @@ use crate::pipeline::sinks::JobResult;
 /// Longest error detail kept in a `dead` status.
 const MAX_ERROR_BYTES: usize = 500;
 
-/// Records that a job for this delivery starts.
-pub async fn started(ctx: &JobContext, properties: &BasicProperties) {
-    if !ctx.statuses.enabled() {
-        return;
-    }
-    let Some(meta) = EventMeta::from_properties(properties) else {
-        return;
-    };
+/// The write recording that a job for this event starts, to send with the
+/// job's claim (`job.rs`); `None` when statuses are off.
+pub fn started_call(ctx: &JobContext, meta: &EventMeta) -> Option<Call> {
     let attempt = meta.attempt.saturating_add(1);
-    let state = EventState::Processing {
+    let update = Update {
+        event: meta,
         attempt,
-        started_at: now_rfc3339(),
+        state: EventState::Processing {
+            attempt,
+            started_at: now_rfc3339(),
+        },
+        pipelines: Vec::new(),
     };
-    record(ctx, &meta, attempt, state, Vec::new()).await;
+    ctx.statuses.record_call(&update)
+}
+
+/// The write recording that every pipeline of the event published (`results`,
+/// in `attempts` attempts), to send with the last pipeline's done marker
+/// (`job.rs`): the delivery is then acked with nothing left to publish, so
+/// `done` holds before the ack. `None` when statuses are off.
+pub fn done_call(
+    ctx: &JobContext,
+    meta: &EventMeta,
+    attempts: u32,
+    results: &[&JobResult],
+) -> Option<Call> {
+    let limit = ctx.statuses.max_output_bytes();
+    let update = Update {
+        event: meta,
+        attempt: meta.attempt.saturating_add(1),
+        state: EventState::Done {
+            attempts,
+            completed_at: now_rfc3339(),
+        },
+        pipelines: results.iter().map(|r| summary(r, limit)).collect(),
+    };
+    ctx.statuses.record_call(&update)
 }
 
 /// Records a settled decision. `next_in` is the retry tier's delay, for a retry.

@@ -23,11 +23,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use hookfleet_common::redis::chain::ChainScript;
 use hookfleet_common::redis::shared::SharedConnection;
 use hookfleet_common::redis::{RedisError, redis};
 use hookfleet_common::topology::Topology;
 
-pub use flight::{FlightError, FlightGuard, Lookup};
+pub use flight::{
+    Computed, FILL, FlightError, FlightGuard, LOOKUP, Lookup, LookupReply, PendingFill,
+};
+pub use flight::{RELEASE as FLIGHT_RELEASE, RENEW as FLIGHT_RENEW};
 
 /// What a cache lookup came to, for `cache_requests_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +164,7 @@ pub struct Cache {
     redis: SharedConnection,
     topology: Topology,
     timeout: Duration,
+    script: ChainScript,
 }
 
 impl std::fmt::Debug for Cache {
@@ -177,6 +182,7 @@ impl Cache {
             redis: SharedConnection::new(pool),
             topology,
             timeout,
+            script: ChainScript::new(&super::STEPS),
         }
     }
 

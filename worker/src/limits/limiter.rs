@@ -33,6 +33,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use hookfleet_common::config::FailMode;
+use hookfleet_common::redis::chain::{Call, ChainScript, Step};
 
 use crate::config::LimitsConfig;
 use hookfleet_common::redis::shared::SharedConnection;
@@ -41,9 +42,33 @@ use hookfleet_common::topology::Topology;
 
 pub use schedule::{Decision, Rates, State, TokenBucket};
 
-const RESERVE: &str = include_str!("limiter/reserve.lua");
-const ADJUST: &str = include_str!("limiter/adjust.lua");
-const PAUSE: &str = include_str!("limiter/pause.lua");
+/// Books one request (`limiter/reserve.lua`).
+pub static RESERVE: Step = Step {
+    name: "limiter.reserve",
+    lua: concat!(
+        "function(KEYS, ARGV)\n",
+        include_str!("limiter/reserve.lua"),
+        "\nend"
+    ),
+};
+/// Charges debt or refunds (`limiter/adjust.lua`).
+pub static ADJUST: Step = Step {
+    name: "limiter.adjust",
+    lua: concat!(
+        "function(KEYS, ARGV)\n",
+        include_str!("limiter/adjust.lua"),
+        "\nend"
+    ),
+};
+/// Pauses a model for the fleet (`limiter/pause.lua`).
+pub static PAUSE: Step = Step {
+    name: "limiter.pause",
+    lua: concat!(
+        "function(KEYS, ARGV)\n",
+        include_str!("limiter/pause.lua"),
+        "\nend"
+    ),
+};
 
 /// How long a model's hash outlives the last moment it matters (ms).
 const IDLE_EXPIRY_MS: u64 = 60_000;
@@ -82,6 +107,21 @@ pub struct Reservation {
     pub shift_us: u64,
 }
 
+/// [`RESERVE`]'s reply: granted, wait, start, now, shift.
+pub type ReserveReply = (i64, i64, u64, u64, u64);
+
+impl From<ReserveReply> for Reservation {
+    fn from((granted, wait, start_us, now_us, shift_us): ReserveReply) -> Self {
+        Self {
+            granted: granted == 1,
+            wait: Duration::from_micros(u64::try_from(wait).unwrap_or(0)),
+            start_us,
+            now_us,
+            shift_us,
+        }
+    }
+}
+
 /// Why no permit was given.
 #[derive(Debug, thiserror::Error)]
 pub enum AcquireError {
@@ -116,6 +156,7 @@ impl Default for ModelRates {
 
 struct Inner {
     redis: SharedConnection,
+    script: ChainScript,
     topology: Topology,
     timeout: Duration,
     max_wait: Duration,
@@ -168,6 +209,7 @@ impl Limiter {
         Self {
             inner: Arc::new(Inner {
                 redis: SharedConnection::new(pool),
+                script: ChainScript::new(&super::STEPS),
                 topology,
                 timeout,
                 max_wait: config.max_wait,
@@ -210,11 +252,24 @@ impl Limiter {
         max_wait: Duration,
         clock: Clock,
     ) -> Result<Reservation, RedisError> {
+        let call = self.reserve_call(provider, model, tokens, max_wait, clock);
+        let reply: ReserveReply = self.run(call).await?;
+        Ok(Reservation::from(reply))
+    }
+
+    /// The [`RESERVE`] call of [`reserve`](Self::reserve), for a job's own
+    /// chain (`crate::limits`); read its reply with [`Reservation::from`].
+    pub fn reserve_call(
+        &self,
+        provider: &str,
+        model: &str,
+        tokens: u64,
+        max_wait: Duration,
+        clock: Clock,
+    ) -> Call {
         let [ri, rt, ti, tt] = self.rates(provider, model).script_args();
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RESERVE)
-            .arg(1)
-            .arg(self.key(provider, model))
+        Call::new(&RESERVE)
+            .key(self.key(provider, model))
             .arg(clock.arg())
             .arg(ri.to_string())
             .arg(rt.to_string())
@@ -222,16 +277,14 @@ impl Limiter {
             .arg(tt.to_string())
             .arg(tokens)
             .arg(micros(max_wait))
-            .arg(IDLE_EXPIRY_MS);
-        let (granted, wait, start_us, now_us, shift_us): (i64, i64, u64, u64, u64) =
-            self.inner.redis.query(self.inner.timeout, &cmd).await?;
-        Ok(Reservation {
-            granted: granted == 1,
-            wait: Duration::from_micros(u64::try_from(wait).unwrap_or(0)),
-            start_us,
-            now_us,
-            shift_us,
-        })
+            .arg(IDLE_EXPIRY_MS)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, call: Call) -> Result<T, RedisError> {
+        self.inner
+            .redis
+            .run_call(self.inner.timeout, &self.inner.script, call)
+            .await
     }
 
     /// Charges `requests` and `tokens` more (debt) or fewer (refund).
@@ -244,21 +297,15 @@ impl Limiter {
         clock: Clock,
     ) -> Result<(), RedisError> {
         let [ri, _, ti, _] = self.rates(provider, model).script_args();
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(ADJUST)
-            .arg(1)
-            .arg(self.key(provider, model))
+        let call = Call::new(&ADJUST)
+            .key(self.key(provider, model))
             .arg(clock.arg())
             .arg(ri.to_string())
             .arg(ti.to_string())
             .arg(requests)
             .arg(tokens)
             .arg(IDLE_EXPIRY_MS);
-        self.inner
-            .redis
-            .query::<i64>(self.inner.timeout, &cmd)
-            .await
-            .map(drop)
+        self.run::<i64>(call).await.map(drop)
     }
 
     /// Pauses `provider`/`model` for the whole fleet for `retry_after` plus a
@@ -289,15 +336,12 @@ impl Limiter {
         duration: Duration,
         clock: Clock,
     ) -> Result<Duration, RedisError> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(PAUSE)
-            .arg(1)
-            .arg(self.key(provider, model))
+        let call = Call::new(&PAUSE)
+            .key(self.key(provider, model))
             .arg(clock.arg())
             .arg(micros(duration).max(1))
             .arg(IDLE_EXPIRY_MS);
-        let (_extended, remaining, _shift): (i64, i64, u64) =
-            self.inner.redis.query(self.inner.timeout, &cmd).await?;
+        let (_extended, remaining, _shift): (i64, i64, u64) = self.run(call).await?;
         Ok(Duration::from_micros(u64::try_from(remaining).unwrap_or(0)))
     }
 
@@ -358,11 +402,29 @@ impl Limiter {
         tokens: u64,
         max_wait: Duration,
     ) -> Result<Permit, AcquireError> {
-        let began = Instant::now();
-        let booked = self
-            .reserve(provider, model, tokens, max_wait, Clock::Redis)
+        self.acquire_booked(provider, model, tokens, max_wait, None)
             .await
-            .map_err(AcquireError::Unavailable)?;
+    }
+
+    /// [`acquire_within`](Self::acquire_within) from a booking already made
+    /// (`booked`: [`reserve_call`](Self::reserve_call) in a job's chain), or
+    /// booking now when there is none.
+    async fn acquire_booked(
+        &self,
+        provider: &str,
+        model: &str,
+        tokens: u64,
+        max_wait: Duration,
+        booked: Option<Reservation>,
+    ) -> Result<Permit, AcquireError> {
+        let began = Instant::now();
+        let booked = match booked {
+            Some(booked) => booked,
+            None => self
+                .reserve(provider, model, tokens, max_wait, Clock::Redis)
+                .await
+                .map_err(AcquireError::Unavailable)?,
+        };
         if !booked.granted {
             return Err(AcquireError::Saturated {
                 model: format!("{provider}/{model}"),
@@ -469,6 +531,20 @@ impl Limiter {
         tokens: u64,
         max_wait: Duration,
     ) -> Result<Permit, AcquireError> {
+        self.acquire_with_policy_booked(provider, model, tokens, max_wait, None)
+            .await
+    }
+
+    /// [`acquire_with_policy_within`](Self::acquire_with_policy_within) whose
+    /// first booking was already made (`booked`), when it was.
+    pub async fn acquire_with_policy_booked(
+        &self,
+        provider: &str,
+        model: &str,
+        tokens: u64,
+        max_wait: Duration,
+        mut booked: Option<Reservation>,
+    ) -> Result<Permit, AcquireError> {
         let began = Instant::now();
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -477,7 +553,11 @@ impl Limiter {
             .without_max_times()
             .build();
         loop {
-            let error = match self.acquire_within(provider, model, tokens, max_wait).await {
+            let first = booked.take();
+            let error = match self
+                .acquire_booked(provider, model, tokens, max_wait, first)
+                .await
+            {
                 Err(AcquireError::Unavailable(error)) => error,
                 other => return other,
             };

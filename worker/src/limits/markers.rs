@@ -28,9 +28,10 @@
 //! A claim takes the lease, then checks the three "already handled" keys, so a
 //! copy that waited for a run sees what that run recorded before letting go.
 //!
-//! Ordering, not multi-key scripts, keeps this correct (and Redis-Cluster safe):
-//! completion writes `done` before it drops the lease, and a claim checks `done`
-//! after taking the lease, so whoever takes a released lease sees a finished job.
+//! Ordering keeps this correct: completion writes `done` before it drops the
+//! lease, and a claim checks `done` after taking the lease, so whoever takes a
+//! released lease sees a finished job. Claim and completion are each one
+//! script ([`CLAIM`], [`COMPLETE`]), steps of the job's chains (`crate::limits`).
 //! The window left — a crash after the result was confirmed but before `done` was
 //! written — repeats one job, which at-least-once delivery allows.
 
@@ -38,25 +39,74 @@ use std::time::Duration;
 
 use hookfleet_common::redis::Pool;
 
+use hookfleet_common::redis::chain::{Call, ChainScript, Step};
 use hookfleet_common::redis::shared::SharedConnection;
 use hookfleet_common::redis::{RedisError, redis};
 use hookfleet_common::topology::Topology;
 
+/// Takes the lease (KEYS[1]) for ARGV[1] for ARGV[2] ms unless another run
+/// holds it, then checks done, failed and settled (KEYS[2..4]). Replies
+/// `{0, 0}` claimed; `{1|2|3, 0}` done, failed or settled (our lease dropped
+/// again); `{4, pttl}` busy. Anything but claimed stops the chain: the cache
+/// lookup and limiter booking behind it are for a run that goes ahead.
+pub static CLAIM: Step = Step {
+    name: "markers.claim",
+    lua: r"
+function(KEYS, ARGV)
+local taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local handled = 0
+if redis.call('EXISTS', KEYS[4]) == 1 then handled = 3
+elseif redis.call('EXISTS', KEYS[2]) == 1 then handled = 1
+elseif redis.call('EXISTS', KEYS[3]) == 1 then handled = 2 end
+if handled ~= 0 then
+  if taken then redis.call('DEL', KEYS[1]) end
+  return {handled, 0}, true
+end
+if not taken then return {4, redis.call('PTTL', KEYS[1])}, true end
+return {0, 0}
+end
+",
+};
+
+/// Marks the pipeline done (KEYS[1], ARGV[2] ms), then drops the lease
+/// (KEYS[2]) if ARGV[1] still holds it: `done` is written before the lease
+/// goes, so whoever takes it next sees a finished job.
+pub static COMPLETE: Step = Step {
+    name: "markers.complete",
+    lua: r"
+function(KEYS, ARGV)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+end
+",
+};
+
 /// Deletes the lease only if `owner` still holds it.
-const RELEASE: &str = r"
+pub static RELEASE: Step = Step {
+    name: "markers.release",
+    lua: r"
+function(KEYS, ARGV)
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-";
+end
+",
+};
 
 /// Extends the lease by ARGV[2] ms only if `owner` (ARGV[1]) still holds it.
-const RENEW: &str = r"
+pub static RENEW: Step = Step {
+    name: "markers.renew",
+    lua: r"
+function(KEYS, ARGV)
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
-";
+end
+",
+};
 
 /// The answer to "may I run this pipeline for this message?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +121,22 @@ pub enum Claim {
     Settled,
     /// Not yet: another run holds the lease, for at most this much longer.
     Busy(Duration),
+}
+
+/// [`CLAIM`]'s reply: what it found, and the lease's PTTL when busy.
+pub type ClaimReply = (i64, i64);
+
+impl From<ClaimReply> for Claim {
+    fn from((found, pttl): ClaimReply) -> Self {
+        match found {
+            0 => Self::Claimed,
+            1 => Self::Done,
+            2 => Self::Failed,
+            3 => Self::Settled,
+            // PTTL is -2 when the lease vanished between SET and PTTL: try again soon.
+            _ => Self::Busy(Duration::from_millis(u64::try_from(pttl).unwrap_or(0))),
+        }
+    }
 }
 
 /// Which delivered copy of an event a marker is about.
@@ -91,6 +157,7 @@ pub struct Markers {
     redis: SharedConnection,
     topology: Topology,
     timeout: Duration,
+    script: ChainScript,
 }
 
 impl Markers {
@@ -100,6 +167,7 @@ impl Markers {
             redis: SharedConnection::new(pool),
             topology,
             timeout,
+            script: ChainScript::new(&super::STEPS),
         }
     }
 
@@ -170,46 +238,28 @@ impl Markers {
         owner: &str,
         lease_ttl: Duration,
     ) -> Result<Claim, RedisError> {
+        let call = self.claim_call(pipeline, delivery, owner, lease_ttl);
+        let reply: ClaimReply = self.run(call).await?;
+        Ok(Claim::from(reply))
+    }
+
+    /// The [`CLAIM`] call of [`claim`](Self::claim), for a job's own chain;
+    /// read its reply with [`Claim::from`].
+    pub fn claim_call(
+        &self,
+        pipeline: &str,
+        delivery: &DeliveryId<'_>,
+        owner: &str,
+        lease_ttl: Duration,
+    ) -> Call {
         let message_id = delivery.message_id;
-        let lease = self.lease_key(pipeline, message_id);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(&lease)
+        Call::new(&CLAIM)
+            .key(self.lease_key(pipeline, message_id))
+            .key(self.done_key(pipeline, message_id))
+            .key(self.failed_key(pipeline, message_id, delivery.replays))
+            .key(self.settled_key(message_id, delivery.copy))
             .arg(owner)
-            .arg("NX")
-            .arg("PX")
             .arg(millis(lease_ttl))
-            .cmd("EXISTS")
-            .arg(self.done_key(pipeline, message_id))
-            .cmd("EXISTS")
-            .arg(self.failed_key(pipeline, message_id, delivery.replays))
-            .cmd("EXISTS")
-            .arg(self.settled_key(message_id, delivery.copy))
-            .cmd("PTTL")
-            .arg(&lease);
-        let (taken, done, failed, settled, pttl): (Option<String>, bool, bool, bool, i64) =
-            self.query(&pipe).await?;
-        let handled = if settled {
-            Some(Claim::Settled)
-        } else if done {
-            Some(Claim::Done)
-        } else if failed {
-            Some(Claim::Failed)
-        } else {
-            None
-        };
-        match (taken.is_some(), handled) {
-            (true, None) => Ok(Claim::Claimed),
-            (true, Some(handled)) => {
-                self.release(pipeline, message_id, owner).await?;
-                Ok(handled)
-            }
-            (false, Some(handled)) => Ok(handled),
-            // PTTL is -2 when the lease vanished between SET and PTTL: try again soon.
-            (false, None) => Ok(Claim::Busy(Duration::from_millis(
-                u64::try_from(pttl).unwrap_or(0),
-            ))),
-        }
     }
 
     /// Whether `delivery` was already settled (its ack lost).
@@ -260,20 +310,23 @@ impl Markers {
         owner: &str,
         done_ttl: Duration,
     ) -> Result<(), RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(self.done_key(pipeline, message_id))
+        let call = self.complete_call(pipeline, message_id, owner, done_ttl);
+        self.run::<i64>(call).await.map(drop)
+    }
+
+    /// The [`COMPLETE`] call of [`complete`](Self::complete), for a job's own chain.
+    pub fn complete_call(
+        &self,
+        pipeline: &str,
+        message_id: &str,
+        owner: &str,
+        done_ttl: Duration,
+    ) -> Call {
+        Call::new(&COMPLETE)
+            .key(self.done_key(pipeline, message_id))
+            .key(self.lease_key(pipeline, message_id))
             .arg(owner)
-            .arg("PX")
             .arg(millis(done_ttl))
-            .ignore()
-            .cmd("EVAL")
-            .arg(RELEASE)
-            .arg(1)
-            .arg(self.lease_key(pipeline, message_id))
-            .arg(owner)
-            .ignore();
-        self.query::<()>(&pipe).await
     }
 
     /// Extends `owner`'s lease to `lease_ttl` from now; `false` if `owner` no
@@ -285,14 +338,11 @@ impl Markers {
         owner: &str,
         lease_ttl: Duration,
     ) -> Result<bool, RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(RENEW)
-            .arg(1)
-            .arg(self.lease_key(pipeline, message_id))
+        let call = Call::new(&RENEW)
+            .key(self.lease_key(pipeline, message_id))
             .arg(owner)
             .arg(millis(lease_ttl));
-        let (renewed,): (i64,) = self.query(&pipe).await?;
+        let renewed: i64 = self.run(call).await?;
         Ok(renewed == 1)
     }
 
@@ -303,14 +353,25 @@ impl Markers {
         message_id: &str,
         owner: &str,
     ) -> Result<(), RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(RELEASE)
-            .arg(1)
-            .arg(self.lease_key(pipeline, message_id))
-            .arg(owner)
-            .ignore();
-        self.query::<()>(&pipe).await
+        let call = Call::new(&RELEASE)
+            .key(self.lease_key(pipeline, message_id))
+            .arg(owner);
+        self.run::<i64>(call).await.map(drop)
+    }
+
+    /// Runs a chain on this component's connection (a job's own chains go
+    /// through here too).
+    pub async fn run_chain(
+        &self,
+        chain: &hookfleet_common::redis::chain::Chain,
+    ) -> Result<hookfleet_common::redis::chain::ChainReply, RedisError> {
+        self.redis
+            .run_chain(self.timeout, &self.script, chain)
+            .await
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, call: Call) -> Result<T, RedisError> {
+        self.redis.run_call(self.timeout, &self.script, call).await
     }
 
     async fn query<T: redis::FromRedisValue>(

@@ -36,17 +36,43 @@
 //! its retry time) or a refused connection (nothing was sent); kept charged
 //! otherwise, since the provider may have counted it.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use crate::limits::cache::{CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError};
-use crate::limits::limiter::AcquireError;
+use crate::config::CacheSettings;
+use crate::limits::cache::{
+    CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError, Lookup, LookupReply,
+    PendingFill,
+};
+use crate::limits::limiter::{AcquireError, Clock, Reservation, ReserveReply};
+use hookfleet_common::redis::chain::{Chain, ChainReply};
 use hookfleet_common::telemetry::error_chain;
 
-use crate::delivery::job::{JobContext, check_output};
+use crate::delivery::job::check_output;
 use crate::delivery::outcome::Failure;
+use crate::events::{AiCalled, CacheBypassed, FallingThrough, UsageMissing};
+use crate::limits::cache::Cache;
+use crate::limits::limiter::{Limiter, Permit};
+use crate::limits::markers::Markers;
+use crate::metrics::WorkerMetrics;
 use crate::pipeline::{Candidate, Pipeline};
 use crate::providers::anthropic::DEFAULT_MAX_TOKENS;
 use crate::providers::{AiError, AiRequest, AiResponse, Usage};
+use hookfleet_common::redis::RedisError;
+
+/// What the AI call path uses of the worker's shared state.
+#[derive(Clone, Copy)]
+pub struct CallContext<'a> {
+    /// The fleet-wide limiter.
+    pub limiter: &'a Limiter,
+    /// The response cache.
+    pub cache: &'a Cache,
+    /// The connection a candidate's admission goes through (any of the
+    /// worker's Redis components runs its chains; the markers' is used).
+    pub markers: &'a Markers,
+    /// The worker's metrics.
+    pub metrics: &'a WorkerMetrics,
+}
 
 /// A pause used when a 429 carries no `retry-after`.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
@@ -66,27 +92,157 @@ pub struct Answer {
     pub model: String,
     /// `None` when the primary answered, else the index of the fallback that did.
     pub fallback: Option<usize>,
+    /// The answer still to store in the cache, when this job computed it: sent
+    /// with the job's other Redis work after the call (`job.rs`).
+    pub fill: Option<PendingFill>,
+}
+
+/// A candidate's Redis work before its call — the cache lookup, when the
+/// request is cached, then the limiter booking, which the lookup stops unless
+/// this job leads the flight — as calls of a chain. A job sends the primary's
+/// with its claim (`job.rs`); a fallback sends its own.
+#[derive(Debug)]
+pub struct Admission {
+    lookup: Option<Looked>,
+    reserve_at: usize,
+}
+
+#[derive(Debug)]
+struct Looked {
+    key: CacheKey,
+    token: String,
+    lease: Duration,
+    at: usize,
+}
+
+/// What a candidate's [`Admission`] found, for [`answer`].
+#[derive(Debug, Default)]
+pub enum Prefetch {
+    /// Nothing asked yet: the candidate asks for itself.
+    #[default]
+    Nothing,
+    /// The chain ran (or stopped before these steps: `None`).
+    Fetched {
+        /// The cache lookup's answer (boxed: a hit holds the answer).
+        lookup: Option<Box<Lookup>>,
+        /// The limiter's booking.
+        booked: Option<Reservation>,
+    },
+    /// Redis did not answer: bypass the cache; the limiter applies its fail mode.
+    Failed(CacheError),
+}
+
+impl Admission {
+    /// Pushes the calls of `candidate`'s admission onto `chain`.
+    pub fn push(
+        ctx: &CallContext<'_>,
+        pipeline: &Pipeline,
+        candidate: Candidate<'_>,
+        request: &AiRequest,
+        max_wait: Duration,
+        chain: &mut Chain,
+    ) -> Self {
+        let lookup = cache_key(pipeline, candidate, request)
+            .and_then(Result::ok)
+            .map(|(key, settings)| {
+                let (call, token) = ctx.cache.lookup_call(&key, settings.lease);
+                Looked {
+                    at: chain.push(call),
+                    key,
+                    token,
+                    lease: settings.lease,
+                }
+            });
+        let reserve = ctx.limiter.reserve_call(
+            candidate.provider.name(),
+            &request.model,
+            reserved_tokens(request),
+            max_wait,
+            Clock::Redis,
+        );
+        Self {
+            lookup,
+            reserve_at: chain.push(reserve),
+        }
+    }
+
+    /// What the chain's `reply` says of this admission.
+    pub async fn read(self, ctx: &CallContext<'_>, reply: &ChainReply) -> Prefetch {
+        match self.read_replies(ctx, reply).await {
+            Ok(prefetch) => prefetch,
+            Err(e) => Prefetch::Failed(e),
+        }
+    }
+
+    async fn read_replies(
+        self,
+        ctx: &CallContext<'_>,
+        reply: &ChainReply,
+    ) -> Result<Prefetch, CacheError> {
+        let lookup = match self.lookup {
+            None => None,
+            Some(looked) => match reply.get::<LookupReply>(looked.at)? {
+                None => None,
+                Some(found) => ctx
+                    .cache
+                    .read_lookup(&looked.key, looked.token, looked.lease, found)
+                    .await?
+                    .map(Box::new),
+            },
+        };
+        let booked = reply
+            .get::<ReserveReply>(self.reserve_at)?
+            .map(Reservation::from);
+        Ok(Prefetch::Fetched { lookup, booked })
+    }
+}
+
+/// The cache key of `request` for `candidate`, when the pipeline caches it.
+fn cache_key<'p>(
+    pipeline: &'p Pipeline,
+    candidate: Candidate<'_>,
+    request: &AiRequest,
+) -> Option<Result<(CacheKey, &'p CacheSettings), CacheError>> {
+    let settings = pipeline
+        .cache
+        .as_ref()
+        .filter(|s| s.caches(request.temperature))?;
+    Some(
+        CacheKey::new(
+            settings.namespace_for(&pipeline.name),
+            candidate.provider.name(),
+            &request.model,
+            request,
+        )
+        .map(|key| (key, settings)),
+    )
 }
 
 /// The answer to `request` for `pipeline`: each candidate in turn (module docs),
 /// through the cache and the limiter.
+/// `prefetch` is what the primary's [`Admission`] found, when the job sent it.
 pub async fn answer(
-    ctx: &JobContext,
+    ctx: &CallContext<'_>,
     pipeline: &Pipeline,
     request: &AiRequest,
+    mut prefetch: Prefetch,
 ) -> Result<Answer, Failure> {
     let count = pipeline.fallbacks.len() + 1;
     let mut failed: Option<Failure> = None;
     for (i, candidate) in pipeline.candidates().enumerate() {
+        let max_wait = max_wait(ctx, pipeline, i);
         let last = i + 1 == count;
-        let max_wait = if last {
-            ctx.limiter.max_wait()
+        // The primary asks with the request as rendered; only a fallback
+        // needs a copy naming its own model.
+        let request = if request.model == candidate.model {
+            Cow::Borrowed(request)
         } else {
-            pipeline.fallback_wait.min(ctx.limiter.max_wait())
+            let mut copy = request.clone();
+            copy.model = candidate.model.to_owned();
+            Cow::Owned(copy)
         };
-        let mut request = request.clone();
-        request.model = candidate.model.to_owned();
-        let failure = match ask(ctx, pipeline, candidate, &request, max_wait).await {
+        let prefetched = std::mem::take(&mut prefetch);
+        let failure = match ask(ctx, pipeline, candidate, &request, max_wait, prefetched).await {
             Ok(answer) => return Ok(answer),
             Err(failure @ Failure::Output(_)) => return Err(failure),
             Err(failure) if !failure.falls_through() => return Err(failure),
@@ -99,12 +255,14 @@ pub async fn answer(
             } else {
                 "error"
             };
-            ctx.metrics
-                .ai_fallbacks
-                .with_label_values(&[provider, candidate.model, reason])
-                .inc();
-            tracing::warn!(pipeline = %pipeline.name, %provider, model = candidate.model,
-                error = %error_chain(&failure), "AI candidate failed; trying the next fallback.");
+            FallingThrough {
+                pipeline: &pipeline.name,
+                provider,
+                model: candidate.model,
+                reason,
+                failure: &failure,
+            }
+            .emit(ctx.metrics);
         }
         failed = Some(match failed {
             Some(earlier) => most_informative(earlier, failure),
@@ -116,6 +274,16 @@ pub async fn answer(
         model: pipeline.model.clone(),
         wait: Duration::ZERO,
     })))
+}
+
+/// How long candidate `index` waits for the limiter: `fallback_wait` when a
+/// fallback follows it, the full `max_wait` for the last.
+pub fn max_wait(ctx: &CallContext<'_>, pipeline: &Pipeline, index: usize) -> Duration {
+    if index == pipeline.fallbacks.len() {
+        ctx.limiter.max_wait()
+    } else {
+        pipeline.fallback_wait.min(ctx.limiter.max_wait())
+    }
 }
 
 /// Which of two candidates' failures the job fails with: a provider error over
@@ -136,35 +304,37 @@ fn most_informative(earlier: Failure, later: Failure) -> Failure {
     }
 }
 
-/// One candidate's answer, through the cache and the limiter.
+/// One candidate's answer, through the cache and the limiter: its
+/// admission (`prefetch`, or one round trip now), then the call.
 async fn ask(
-    ctx: &JobContext,
+    ctx: &CallContext<'_>,
     pipeline: &Pipeline,
     candidate: Candidate<'_>,
     request: &AiRequest,
     max_wait: Duration,
+    prefetch: Prefetch,
 ) -> Result<Answer, Failure> {
-    let Some(settings) = pipeline
-        .cache
-        .as_ref()
-        .filter(|s| s.caches(request.temperature))
-    else {
-        return call(ctx, candidate, request, max_wait).await;
+    let prefetch = match prefetch {
+        Prefetch::Nothing => admit(ctx, pipeline, candidate, request, max_wait).await,
+        done => done,
     };
-    let key = match CacheKey::new(
-        settings.namespace_for(&pipeline.name),
-        candidate.provider.name(),
-        &request.model,
-        request,
-    ) {
-        Ok(key) => key,
-        Err(e) => return bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
+    let (lookup, booked) = match prefetch {
+        Prefetch::Fetched { lookup, booked } => (lookup, booked),
+        Prefetch::Failed(e) => {
+            return bypass(ctx, pipeline, candidate, request, max_wait, &e).await;
+        }
+        Prefetch::Nothing => (None, None),
+    };
+    let (key, settings) = match cache_key(pipeline, candidate, request) {
+        None => return call(ctx, candidate, request, max_wait, booked).await,
+        Some(Ok(keyed)) => keyed,
+        Some(Err(e)) => return bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
     };
     let mut latency = Duration::ZERO;
     let computed = ctx
         .cache
-        .get_or_compute(&key, settings, || async {
-            let answer = call(ctx, candidate, request, max_wait).await?;
+        .get_or_compute_from(lookup.map(|l| *l), &key, settings, || async {
+            let answer = call(ctx, candidate, request, max_wait, booked).await?;
             latency = answer.latency;
             // Checked before it is stored: a cached answer is one that passed.
             check_output(pipeline, &answer.response.text)?;
@@ -172,12 +342,13 @@ async fn ask(
         })
         .await;
     match computed {
-        Ok((value, outcome)) => {
-            count(ctx, outcome.as_str());
+        Ok(computed) => {
+            count(ctx, computed.outcome.as_str());
             Ok(Answer {
-                response: from_cached(value),
-                cached: outcome != CacheOutcome::Miss,
+                response: from_cached(computed.value),
+                cached: computed.outcome != CacheOutcome::Miss,
                 latency,
+                fill: computed.fill,
                 ..answered_by(candidate)
             })
         }
@@ -186,6 +357,22 @@ async fn ask(
             Err(failure)
         }
         Err(FlightError::Cache(e)) => bypass(ctx, pipeline, candidate, request, max_wait, &e).await,
+    }
+}
+
+/// A candidate's [`Admission`] on its own: one round trip.
+async fn admit(
+    ctx: &CallContext<'_>,
+    pipeline: &Pipeline,
+    candidate: Candidate<'_>,
+    request: &AiRequest,
+    max_wait: Duration,
+) -> Prefetch {
+    let mut chain = Chain::new();
+    let admission = Admission::push(ctx, pipeline, candidate, request, max_wait, &mut chain);
+    match ctx.markers.run_chain(&chain).await {
+        Ok(reply) => admission.read(ctx, &reply).await,
+        Err(e) => Prefetch::Failed(CacheError::Redis(e)),
     }
 }
 
@@ -203,42 +390,48 @@ fn answered_by(candidate: Candidate<'_>) -> Answer {
         provider: candidate.provider.name().to_owned(),
         model: candidate.model.to_owned(),
         fallback: candidate.fallback,
+        fill: None,
     }
 }
 
 async fn bypass(
-    ctx: &JobContext,
+    ctx: &CallContext<'_>,
     pipeline: &Pipeline,
     candidate: Candidate<'_>,
     request: &AiRequest,
     max_wait: Duration,
     error: &CacheError,
 ) -> Result<Answer, Failure> {
-    count(ctx, "bypassed");
-    tracing::warn!(pipeline = %pipeline.name, error = %error_chain(error),
-        "Response cache unavailable; calling the provider without it.");
-    call(ctx, candidate, request, max_wait).await
+    CacheBypassed {
+        pipeline: &pipeline.name,
+        error,
+    }
+    .emit(ctx.metrics);
+    call(ctx, candidate, request, max_wait, None).await
 }
 
-fn count(ctx: &JobContext, result: &str) {
+fn count(ctx: &CallContext<'_>, result: &str) {
     ctx.metrics
         .cache_requests
         .with_label_values(&[result])
         .inc();
 }
 
-/// The provider call, inside a limiter permit.
+/// The provider call, inside a limiter permit (from `booked`, when the
+/// booking was made in the admission's chain).
 async fn call(
-    ctx: &JobContext,
+    ctx: &CallContext<'_>,
     candidate: Candidate<'_>,
     request: &AiRequest,
     max_wait: Duration,
+    booked: Option<Reservation>,
 ) -> Result<Answer, Failure> {
     let provider = candidate.provider.name();
     let model = request.model.as_str();
+    let tokens = reserved_tokens(request);
     let permit = ctx
         .limiter
-        .acquire_with_policy_within(provider, model, reserved_tokens(request), max_wait)
+        .acquire_with_policy_booked(provider, model, tokens, max_wait, booked)
         .await
         .map_err(Failure::Limiter)?;
     ctx.metrics
@@ -248,17 +441,46 @@ async fn call(
     let started = Instant::now();
     let response = candidate.provider.complete(request).await;
     let latency = started.elapsed();
-    record(ctx, provider, model, &response, latency);
-    let settled = match &response {
+    let status = match &response {
+        Ok(_) => "200".to_owned(),
+        Err(e) => e.status_label(),
+    };
+    AiCalled {
+        provider,
+        model,
+        status: &status,
+        latency,
+        tokens: response
+            .as_ref()
+            .ok()
+            .map(|r| (r.usage.input_tokens, r.usage.output_tokens)),
+    }
+    .emit(ctx.metrics);
+    if let Err(e) = settle_permit(ctx, provider, model, permit, &response).await {
+        tracing::warn!(%provider, %model, error = %error_chain(&e),
+            "Cannot settle the rate-limit reservation; it is paid off with time.");
+    }
+    Ok(Answer {
+        response: response.map_err(Failure::Ai)?,
+        latency,
+        ..answered_by(candidate)
+    })
+}
+
+/// Settles the limiter's permit by what the provider did with the request
+/// (module docs).
+async fn settle_permit(
+    ctx: &CallContext<'_>,
+    provider: &str,
+    model: &str,
+    permit: Permit,
+    response: &Result<AiResponse, AiError>,
+) -> Result<(), RedisError> {
+    match response {
         Ok(answer) if !answer.usage_reported => {
             // Nothing to reconcile with: the reservation stands as the charge
             // (a refund would let the fleet overshoot on unmetered answers).
-            ctx.metrics
-                .ai_usage_missing
-                .with_label_values(&[provider, model])
-                .inc();
-            tracing::warn!(%provider, %model,
-                "Provider answered without a readable usage; the reservation is kept.");
+            UsageMissing { provider, model }.emit(ctx.metrics);
             drop(permit);
             Ok(())
         }
@@ -289,16 +511,7 @@ async fn call(
             drop(permit);
             Ok(())
         }
-    };
-    if let Err(e) = settled {
-        tracing::warn!(%provider, %model, error = %error_chain(&e),
-            "Cannot settle the rate-limit reservation; it is paid off with time.");
     }
-    Ok(Answer {
-        response: response.map_err(Failure::Ai)?,
-        latency,
-        ..answered_by(candidate)
-    })
 }
 
 /// What a request may cost in tokens, reserved up front: the prompt estimated
@@ -309,34 +522,6 @@ pub fn reserved_tokens(request: &AiRequest) -> u64 {
         request.system.as_deref().map_or(0, |s| s.chars().count()) + request.user.chars().count();
     let prompt = u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX);
     prompt.saturating_add(u64::from(request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)))
-}
-
-fn record(
-    ctx: &JobContext,
-    provider: &str,
-    model: &str,
-    response: &Result<AiResponse, AiError>,
-    latency: Duration,
-) {
-    let status = match response {
-        Ok(_) => "200".to_owned(),
-        Err(e) => e.status_label(),
-    };
-    let m = &ctx.metrics;
-    m.ai_requests
-        .with_label_values(&[provider, model, status.as_str()])
-        .inc();
-    m.ai_request_duration
-        .with_label_values(&[provider, model])
-        .observe(latency.as_secs_f64());
-    if let Ok(r) = response {
-        m.ai_tokens
-            .with_label_values(&[provider, model, "input"])
-            .inc_by(r.usage.input_tokens);
-        m.ai_tokens
-            .with_label_values(&[provider, model, "output"])
-            .inc_by(r.usage.output_tokens);
-    }
 }
 
 fn to_cached(response: &AiResponse) -> CachedCompletion {

@@ -23,36 +23,61 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::{Cache, CacheError, CacheKey, CacheOutcome, CachedCompletion, encode, millis};
 use crate::config::CacheSettings;
-use hookfleet_common::redis::redis;
+use hookfleet_common::redis::chain::{Call, Step};
 
-/// The value, or else the lock for `ARGV[1]`, or else the lock's PTTL.
-const LOOKUP: &str = r"
+/// The value, or else the lock for `ARGV[1]`, or else the lock's PTTL. Stops
+/// the chain unless the caller became the leader: only a leader books the
+/// limiter (the step after it in a job's chain).
+pub static LOOKUP: Step = Step {
+    name: "cache.lookup",
+    lua: r"
+function(KEYS, ARGV)
 local value = redis.call('GET', KEYS[1])
-if value then return {1, value, 0} end
+if value then return {1, value, 0}, true end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, '', 0} end
-return {3, '', redis.call('PTTL', KEYS[2])}
-";
+return {3, '', redis.call('PTTL', KEYS[2])}, true
+end
+",
+};
 
 /// Stores the value, then drops the lock if it is still ours.
-const FILL: &str = r"
+pub static FILL: Step = Step {
+    name: "cache.fill",
+    lua: r"
+function(KEYS, ARGV)
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
-";
+end
+",
+};
 
 /// Extends the lock if it is still ours.
-const RENEW: &str = r"
+pub static RENEW: Step = Step {
+    name: "cache.renew",
+    lua: r"
+function(KEYS, ARGV)
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
-";
+end
+",
+};
 
 /// Drops the lock if it is still ours.
-const RELEASE: &str = r"
+pub static RELEASE: Step = Step {
+    name: "cache.release",
+    lua: r"
+function(KEYS, ARGV)
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-";
+end
+",
+};
+
+/// [`LOOKUP`]'s reply: 1 hit (with the value), 2 leader, 3 busy (with the PTTL).
+pub type LookupReply = (i64, String, i64);
 
 /// The answer to one lookup.
 #[derive(Debug)]
@@ -96,39 +121,55 @@ impl Cache {
     pub async fn lookup(&self, key: &CacheKey, lease: Duration) -> Result<Lookup, CacheError> {
         // Twice at most: a second pass only follows an unreadable entry's removal.
         for _ in 0..2 {
-            let token = ulid::Ulid::new().to_string();
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(LOOKUP)
-                .arg(2)
-                .arg(self.value_key(key))
-                .arg(self.lock_key(key))
-                .arg(&token)
-                .arg(millis(lease));
-            let (kind, raw, pttl): (i64, String, i64) =
-                self.redis.query(self.timeout, &cmd).await?;
-            match kind {
-                1 => {
-                    if let Some(value) = self.decode(key, &raw).await? {
-                        return Ok(Lookup::Hit(value));
-                    }
-                }
-                2 => {
-                    return Ok(Lookup::Leader(FlightGuard {
-                        cache: self.clone(),
-                        key: key.clone(),
-                        token,
-                        lease,
-                        settled: false,
-                    }));
-                }
-                _ => {
-                    // PTTL is -2 if the lock vanished since SET NX failed: look again soon.
-                    let left = u64::try_from(pttl).unwrap_or(0);
-                    return Ok(Lookup::Busy(Duration::from_millis(left)));
-                }
+            let (call, token) = self.lookup_call(key, lease);
+            let reply: LookupReply = self
+                .redis
+                .run_call(self.timeout, &self.script, call)
+                .await?;
+            if let Some(lookup) = self.read_lookup(key, token, lease, reply).await? {
+                return Ok(lookup);
             }
         }
         Ok(Lookup::Busy(Duration::ZERO))
+    }
+
+    /// The [`LOOKUP`] call of [`lookup`](Self::lookup) and the token it claims
+    /// the flight with, for a job's own chain; read its reply with
+    /// [`read_lookup`](Self::read_lookup).
+    pub fn lookup_call(&self, key: &CacheKey, lease: Duration) -> (Call, String) {
+        let token = ulid::Ulid::new().to_string();
+        let call = Call::new(&LOOKUP)
+            .key(self.value_key(key))
+            .key(self.lock_key(key))
+            .arg(&token)
+            .arg(millis(lease));
+        (call, token)
+    }
+
+    /// What a [`LOOKUP`] reply means; `None` when it found an entry that no
+    /// longer decodes (now deleted): look again.
+    pub async fn read_lookup(
+        &self,
+        key: &CacheKey,
+        token: String,
+        lease: Duration,
+        (kind, raw, pttl): LookupReply,
+    ) -> Result<Option<Lookup>, CacheError> {
+        Ok(match kind {
+            1 => self.decode(key, &raw).await?.map(Lookup::Hit),
+            2 => Some(Lookup::Leader(FlightGuard {
+                cache: self.clone(),
+                key: key.clone(),
+                token,
+                lease,
+                settled: false,
+            })),
+            _ => {
+                // PTTL is -2 if the lock vanished since SET NX failed: look again soon.
+                let left = u64::try_from(pttl).unwrap_or(0);
+                Some(Lookup::Busy(Duration::from_millis(left)))
+            }
+        })
     }
 
     /// The answer for `key`: stored ([`CacheOutcome::Hit`]), computed by this
@@ -152,6 +193,29 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedCompletion, E>>,
     {
+        let computed = self
+            .get_or_compute_from(None, key, settings, compute)
+            .await?;
+        if let Some(fill) = computed.fill {
+            fill.store().await;
+        }
+        Ok((computed.value, computed.outcome))
+    }
+
+    /// [`get_or_compute`](Self::get_or_compute) starting from `first`, a
+    /// lookup already made (in a job's chain), and leaving a computed answer
+    /// to store ([`Computed::fill`]) with the job's other Redis work.
+    pub async fn get_or_compute_from<F, Fut, E>(
+        &self,
+        mut first: Option<Lookup>,
+        key: &CacheKey,
+        settings: &CacheSettings,
+        compute: F,
+    ) -> Result<Computed, FlightError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<CachedCompletion, E>>,
+    {
         let began = Instant::now();
         let mut waited = false;
         let mut pauses = ExponentialBuilder::default()
@@ -161,10 +225,13 @@ impl Cache {
             .without_max_times()
             .build();
         loop {
-            let lookup = self
-                .lookup(key, settings.lease)
-                .await
-                .map_err(FlightError::Cache)?;
+            let lookup = match first.take() {
+                Some(lookup) => lookup,
+                None => self
+                    .lookup(key, settings.lease)
+                    .await
+                    .map_err(FlightError::Cache)?,
+            };
             match lookup {
                 Lookup::Hit(value) => {
                     let outcome = if waited {
@@ -172,7 +239,11 @@ impl Cache {
                     } else {
                         CacheOutcome::Hit
                     };
-                    return Ok((value, outcome));
+                    return Ok(Computed {
+                        value,
+                        outcome,
+                        fill: None,
+                    });
                 }
                 Lookup::Leader(guard) => return lead(guard, settings, compute).await,
                 Lookup::Busy(left) => {
@@ -192,36 +263,108 @@ impl Cache {
     }
 }
 
-/// Computes as the leader, renewing the lease meanwhile, and settles the flight.
+/// What [`Cache::get_or_compute_from`] came to.
+#[derive(Debug)]
+pub struct Computed {
+    /// The answer.
+    pub value: CachedCompletion,
+    /// Where it came from.
+    pub outcome: CacheOutcome,
+    /// The answer still to store, when this caller computed it.
+    pub fill: Option<PendingFill>,
+}
+
+/// A computed answer not stored yet: the leader sends [`call`](Self::call) in
+/// the job's chain after the call, or [`store`](Self::store)s it alone. Its
+/// flight's lease is renewed until then; dropped unsent, it is stored in the
+/// background.
+#[derive(Debug)]
+#[must_use = "send call() in a chain, or store()"]
+pub struct PendingFill {
+    guard: Option<FlightGuard>,
+    encoded: String,
+    ttl: Duration,
+    /// Renews the flight's lease until the fill is sent (aborted on drop).
+    _renewer: AbortOnDropHandle<()>,
+}
+
+impl PendingFill {
+    /// The [`FILL`] call storing the answer and releasing the flight.
+    pub fn call(mut self) -> Option<Call> {
+        let mut guard = self.guard.take()?;
+        guard.settled = true;
+        Some(
+            Call::new(&FILL)
+                .key(guard.cache.value_key(&guard.key))
+                .key(guard.cache.lock_key(&guard.key))
+                .arg(&guard.token)
+                .arg(std::mem::take(&mut self.encoded))
+                .arg(millis(self.ttl)),
+        )
+    }
+
+    /// Stores the answer now, on its own; a failure is logged.
+    pub async fn store(mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        store(guard, std::mem::take(&mut self.encoded), self.ttl).await;
+    }
+}
+
+impl Drop for PendingFill {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (encoded, ttl) = (std::mem::take(&mut self.encoded), self.ttl);
+        runtime.spawn(store(guard, encoded, ttl));
+    }
+}
+
+async fn store(guard: FlightGuard, encoded: String, ttl: Duration) {
+    let key = guard.key.clone();
+    if let Err(error) = guard.fill_encoded(encoded, ttl).await {
+        tracing::warn!(key = %key, error = %error,
+            "Cannot store an AI answer in the cache; identical requests will call again.");
+    }
+}
+
+/// Computes as the leader, renewing the lease meanwhile (and, for an
+/// answer, until it is stored: [`PendingFill`]), and settles a failed flight.
 async fn lead<F, Fut, E>(
     guard: FlightGuard,
     settings: &CacheSettings,
     compute: F,
-) -> Result<(CachedCompletion, CacheOutcome), FlightError<E>>
+) -> Result<Computed, FlightError<E>>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<CachedCompletion, E>>,
 {
     // A task of its own, so renewing never delays polling the computation;
-    // aborted when the computation ends or this future is dropped.
+    // aborted when the answer is stored or this future is dropped.
     let renewer = AbortOnDropHandle::new(tokio::spawn(renew_until_aborted(
         guard.cache.clone(),
         guard.key.clone(),
         guard.token.clone(),
         guard.lease,
     )));
-    let result = compute().await;
-    drop(renewer);
-    match result {
-        Ok(value) => {
-            let key = guard.key.clone();
-            if let Err(error) = guard.fill(&value, settings.ttl).await {
-                tracing::warn!(key = %key, error = %error,
-                    "Cannot store an AI answer in the cache; identical requests will call again.");
-            }
-            Ok((value, CacheOutcome::Miss))
-        }
+    match compute().await {
+        Ok(value) => Ok(Computed {
+            fill: Some(PendingFill {
+                guard: Some(guard),
+                encoded: encode(&value),
+                ttl: settings.ttl,
+                _renewer: renewer,
+            }),
+            value,
+            outcome: CacheOutcome::Miss,
+        }),
         Err(error) => {
+            drop(renewer);
             let key = guard.key.clone();
             if let Err(release) = guard.abandon().await {
                 tracing::warn!(key = %key, error = %release,
@@ -257,20 +400,23 @@ async fn renew(
     token: &str,
     lease: Duration,
 ) -> Result<bool, CacheError> {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(RENEW)
-        .arg(1)
-        .arg(cache.lock_key(key))
+    let call = Call::new(&RENEW)
+        .key(cache.lock_key(key))
         .arg(token)
         .arg(millis(lease));
-    let renewed: i64 = cache.redis.query(cache.timeout, &cmd).await?;
+    let renewed: i64 = cache
+        .redis
+        .run_call(cache.timeout, &cache.script, call)
+        .await?;
     Ok(renewed == 1)
 }
 
 async fn release(cache: &Cache, key: &CacheKey, token: &str) -> Result<(), CacheError> {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(RELEASE).arg(1).arg(cache.lock_key(key)).arg(token);
-    cache.redis.query::<i64>(cache.timeout, &cmd).await?;
+    let call = Call::new(&RELEASE).key(cache.lock_key(key)).arg(token);
+    cache
+        .redis
+        .run_call::<i64>(cache.timeout, &cache.script, call)
+        .await?;
     Ok(())
 }
 
@@ -287,19 +433,21 @@ impl FlightGuard {
     }
 
     /// Stores the answer for `ttl` and releases the claim, in one step.
-    pub async fn fill(mut self, value: &CachedCompletion, ttl: Duration) -> Result<(), CacheError> {
+    pub async fn fill(self, value: &CachedCompletion, ttl: Duration) -> Result<(), CacheError> {
+        self.fill_encoded(encode(value), ttl).await
+    }
+
+    async fn fill_encoded(mut self, encoded: String, ttl: Duration) -> Result<(), CacheError> {
         self.settled = true;
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(FILL)
-            .arg(2)
-            .arg(self.cache.value_key(&self.key))
-            .arg(self.cache.lock_key(&self.key))
+        let call = Call::new(&FILL)
+            .key(self.cache.value_key(&self.key))
+            .key(self.cache.lock_key(&self.key))
             .arg(&self.token)
-            .arg(encode(value))
+            .arg(encoded)
             .arg(millis(ttl));
         self.cache
             .redis
-            .query::<i64>(self.cache.timeout, &cmd)
+            .run_call::<i64>(self.cache.timeout, &self.cache.script, call)
             .await?;
         Ok(())
     }
