@@ -228,7 +228,11 @@ impl Authenticator {
     pub async fn credential(&self) -> Result<Credential, AuthError> {
         match self {
             Self::Static(credential) => Ok(credential.clone()),
-            Self::OAuth2(grant) => bearer(grant.token().await?.expose_secret()),
+            // Boxed: the token's path (shared store, single flight, Redis pool,
+            // token endpoint) is a deep future, and it sits inside a provider
+            // call inside a job; unboxed, a debug build overflowed a worker
+            // thread's 2 MiB stack.
+            Self::OAuth2(grant) => bearer(Box::pin(grant.token()).await?.expose_secret()),
             Self::Jwt(signer) => bearer(&signer.sign(SystemTime::now()).map_err(AuthError::Sign)?),
         }
     }

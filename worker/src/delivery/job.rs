@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{ResponseFormat, UnmatchedPolicy};
+use crate::config::UnmatchedPolicy;
 use crate::limits::cache::{Cache, CacheError, PendingFill};
 use crate::limits::limiter::Limiter;
 use crate::limits::markers::{Claim, ClaimReply, DeliveryId, Markers};
@@ -36,7 +36,7 @@ use crate::events::{
     DeliveryAlreadySettled, JobRefused, JobUnmatched, MarkersUnavailable, PipelineFailed,
     PipelinePublished, PipelineSkipped, Skip,
 };
-use crate::pipeline::completion::{self, Admission, CallContext, Prefetch};
+use crate::pipeline::completion::{self, Admission, CallContext, Prefetch, check_output};
 use crate::pipeline::sinks::amqp::PIPELINE_HEADER;
 use crate::pipeline::sinks::{self, Delivery, JobResult, SentMarkers};
 use crate::pipeline::templates;
@@ -858,47 +858,8 @@ async fn deliver(
     Failure::from_sinks(failures).map_or(Ok(result), Err)
 }
 
-/// The pipeline's output check: the answer's JSON when the pipeline asks for
-/// JSON, `None` for text. Run before an answer is cached (see `completion`).
-pub fn check_output(pipeline: &Pipeline, text: &str) -> Result<Option<serde_json::Value>, Failure> {
-    match pipeline.response_format {
-        ResponseFormat::Json => parse_json_output(text).map(Some).map_err(Failure::Output),
-        ResponseFormat::Text => Ok(None),
-    }
-}
-
-/// The answer as JSON, also when the model wrapped it in a Markdown code fence
-/// (```json … ```), which models without a JSON mode often do.
-pub fn parse_json_output(text: &str) -> Result<serde_json::Value, serde_json::Error> {
-    let first = match serde_json::from_str(text) {
-        Ok(value) => return Ok(value),
-        Err(e) => e,
-    };
-    let trimmed = text.trim();
-    let fenced = trimmed
-        .strip_prefix("```json")
-        .or_else(|| trimmed.strip_prefix("```"))
-        .and_then(|rest| rest.strip_suffix("```"));
-    match fenced {
-        Some(inner) => serde_json::from_str(inner.trim()).map_err(|_| first),
-        None => Err(first),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn json_output_parses_bare_or_fenced() {
-        assert_eq!(parse_json_output(r#"{"a":1}"#).unwrap(), json!({"a": 1}));
-        assert_eq!(
-            parse_json_output("```json\n{\"a\":1}\n```").unwrap(),
-            json!({"a": 1})
-        );
-        assert_eq!(parse_json_output("```\n[1]\n```").unwrap(), json!([1]));
-        assert!(parse_json_output("Sure! Here is the JSON: {").is_err());
-        assert!(parse_json_output("```json\nnope\n```").is_err());
-    }
 }

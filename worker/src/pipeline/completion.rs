@@ -39,7 +39,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use crate::config::CacheSettings;
+use crate::config::{CacheSettings, ResponseFormat};
 use crate::limits::cache::{
     CacheError, CacheKey, CacheOutcome, CachedCompletion, FlightError, Lookup, LookupReply,
     PendingFill,
@@ -48,7 +48,6 @@ use crate::limits::limiter::{AcquireError, Clock, Reservation, ReserveReply};
 use hookfleet_common::redis::chain::{Chain, ChainReply};
 use hookfleet_common::telemetry::error_chain;
 
-use crate::delivery::job::check_output;
 use crate::delivery::outcome::Failure;
 use crate::events::{AiCalled, CacheBypassed, FallingThrough, UsageMissing};
 use crate::limits::cache::Cache;
@@ -546,6 +545,33 @@ fn from_cached(value: CachedCompletion) -> AiResponse {
     }
 }
 
+/// The pipeline's output check: the answer's JSON when the pipeline asks for
+/// JSON, `None` for text. Run before an answer is cached (see `completion`).
+pub fn check_output(pipeline: &Pipeline, text: &str) -> Result<Option<serde_json::Value>, Failure> {
+    match pipeline.response_format {
+        ResponseFormat::Json => parse_json_output(text).map(Some).map_err(Failure::Output),
+        ResponseFormat::Text => Ok(None),
+    }
+}
+
+/// The answer as JSON, also when the model wrapped it in a Markdown code fence
+/// (```json … ```), which models without a JSON mode often do.
+pub fn parse_json_output(text: &str) -> Result<serde_json::Value, serde_json::Error> {
+    let first = match serde_json::from_str(text) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    let trimmed = text.trim();
+    let fenced = trimmed
+        .strip_prefix("```json")
+        .or_else(|| trimmed.strip_prefix("```"))
+        .and_then(|rest| rest.strip_suffix("```"));
+    match fenced {
+        Some(inner) => serde_json::from_str(inner.trim()).map_err(|_| first),
+        None => Err(first),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,5 +638,17 @@ mod tests {
         assert_eq!(reserved_tokens(&request), 103);
         request.max_tokens = None;
         assert_eq!(reserved_tokens(&request), 3 + u64::from(DEFAULT_MAX_TOKENS));
+    }
+
+    #[test]
+    fn json_output_parses_bare_or_fenced() {
+        assert_eq!(parse_json_output(r#"{"a":1}"#).unwrap(), json!({"a": 1}));
+        assert_eq!(
+            parse_json_output("```json\n{\"a\":1}\n```").unwrap(),
+            json!({"a": 1})
+        );
+        assert_eq!(parse_json_output("```\n[1]\n```").unwrap(), json!([1]));
+        assert!(parse_json_output("Sure! Here is the JSON: {").is_err());
+        assert!(parse_json_output("```json\nnope\n```").is_err());
     }
 }
