@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::delivery::job::{self, JobContext};
-use crate::delivery::outcome::Outcome;
+use crate::delivery::outcome::{Decision, Outcome};
 use crate::delivery::reroute::{self, DeadLetter};
 use crate::delivery::status;
 use crate::events::{DeadLettered, MarkersUnavailable};
@@ -397,7 +397,7 @@ impl Settler {
     /// pipeline's dead letter, then the retry or the job's dead letter), record
     /// the delivery as settled, release the leases its failed pipelines held,
     /// then ack — or requeue. Once acked, the event's status records the outcome.
-    async fn settle(&self, delivery: &Delivery, decision: job::Decision) {
+    async fn settle(&self, delivery: &Delivery, decision: Decision) {
         let held: Vec<&str> = decision.held.iter().map(String::as_str).collect();
         let message_id = decision.meta.as_ref().map_or("", |m| m.message_id.as_str());
         // The failed pipelines' leases stay ours (renewed) until the delivery is
@@ -435,8 +435,9 @@ impl Settler {
             // A job whose pipelines all published wrote `done` already.
             if !decision.status_recorded {
                 let ctx = Arc::clone(&self.ctx);
-                self.tracker
-                    .spawn(async move { status::settled(&ctx, &decision, next_in).await });
+                self.tracker.spawn(async move {
+                    status::settled(&ctx.statuses, &ctx.metrics, &decision, next_in).await
+                });
             }
         } else {
             self.requeue(delivery).await;
@@ -460,7 +461,7 @@ impl Settler {
     /// Publishes the copies `decision` needs; how many, or `None` if one was
     /// not confirmed. A pipeline's confirmed dead letter is recorded at once
     /// (`{ns}:failed:…`), so whatever happens next never sends it twice.
-    async fn publish_copies(&self, delivery: &Delivery, decision: &job::Decision) -> Option<usize> {
+    async fn publish_copies(&self, delivery: &Delivery, decision: &Decision) -> Option<usize> {
         for letter in &decision.letters {
             self.dead_letter(delivery, decision, Some(&letter.pipeline), &letter.outcome)
                 .await?;
@@ -518,7 +519,7 @@ impl Settler {
     async fn dead_letter(
         &self,
         delivery: &Delivery,
-        decision: &job::Decision,
+        decision: &Decision,
         pipeline: Option<&str>,
         outcome: &Outcome,
     ) -> Option<()> {

@@ -29,7 +29,7 @@ use hookfleet_common::redis::status::Statuses;
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
 
-use crate::delivery::outcome::{Failure, Outcome, RetryPolicy, classify};
+use crate::delivery::outcome::{Decision, Failure, Outcome, PipelineLetter, RetryPolicy, classify};
 use crate::delivery::reroute::{self, FIRST_COPY};
 use crate::delivery::status;
 use crate::events::{
@@ -83,53 +83,7 @@ impl JobContext {
     }
 }
 
-/// What processing decided, with what settling it needs.
-#[derive(Debug)]
-pub struct Decision {
-    /// Ack, retry or dead-letter.
-    pub outcome: Outcome,
-    /// The event's metadata, when the message had it.
-    pub meta: Option<EventMeta>,
-    /// This attempt, 1-based (what a retry records in `hf-attempt`).
-    pub attempt: u32,
-    /// The pipeline a dead letter belongs to, if one failed.
-    pub pipeline: Option<String>,
-    /// The results this run published (for the event's status).
-    pub results: Vec<JobResult>,
-    /// One dead letter per pipeline that failed for good, each tagged with its
-    /// pipeline: published before the delivery is settled, and the pipeline
-    /// skipped on the event's retries (`{ns}:failed:…`).
-    pub letters: Vec<PipelineLetter>,
-    /// Pipelines whose lease this run still holds (the failed ones): kept until
-    /// the delivery is settled, so a redelivered copy waiting for them sees the
-    /// settlement instead of running again.
-    pub held: Vec<String>,
-    /// The delivery's `hf-copy` (see `reroute`).
-    pub copy: String,
-    /// The event's final status was written with the last pipeline's done
-    /// marker (`status::done_call`); settling need not write it again.
-    pub status_recorded: bool,
-}
-
-/// A pipeline's own dead letter.
-#[derive(Debug)]
-pub struct PipelineLetter {
-    /// The pipeline (`hf-pipeline`).
-    pub pipeline: String,
-    /// Its failure: an [`Outcome::DeadLetter`].
-    pub outcome: Outcome,
-}
-
 impl Decision {
-    /// Which delivered copy the decision is about, if the message is ours.
-    pub fn delivery(&self) -> Option<DeliveryId<'_>> {
-        self.meta.as_ref().map(|meta| DeliveryId {
-            message_id: &meta.message_id,
-            replays: meta.replays,
-            copy: &self.copy,
-        })
-    }
-
     fn acked(meta: EventMeta, attempt: u32, copy: String) -> Self {
         Self {
             outcome: Outcome::Ack,
@@ -519,7 +473,7 @@ async fn finish(
         );
         if let Some(decision) = finishing.filter(|d| matches!(d.outcome, Outcome::Ack)) {
             let results: Vec<&JobResult> = decision.results.iter().chain([published]).collect();
-            if let Some(call) = status::done_call(ctx, meta, attempt, &results) {
+            if let Some(call) = status::done_call(&ctx.statuses, meta, attempt, &results) {
                 chain.push(call);
                 status = true;
             }
@@ -617,7 +571,9 @@ async fn admit(
 ) -> Admitted {
     let name = pipeline.name.as_str();
     let message_id = delivery.message_id;
-    let mut started = first.then(|| status::started_call(ctx, meta)).flatten();
+    let mut started = first
+        .then(|| status::started_call(&ctx.statuses, meta))
+        .flatten();
     loop {
         let recording = started.is_some();
         let tried = claim_once(ctx, pipeline, delivery, started.take(), prepared.as_ref()).await;
@@ -856,10 +812,4 @@ async fn deliver(
     };
     let failures = sinks::deliver_all(&pipeline.sinks, &delivery, &sent).await;
     Failure::from_sinks(failures).map_or(Ok(result), Err)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
 }

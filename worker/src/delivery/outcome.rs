@@ -31,6 +31,9 @@
 use std::time::Duration;
 
 use crate::limits::limiter::AcquireError;
+use crate::limits::markers::DeliveryId;
+use crate::pipeline::sinks::JobResult;
+use hookfleet_common::message::EventMeta;
 
 use crate::pipeline::enrich::EnrichError;
 use crate::pipeline::request_template::RequestError;
@@ -480,6 +483,54 @@ fn is_billing(code: Option<&str>) -> bool {
         code,
         Some("insufficient_quota" | "billing_hard_limit_reached" | "billing_not_active")
     )
+}
+
+/// What processing decided, with what settling it needs.
+#[derive(Debug)]
+pub struct Decision {
+    /// Ack, retry or dead-letter.
+    pub outcome: Outcome,
+    /// The event's metadata, when the message had it.
+    pub meta: Option<EventMeta>,
+    /// This attempt, 1-based (what a retry records in `hf-attempt`).
+    pub attempt: u32,
+    /// The pipeline a dead letter belongs to, if one failed.
+    pub pipeline: Option<String>,
+    /// The results this run published (for the event's status).
+    pub results: Vec<JobResult>,
+    /// One dead letter per pipeline that failed for good, each tagged with its
+    /// pipeline: published before the delivery is settled, and the pipeline
+    /// skipped on the event's retries (`{ns}:failed:…`).
+    pub letters: Vec<PipelineLetter>,
+    /// Pipelines whose lease this run still holds (the failed ones): kept until
+    /// the delivery is settled, so a redelivered copy waiting for them sees the
+    /// settlement instead of running again.
+    pub held: Vec<String>,
+    /// The delivery's `hf-copy` (see `reroute`).
+    pub copy: String,
+    /// The event's final status was written with the last pipeline's done
+    /// marker (`status::done_call`); settling need not write it again.
+    pub status_recorded: bool,
+}
+
+/// A pipeline's own dead letter.
+#[derive(Debug)]
+pub struct PipelineLetter {
+    /// The pipeline (`hf-pipeline`).
+    pub pipeline: String,
+    /// Its failure: an [`Outcome::DeadLetter`].
+    pub outcome: Outcome,
+}
+
+impl Decision {
+    /// Which delivered copy the decision is about, if the message is ours.
+    pub fn delivery(&self) -> Option<DeliveryId<'_>> {
+        self.meta.as_ref().map(|meta| DeliveryId {
+            message_id: &meta.message_id,
+            replays: meta.replays,
+            copy: &self.copy,
+        })
+    }
 }
 
 #[cfg(test)]

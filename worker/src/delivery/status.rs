@@ -21,16 +21,18 @@ use hookfleet_common::redis::chain::Call;
 use hookfleet_common::redis::status::{EventState, PipelineSummary, Update};
 use hookfleet_common::telemetry::error_chain;
 
-use crate::delivery::job::{Decision, JobContext};
+use crate::delivery::outcome::Decision;
 use crate::delivery::outcome::Outcome;
+use crate::metrics::WorkerMetrics;
 use crate::pipeline::sinks::JobResult;
+use hookfleet_common::redis::status::Statuses;
 
 /// Longest error detail kept in a `dead` status.
 const MAX_ERROR_BYTES: usize = 500;
 
 /// The write recording that a job for this event starts, to send with the
 /// job's claim (`job.rs`); `None` when statuses are off.
-pub fn started_call(ctx: &JobContext, meta: &EventMeta) -> Option<Call> {
+pub fn started_call(statuses: &Statuses, meta: &EventMeta) -> Option<Call> {
     let attempt = meta.attempt.saturating_add(1);
     let update = Update {
         event: meta,
@@ -41,7 +43,7 @@ pub fn started_call(ctx: &JobContext, meta: &EventMeta) -> Option<Call> {
         },
         pipelines: Vec::new(),
     };
-    ctx.statuses.record_call(&update)
+    statuses.record_call(&update)
 }
 
 /// The write recording that every pipeline of the event published (`results`,
@@ -49,12 +51,12 @@ pub fn started_call(ctx: &JobContext, meta: &EventMeta) -> Option<Call> {
 /// (`job.rs`): the delivery is then acked with nothing left to publish, so
 /// `done` holds before the ack. `None` when statuses are off.
 pub fn done_call(
-    ctx: &JobContext,
+    statuses: &Statuses,
     meta: &EventMeta,
     attempts: u32,
     results: &[&JobResult],
 ) -> Option<Call> {
-    let limit = ctx.statuses.max_output_bytes();
+    let limit = statuses.max_output_bytes();
     let update = Update {
         event: meta,
         attempt: meta.attempt.saturating_add(1),
@@ -64,18 +66,23 @@ pub fn done_call(
         },
         pipelines: results.iter().map(|r| summary(r, limit)).collect(),
     };
-    ctx.statuses.record_call(&update)
+    statuses.record_call(&update)
 }
 
 /// Records a settled decision. `next_in` is the retry tier's delay, for a retry.
-pub async fn settled(ctx: &JobContext, decision: &Decision, next_in: Option<Duration>) {
-    if !ctx.statuses.enabled() {
+pub async fn settled(
+    statuses: &Statuses,
+    metrics: &WorkerMetrics,
+    decision: &Decision,
+    next_in: Option<Duration>,
+) {
+    if !statuses.enabled() {
         return;
     }
     let Some(meta) = &decision.meta else {
         return;
     };
-    let limit = ctx.statuses.max_output_bytes();
+    let limit = statuses.max_output_bytes();
     let pipelines = decision.results.iter().map(|r| summary(r, limit)).collect();
     let state = match &decision.outcome {
         Outcome::Ack => EventState::Done {
@@ -106,7 +113,7 @@ pub async fn settled(ctx: &JobContext, decision: &Decision, next_in: Option<Dura
     };
     // The rank is the attempt this run made, whether or not it was counted.
     let attempt = meta.attempt.saturating_add(1);
-    record(ctx, meta, attempt, state, pipelines).await;
+    record(statuses, metrics, meta, attempt, state, pipelines).await;
 }
 
 fn summary(result: &JobResult, limit: usize) -> PipelineSummary {
@@ -125,7 +132,8 @@ fn summary(result: &JobResult, limit: usize) -> PipelineSummary {
 }
 
 async fn record(
-    ctx: &JobContext,
+    statuses: &Statuses,
+    metrics: &WorkerMetrics,
     meta: &EventMeta,
     attempt: u32,
     state: EventState,
@@ -137,12 +145,12 @@ async fn record(
         state,
         pipelines,
     };
-    match ctx.statuses.record(&update).await {
+    match statuses.record(&update).await {
         Ok(true) => {}
         Ok(false) => tracing::debug!(message_id = %meta.message_id,
             "A later status is already recorded; this one is dropped."),
         Err(e) => {
-            ctx.metrics.status_write_failures.inc();
+            metrics.status_write_failures.inc();
             tracing::warn!(message_id = %meta.message_id, error = %error_chain(&e),
                 "Cannot record the event's status.");
         }

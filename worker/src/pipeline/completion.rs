@@ -575,6 +575,7 @@ pub fn parse_json_output(text: &str) -> Result<serde_json::Value, serde_json::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn saturated(secs: u64) -> Failure {
         Failure::Limiter(AcquireError::Saturated {
