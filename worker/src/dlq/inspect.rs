@@ -15,11 +15,12 @@ use lapin::message::Delivery;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::dead_queue::DeadQueue;
 use super::filter::Filter;
 use super::filter::Matcher;
 use super::letter::{Letter, hex, serialize_time, table_json};
 use super::output::{self, LetterJson, short_age, timestamp};
-use super::pass::{self, Action, DeadQueue, PassOptions, Tally, Visitor};
+use super::pass::{self, Action, PassOptions, Tally, Visitor};
 use super::{DlqError, ListArgs, PassArgs, ShowArgs, StatsArgs, Summary};
 
 /// Distinct values counted per breakdown; the rest are counted as `(other)`.

@@ -16,6 +16,7 @@
 //!
 //! Operators' guide: docs/dead-letters.md.
 
+mod dead_queue;
 mod exit;
 mod filter;
 mod inspect;
@@ -406,7 +407,7 @@ pub async fn run(
     out: &mut (impl Write + Send),
 ) -> Result<Summary, DlqError> {
     let started = std::time::Instant::now();
-    let queue = pass::DeadQueue::open(settings).await?;
+    let queue = dead_queue::DeadQueue::open(settings).await?;
     let result = match command {
         DlqCommand::Stats(args) => inspect::stats(&queue, args, &cancel, out).await,
         DlqCommand::List(args) => inspect::list(&queue, args, &cancel, out).await,

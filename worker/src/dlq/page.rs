@@ -17,9 +17,10 @@ use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 
 use super::DlqError;
+use super::dead_queue::DeadQueue;
 use super::filter::{Filter, Matcher};
 use super::letter::{Letter, value_json};
-use super::pass::{self, Action, DeadQueue, PassOptions, Visitor};
+use super::pass::{self, Action, PassOptions, Visitor};
 
 /// The header naming the pipeline a letter failed in.
 const PIPELINE: &str = "hf-pipeline";

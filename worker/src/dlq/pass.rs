@@ -69,25 +69,23 @@ use std::collections::BTreeMap;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::config::Settings;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use hookfleet_common::broker;
-use hookfleet_common::publisher::{PublishError, Publisher};
-use hookfleet_common::topology::Topology;
+use hookfleet_common::publisher::PublishError;
 use indicatif::ProgressBar;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer};
+use lapin::{BasicProperties, Channel, Confirmation, Consumer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::DlqError;
+use super::dead_queue::DeadQueue;
 use super::letter::{self, Letter};
 use super::pace::{Pace, Rate};
 
@@ -163,92 +161,6 @@ pub(crate) struct PassOptions<'a> {
     pub rate: Option<Rate>,
     /// Progress (hidden when not wanted).
     pub progress: &'a ProgressBar,
-}
-
-/// The connection a command works on, holding the lock on `{ns}.dead`.
-pub(crate) struct DeadQueue {
-    topology: Topology,
-    confirm_timeout: Duration,
-    connection: Connection,
-    publisher: Publisher,
-}
-
-impl DeadQueue {
-    /// Connects, checks that the DLQ exists and takes the lock.
-    pub async fn open(settings: &Settings) -> Result<Self, DlqError> {
-        let topology = Topology::new(&settings.namespace, &settings.amqp);
-        let connection = broker::connect(&settings.amqp, "hookfleet-dlq").await?;
-        let queue = Self {
-            publisher: Publisher::new(&settings.amqp, "hookfleet-dlq-replay", None),
-            confirm_timeout: settings.amqp.confirm_timeout,
-            topology,
-            connection,
-        };
-        queue.ready().await?;
-        queue.lock().await?;
-        Ok(queue)
-    }
-
-    /// The DLQ's name.
-    pub fn name(&self) -> String {
-        self.topology.dead_queue()
-    }
-
-    /// Connects the replay publisher now, so a broker problem shows before the pass.
-    pub async fn connect_publisher(&self) -> Result<(), DlqError> {
-        self.publisher.connect().await.map_err(DlqError::Replay)
-    }
-
-    /// Ready letters (a passive declare: unacked ones are not counted).
-    pub async fn ready(&self) -> Result<u64, DlqError> {
-        let channel = self.channel("opening a channel").await?;
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        // A failed passive declare closes the channel: it is a throwaway one.
-        let queue = channel
-            .queue_declare(self.name().into(), options, FieldTable::default())
-            .await
-            .map_err(|_| DlqError::MissingQueue(self.name()))?;
-        let _ = channel.close(200, "counted".into()).await;
-        Ok(queue.message_count().into())
-    }
-
-    /// Closes the publisher and the connection.
-    pub async fn close(self) {
-        self.publisher.close().await;
-        let _ = self.connection.close(200, "dlq done".into()).await;
-    }
-
-    async fn lock(&self) -> Result<(), DlqError> {
-        let lock = format!("{}.lock", self.name());
-        let channel = self.channel("opening a channel").await?;
-        let options = QueueDeclareOptions {
-            // Owned by this connection: a second declare from another connection
-            // fails with 405 RESOURCE_LOCKED, and the queue vanishes with us.
-            exclusive: true,
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        };
-        channel
-            .queue_declare(lock.as_str().into(), options, FieldTable::default())
-            .await
-            .map_err(|source| DlqError::Busy {
-                queue: self.name(),
-                lock,
-                source: Box::new(source),
-            })?;
-        let _ = channel.close(200, "locked".into()).await;
-        Ok(())
-    }
-
-    async fn channel(&self, what: &'static str) -> Result<Channel, DlqError> {
-        self.connection
-            .create_channel()
-            .await
-            .map_err(|source| DlqError::amqp(what, source))
-    }
 }
 
 /// Runs one pass of `visitor` over the DLQ. Returns what was done, and why the

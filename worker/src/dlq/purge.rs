@@ -11,11 +11,12 @@ use std::time::SystemTime;
 use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 
+use super::dead_queue::DeadQueue;
 use super::filter::Matcher;
 use super::inspect::{count, options, summary};
 use super::letter::Letter;
 use super::output;
-use super::pass::{self, Action, DeadQueue, Visitor};
+use super::pass::{self, Action, Visitor};
 use super::{DlqError, PurgeArgs, Summary};
 
 struct PurgeVisitor {

@@ -19,10 +19,11 @@ use std::time::SystemTime;
 use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 
+use super::dead_queue::DeadQueue;
 use super::filter::Matcher;
 use super::letter::{self, Letter};
 use super::output;
-use super::pass::{self, Action, DeadQueue, PassOptions, Visitor};
+use super::pass::{self, Action, PassOptions, Visitor};
 use super::{DlqError, ReplayArgs, Summary};
 
 struct ReplayVisitor {
