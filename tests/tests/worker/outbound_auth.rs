@@ -55,6 +55,7 @@ fn sink(name: &str, url: String, auth: Option<HttpAuth>) -> HttpSinkConfig {
         signing_secret: None,
         timeout: Duration::from_secs(5),
         follow_redirects: false,
+        success_when: None,
     }
 }
 
