@@ -50,6 +50,10 @@ pub struct WorkerMetrics {
     /// `worker_status_write_failures_total`: event status updates that could
     /// not be recorded in Redis (the job went on regardless).
     pub status_write_failures: IntCounter,
+    /// `oauth_token_requests_total{outcome}`: requests to OAuth 2.0 token
+    /// endpoints; outcome is `issued` or `failed`. About one per token lifetime
+    /// for the whole fleet while the single flight works.
+    pub oauth_token_requests: IntCounterVec,
     /// `amqp_connections_total{name,node}`: RabbitMQ connections opened by the
     /// consumer and the publisher, by node.
     pub amqp_connections: IntCounterVec,
@@ -132,6 +136,12 @@ const STATUS_WRITE_FAILURES: Spec = spec(
     &[],
 );
 
+const OAUTH_TOKEN_REQUESTS: Spec = spec(
+    "oauth_token_requests_total",
+    "Requests to OAuth 2.0 token endpoints, by outcome (issued, failed).",
+    &["outcome"],
+);
+
 impl WorkerMetrics {
     /// Registers the worker metrics in a fresh registry.
     pub fn new() -> Result<Self, MetricsError> {
@@ -152,6 +162,7 @@ impl WorkerMetrics {
             markers_unavailable: MARKERS_UNAVAILABLE.plain_counter(&r)?,
             broker_reconnects: BROKER_RECONNECTS.plain_counter(&r)?,
             status_write_failures: STATUS_WRITE_FAILURES.plain_counter(&r)?,
+            oauth_token_requests: OAUTH_TOKEN_REQUESTS.counter(&r)?,
             amqp_connections: hookfleet_common::broker::connections_counter(&r)?,
             registry: r,
         })
