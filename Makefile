@@ -29,9 +29,10 @@ test: services browser lint validate-deploy
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-## The chaos tests (2-4 minutes with the cluster start): a local three-node RabbitMQ cluster
-## (deploy/local/cluster.sh), queue leaders killed under load. The cluster is
-## removed afterwards, whether the tests passed, failed or were interrupted.
+## The chaos tests (a few minutes with the cluster start; .ci/run runs them after
+## `make test`): a local three-node RabbitMQ cluster (deploy/local/cluster.sh), queue
+## leaders killed under load. The cluster is removed afterwards, whether the tests
+## passed, failed or were interrupted.
 chaos: services
 	@trap 'bash deploy/local/cluster.sh down' EXIT; \
 	bash deploy/local/cluster.sh up && \

@@ -121,7 +121,12 @@ impl Application {
         let topology = Topology::new(&settings.namespace, &settings.amqp);
         let metrics = IngestMetrics::new().context("cannot register metrics")?;
         let broker = Broker::counted(&settings.amqp, metrics.amqp_connections.clone());
-        let publisher = Publisher::on(broker, "hookfleet-ingest", Some(topology.clone()));
+        let publisher = Publisher::counted(
+            broker,
+            "hookfleet-ingest",
+            Some(topology.clone()),
+            metrics.amqp_channels_reopened.clone(),
+        );
         if let Err(e) = publisher.connect().await {
             tracing::warn!(error = %hookfleet_common::telemetry::error_chain(&e), "RabbitMQ unavailable at start; will keep trying.");
         }

@@ -25,6 +25,8 @@ pub struct IngestMetrics {
     pub status_write_failures: IntCounter,
     /// `amqp_connections_total{name,node}`: RabbitMQ connections opened, by node.
     pub amqp_connections: IntCounterVec,
+    /// `amqp_channels_reopened_total{name}`: publisher channels replaced after a nack.
+    pub amqp_channels_reopened: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -68,6 +70,9 @@ impl IngestMetrics {
                 "Accepted events whose status could not be recorded in Redis.",
             )?,
             amqp_connections: hookfleet_common::broker::connections_counter(&registry)?,
+            amqp_channels_reopened: hookfleet_common::publisher::channels_reopened_counter(
+                &registry,
+            )?,
             registry,
         })
     }

@@ -54,10 +54,11 @@ impl Application {
         let metrics = WorkerMetrics::new().context("cannot register metrics")?;
         // One Broker per connection: each goes round the nodes on its own.
         let broker = || Broker::counted(&settings.amqp, metrics.amqp_connections.clone());
-        let publisher = Publisher::on(
+        let publisher = Publisher::counted(
             broker(),
             &format!("{owner}-publisher"),
             Some(topology.clone()),
+            metrics.amqp_channels_reopened.clone(),
         );
         let tokens = TokenStore::new(
             hredis::pool(&settings.redis).context("cannot set up the Redis pool")?,

@@ -57,6 +57,8 @@ pub struct WorkerMetrics {
     /// `amqp_connections_total{name,node}`: RabbitMQ connections opened by the
     /// consumer and the publisher, by node.
     pub amqp_connections: IntCounterVec,
+    /// `amqp_channels_reopened_total{name}`: publisher channels replaced after a nack.
+    pub amqp_channels_reopened: IntCounterVec,
 }
 
 /// Declares one metric's [`Spec`].
@@ -164,6 +166,7 @@ impl WorkerMetrics {
             status_write_failures: STATUS_WRITE_FAILURES.plain_counter(&r)?,
             oauth_token_requests: OAUTH_TOKEN_REQUESTS.counter(&r)?,
             amqp_connections: hookfleet_common::broker::connections_counter(&r)?,
+            amqp_channels_reopened: hookfleet_common::publisher::channels_reopened_counter(&r)?,
             registry: r,
         })
     }

@@ -6,6 +6,13 @@
 //!
 //! One node is down at a time: with two of three down, a quorum queue has no
 //! majority and stops by design, which is an outage to alert on, not a failover.
+//!
+//! The longest time ingest answers 503 in a row is bounded
+//! ([`LONGEST_503_WINDOW`]): the queue elects a new leader and its record names
+//! it, and the publisher replaces any channel RabbitMQ 3.10 would otherwise
+//! keep nacking on until the killed node is back (`common/src/publisher.rs`,
+//! docs/broker-notes.md). Without that replacement some runs refused every
+//! event until the wait for the stream to resume ran out.
 
 use std::time::Duration;
 
@@ -22,6 +29,13 @@ use hookfleet_tests::webhook::{self, source};
 const EVERY: Duration = Duration::from_millis(100);
 /// Accepted events between two steps, so each step starts under load.
 const STEP: usize = 40;
+/// The longest stretch from a 503 to the next 2xx the test accepts: several
+/// times the measured windows (BENCHMARKS.md, Failover under `make chaos`), so a
+/// loaded machine passes and a channel stuck on a dead leader does not.
+const LONGEST_503_WINDOW: Duration = Duration::from_secs(15);
+/// How long `STEP` more events may take to be accepted: 4 s of stream plus
+/// [`LONGEST_503_WINDOW`], with room for a loaded machine.
+const STEP_WAIT: Duration = Duration::from_secs(45);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the local RabbitMQ cluster: run `make chaos`"]
@@ -51,7 +65,7 @@ async fn killing_the_queue_leaders_loses_no_accepted_event() {
         EVERY,
         Duration::from_secs(120),
     );
-    sender.wait_accepted(STEP, Duration::from_secs(60)).await;
+    sender.wait_accepted(STEP, STEP_WAIT).await;
 
     for queue in [topology.jobs_queue(), topology.results_queue()] {
         kill_and_restart_leader(&cluster, &sender, &queue).await;
@@ -75,6 +89,11 @@ async fn killing_the_queue_leaders_loses_no_accepted_event() {
     );
     assert_eq!(accounting.lost, 0, "no accepted event is lost");
     assert!(accounting.results >= accounting.accepted - accounting.dead_letters);
+    assert!(
+        accounting.longest_refusal <= LONGEST_503_WINDOW,
+        "ingest refused events for {:?} in a row",
+        accounting.longest_refusal
+    );
 }
 
 /// Kills the node leading `queue`, waits until ingest accepts again and the
@@ -84,9 +103,7 @@ async fn kill_and_restart_leader(cluster: &LocalCluster, sender: &Sender, queue:
     let before = sender.accepted();
     println!("chaos: kill -9 {node}, leader of {queue}, after {before} accepted events");
     cluster.kill(&node);
-    sender
-        .wait_accepted(before + STEP, Duration::from_secs(90))
-        .await;
+    sender.wait_accepted(before + STEP, STEP_WAIT).await;
     wait_until(Duration::from_secs(60), || {
         let moved = cluster.leader(queue) != node;
         async move { moved }
@@ -98,7 +115,5 @@ async fn kill_and_restart_leader(cluster: &LocalCluster, sender: &Sender, queue:
     );
     cluster.start(&node);
     let back = sender.accepted();
-    sender
-        .wait_accepted(back + STEP, Duration::from_secs(90))
-        .await;
+    sender.wait_accepted(back + STEP, STEP_WAIT).await;
 }

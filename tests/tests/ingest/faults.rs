@@ -374,6 +374,73 @@ async fn a_nack_from_a_full_queue_is_a_503_not_a_202() {
 }
 
 #[tokio::test]
+async fn a_channel_the_broker_nacked_on_is_replaced_and_counted() {
+    let secret = webhook::standard_secret();
+    let app = TestApp::builder()
+        .workers(0)
+        .source("std", source(SchemeKind::Standard, &[&secret]))
+        .start()
+        .await;
+    let env = app.env();
+    // A jobs queue that holds one message nacks every publish after it; one
+    // channel, so every nack lands on the channel being replaced.
+    let settings = app.settings_with(|settings| {
+        settings.namespace = format!("{}-full", settings.namespace);
+        settings.amqp.jobs_max_length = Some(1);
+        settings.amqp.publisher_channels = 1;
+    });
+    let topology = hookfleet_common::topology::Topology::new(&settings.namespace, &settings.amqp);
+    let ingest = app.start_ingest(settings).await;
+    let client = reqwest::Client::new();
+    let post = |id: String| {
+        let request = webhook::standard_request(
+            &client,
+            &ingest.hook_url("std"),
+            &secret,
+            &id,
+            &webhook::ticket(&id, "x"),
+        );
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let reopened = || {
+        ingest
+            .metrics
+            .amqp_channels_reopened
+            .with_label_values(&["hookfleet-ingest"])
+            .get()
+    };
+    // Nacked until the channel is replaced: not sooner than a second after it
+    // was opened, and not again within a second of that.
+    let mut sent = 0;
+    wait_until(Duration::from_secs(10), || {
+        sent += 1;
+        let answer = post(format!("evt-{sent}"));
+        async move { answer.await == 503 && reopened() >= 1 }
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    for id in 0..20 {
+        assert_eq!(post(format!("again-{id}")).await, 503);
+    }
+    let limit = 1 + started.elapsed().as_secs();
+    assert!(reopened() <= 1 + limit, "{} replacements", reopened());
+    // The fresh channel publishes as soon as the queue has room again.
+    env.channel()
+        .queue_purge(topology.jobs_queue().into(), Default::default())
+        .await
+        .unwrap();
+    let mut sent = 0;
+    wait_until(Duration::from_secs(10), || {
+        sent += 1;
+        let answer = post(format!("room-{sent}"));
+        async move { answer.await == 202 }
+    })
+    .await;
+    ingest.stop().await.unwrap();
+    topology.delete(env.channel()).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_broker_that_stops_confirming_gets_503_after_the_confirm_timeout() {
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
     let secret = webhook::standard_secret();
