@@ -1,26 +1,30 @@
 //! One page of dead letters, for the web console: the letters the filters match,
-//! from an offset, read from the head of `{ns}.dead` by an ordinary pass.
+//! from an offset, read from the head of `{ns}.dead`.
 //!
-//! A page only looks: its visitor keeps every letter, and it stops at the page's
-//! end (one match past it tells whether there is more) or after `scan_limit`
-//! letters, whichever comes first. `scan_limit` is also the pass's hold, so a
-//! page never starts putting letters back: the queue is never rewritten to be
-//! shown, and closing the channel returns the held letters to the front in
-//! order. Only the page's own letters (headers and a cut body) are kept; the
-//! rest are counted and dropped as they arrive.
+//! A page only looks, and holds no more than itself in memory. It takes letters
+//! one at a time with `basic.get` (no ack): a consumer's prefetch would let the
+//! broker push up to the whole scan ahead into this process, while a got letter
+//! that is not acked stays checked out *at the broker*, so the process drops
+//! it as soon as it has looked at it. It stops at the page's end (one match past
+//! it tells whether there is more), after `scan_limit` letters, or at the
+//! queue's end. Closing the channel then returns every letter it took to the
+//! front of the queue, in order: nothing is acked, republished or rewritten to
+//! be shown. Only the page's own letters (headers and a cut body) are kept.
+//!
+//! Like every `dlq` command it holds the DLQ's lock ([`DeadQueue`]) while it
+//! reads, so a page never sees a replay or purge half done.
 
 use std::time::SystemTime;
 
 use crate::config::Settings;
-use indicatif::ProgressBar;
 use lapin::message::Delivery;
+use lapin::options::BasicGetOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::DlqError;
 use super::dead_queue::DeadQueue;
 use super::filter::{Filter, Matcher};
 use super::letter::{Letter, value_json};
-use super::pass::{self, Action, PassOptions, Visitor};
 
 /// The header naming the pipeline a letter failed in.
 const PIPELINE: &str = "hf-pipeline";
@@ -92,26 +96,25 @@ impl PageVisitor {
             Some(wanted) => pipeline_of(delivery).as_deref() == Some(wanted.as_str()),
         }
     }
-}
 
-impl Visitor for PageVisitor {
-    fn visit(&mut self, letter: &Letter, delivery: &Delivery) -> Result<Action, DlqError> {
+    /// Looks at one letter; keeps a copy of it only if it is on the page.
+    fn visit(&mut self, delivery: &Delivery) {
         self.scanned += 1;
-        if !self.matches(letter, delivery) {
-            return Ok(Action::Keep);
+        let letter = Letter::read(&delivery.properties, delivery.data.len());
+        if !self.matches(&letter, delivery) {
+            return;
         }
         self.matched += 1;
         if self.matched <= self.request.offset {
-            return Ok(Action::Keep);
+            return;
         }
         if self.page.letters.len() < self.request.size {
             self.page
                 .letters
-                .push(page_letter(letter, delivery, self.request.max_body));
+                .push(page_letter(&letter, delivery, self.request.max_body));
         } else {
             self.page.more = true;
         }
-        Ok(Action::Keep)
     }
 
     fn satisfied(&self) -> bool {
@@ -152,8 +155,9 @@ fn page_letter(letter: &Letter, delivery: &Delivery, max_body: usize) -> PageLet
     }
 }
 
-/// Reads one page of the DLQ. Like every pass it holds the DLQ's lock while it
-/// reads ([`DlqError::Busy`] when a `dlq` command or another page has it).
+/// Reads one page of the DLQ (module docs). Like every `dlq` command it holds
+/// the DLQ's lock while it reads ([`DlqError::Busy`] when a command or another
+/// page has it).
 pub async fn read_page(
     settings: &Settings,
     request: PageRequest,
@@ -161,7 +165,6 @@ pub async fn read_page(
 ) -> Result<Page, DlqError> {
     let matcher = request.filter.compile()?;
     let queue = DeadQueue::open(settings).await?;
-    let progress = ProgressBar::hidden();
     let mut visitor = PageVisitor {
         matcher,
         now: SystemTime::now(),
@@ -170,18 +173,60 @@ pub async fn read_page(
         page: Page::default(),
         request,
     };
-    let options = PassOptions {
-        // Never more kept than the pass may hold: a page never rewrites the queue.
-        hold: visitor.request.scan_limit,
-        rate: None,
-        progress: &progress,
-    };
-    let (tally, result) = pass::run(&queue, &mut visitor, options, cancel).await;
+    let read = take(&queue, &mut visitor, cancel).await;
     queue.close().await;
-    result?;
+    let read = read?;
     let mut page = visitor.page;
-    page.ready = tally.expected;
-    page.scanned = tally.scanned;
-    page.scan_limited = !page.more && tally.scanned < tally.expected;
+    page.ready = read.ready;
+    page.scanned = read.scanned;
+    page.scan_limited = !page.more && read.scanned < read.ready;
     Ok(page)
+}
+
+/// How far a page's read went.
+struct Read {
+    /// Ready letters when it started: it takes no more than these.
+    ready: u64,
+    /// Letters taken and looked at.
+    scanned: u64,
+}
+
+/// Takes letters one `basic.get` at a time until the visitor is satisfied,
+/// then closes the channel, which returns them all to the front in order.
+async fn take(
+    queue: &DeadQueue,
+    visitor: &mut PageVisitor,
+    cancel: &CancellationToken,
+) -> Result<Read, DlqError> {
+    let mut read = Read {
+        ready: queue.ready().await?,
+        scanned: 0,
+    };
+    if read.ready == 0 {
+        return Ok(read);
+    }
+    let channel = queue.channel("opening the page's channel").await?;
+    let name = queue.name();
+    let mut result = Ok(());
+    while read.scanned < read.ready && !visitor.satisfied() && !cancel.is_cancelled() {
+        // no_ack = false: the letter stays checked out to this channel, unacked.
+        let got = channel
+            .basic_get(name.as_str().into(), BasicGetOptions { no_ack: false })
+            .await;
+        match got {
+            Ok(Some(message)) => {
+                read.scanned += 1;
+                visitor.visit(&message.delivery);
+                // Dropped here: the broker keeps the letter, not this process.
+            }
+            // Fewer letters than counted: someone emptied the queue by hand.
+            Ok(None) => break,
+            Err(source) => {
+                result = Err(DlqError::amqp("reading a dead letter", source));
+                break;
+            }
+        }
+    }
+    queue.give_back(channel, read.scanned).await;
+    result.map(|()| read)
 }
