@@ -441,6 +441,59 @@ async fn an_event_is_found_by_source_and_event_id_and_shows_its_timeline() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_shows_each_failed_attempt_with_its_error_then_done() {
+    use hookfleet_tests::mock_ai::MockConfig;
+    let token = console::fresh_token();
+    let configured = token.clone();
+    let app = TestApp::builder()
+        .mock(MockConfig {
+            fail_first_attempts: 2,
+            ..MockConfig::default()
+        })
+        .max_attempts(4)
+        .pipeline(pipeline("triage", "mock", USER))
+        .configure(move |s, _| console::enable(s, &configured))
+        .start()
+        .await;
+    let meta = app
+        .publish(
+            "support",
+            "ticket.created",
+            &serde_json::json!({ "text": "<script>alert(1)</script>" }),
+        )
+        .await;
+    app.results(1, Duration::from_secs(30)).await;
+    let operator = ConsoleClient::new(&app.workers[0].admin_url, &token);
+    let path = format!("/console/events?id={}", meta.message_id);
+    hookfleet_tests::wait::wait_until(Duration::from_secs(10), || async {
+        operator
+            .get(&path)
+            .await
+            .html
+            .contains(r#"id="event-state">done<"#)
+    })
+    .await;
+    let html = operator.get(&path).await.html;
+    let timeline = &html[html.find(r#"id="timeline""#).expect("a timeline")..];
+    let at = |needle: &str| {
+        timeline
+            .find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` in the timeline:\n{timeline}"))
+    };
+    let first = at("attempt 1 failed: ai_http_500 at ai in pipeline triage (mock &#x2f; ");
+    let second = at("attempt 2 failed: ai_http_500 at ai in pipeline triage (mock &#x2f; ");
+    let third = at("processing, attempt 3");
+    let answered = at("pipeline triage answered, its sinks delivered");
+    let done = at("<strong>done</strong>");
+    assert!(first < second && second < third && third < answered && answered < done);
+    // Each failure carries its error, and the retry's next attempt.
+    let errors = timeline.matches("AI request failed").count();
+    assert_eq!(errors, 2, "{timeline}");
+    assert_eq!(timeline.matches("next attempt about").count(), 2);
+    assert!(!html.contains("<script>alert"), "escaped");
+}
+
 /// Peak and current resident memory of process `pid`, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
