@@ -442,6 +442,54 @@ async fn an_event_is_found_by_source_and_event_id_and_shows_its_timeline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_sums_the_jobs_in_flight_of_every_worker() {
+    use hookfleet_tests::mock_ai::MockConfig;
+    let token = console::fresh_token();
+    let configured = token.clone();
+    // Each worker holds two jobs (its prefetch) for as long as the mock answers.
+    let app = TestApp::builder()
+        .workers(2)
+        .mock(MockConfig {
+            latency: Duration::from_secs(4),
+            ..MockConfig::default()
+        })
+        .pipeline(pipeline("triage", "mock", USER))
+        .configure(move |s, _| {
+            console::enable(s, &configured);
+            s.worker.concurrency = 2;
+            s.worker.heartbeat_interval = Duration::from_millis(200);
+        })
+        .start()
+        .await;
+    for i in 0..4 {
+        app.publish(
+            "support",
+            "ticket.created",
+            &serde_json::json!({ "text": i }),
+        )
+        .await;
+    }
+    let operator = ConsoleClient::new(&app.workers[0].admin_url, &token);
+    // Asked of one worker, the overview shows both workers' jobs.
+    hookfleet_tests::wait::wait_until(Duration::from_secs(3), || async {
+        let html = operator.get("/console/overview/panel").await.html;
+        html.contains(r#"id="jobs-unacked">4<"#)
+    })
+    .await;
+    let page = operator.get("/console").await;
+    assert!(page.html.contains("of 4 prefetch"), "{}", page.html);
+    let rows = page.html.matches("<td>hookfleet-worker-").count();
+    assert_eq!(rows, 2, "both workers listed: {}", page.html);
+    app.results(4, Duration::from_secs(20)).await;
+    // Done: every worker's next beat says so.
+    hookfleet_tests::wait::wait_until(Duration::from_secs(3), || async {
+        let html = operator.get("/console/overview/panel").await.html;
+        html.contains(r#"id="jobs-unacked">0<"#)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timeline_shows_each_failed_attempt_with_its_error_then_done() {
     use hookfleet_tests::mock_ai::MockConfig;
     let token = console::fresh_token();
