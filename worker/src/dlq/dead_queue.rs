@@ -71,9 +71,10 @@ impl DeadQueue {
         Ok(queue.message_count().into())
     }
 
-    /// Closes `channel`, which returns the `unacked` letters it took to the front
-    /// of the queue in their order, and waits (a few seconds at most) until the
-    /// broker has put them back, so the next reader sees the whole queue.
+    /// Closes `channel`, which returns the `unacked` letters delivered on it to
+    /// the front of the queue in their order, and waits (a few seconds at most)
+    /// until the broker has put them back, so the next channel's letters go
+    /// behind them and the next reader sees the whole queue.
     pub(super) async fn give_back(&self, channel: Channel, unacked: u64) {
         let before = self.ready().await.unwrap_or(0);
         let _ = channel.close(200, "page read".into()).await;

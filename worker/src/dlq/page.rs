@@ -1,24 +1,35 @@
 //! One page of dead letters, for the web console: the letters the filters match,
 //! from an offset, read from the head of `{ns}.dead`.
 //!
-//! A page only looks, and holds no more than itself in memory. It takes letters
-//! one at a time with `basic.get` (no ack): a consumer's prefetch would let the
-//! broker push up to the whole scan ahead into this process, while a got letter
-//! that is not acked stays checked out *at the broker*, so the process drops
-//! it as soon as it has looked at it. It stops at the page's end (one match past
-//! it tells whether there is more), after `scan_limit` letters, or at the
-//! queue's end. Closing the channel then returns every letter it took to the
-//! front of the queue, in order: nothing is acked, republished or rewritten to
-//! be shown. Only the page's own letters (headers and a cut body) are kept.
+//! A page only looks, and holds no more than one page of letters in memory. It
+//! reads in *windows*: a consumer on a channel of its own with a prefetch of
+//! `page_size + 1`, whose letters are looked at and dropped, then the consumer
+//! cancelled. A letter delivered and not acked stays checked out *at the
+//! broker*, so the next window's consumer gets the letters after it, and this
+//! process keeps only the page's own letters (headers and a cut body) and at
+//! most one window not yet looked at. (One consumer with a prefetch of the
+//! whole scan would let the broker push all of it into the process.) It stops
+//! at the page's end (one match past it tells whether there is more), after
+//! `scan_limit` letters, or at the queue's end.
+//!
+//! Nothing is acked, republished or rewritten to be shown: the windows'
+//! channels are closed in order, each once the broker has put the previous
+//! one's letters back, and a channel close returns its unacked letters to the
+//! front in their order, so the queue reads as before. (`basic.get` would hold
+//! no window at all, but RabbitMQ 3.10 returns a channel's got letters out of
+//! order: measured, `tests/tests/dlq/console.rs` checks the order.)
 //!
 //! Like every `dlq` command it holds the DLQ's lock ([`DeadQueue`]) while it
 //! reads, so a page never sees a replay or purge half done.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::config::Settings;
+use futures::StreamExt;
+use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::BasicGetOptions;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
 use super::DlqError;
@@ -28,6 +39,13 @@ use super::letter::{Letter, value_json};
 
 /// The header naming the pipeline a letter failed in.
 const PIPELINE: &str = "hf-pipeline";
+/// The consumer tag of a page's windows.
+const CONSUMER_TAG: &str = "hookfleet-console-page";
+/// No delivery for this long although the count said more: the queue shrank
+/// under us (someone purged it by hand); the page ends there.
+const IDLE: Duration = Duration::from_secs(5);
+/// After a window's cancel, how long to wait for a delivery already on its way.
+const IDLE_AFTER_CANCEL: Duration = Duration::from_millis(500);
 
 /// Which letters a page shows.
 #[derive(Debug, Clone, Default)]
@@ -191,8 +209,14 @@ struct Read {
     scanned: u64,
 }
 
-/// Takes letters one `basic.get` at a time until the visitor is satisfied,
-/// then closes the channel, which returns them all to the front in order.
+/// Letters one window's consumer took, unacked on its channel.
+struct Window {
+    channel: Channel,
+    taken: u64,
+}
+
+/// Takes letters window by window until the visitor is satisfied, then gives
+/// every window back in order (module docs).
 async fn take(
     queue: &DeadQueue,
     visitor: &mut PageVisitor,
@@ -202,31 +226,91 @@ async fn take(
         ready: queue.ready().await?,
         scanned: 0,
     };
-    if read.ready == 0 {
-        return Ok(read);
-    }
-    let channel = queue.channel("opening the page's channel").await?;
-    let name = queue.name();
+    let size = u16::try_from(visitor.request.size.saturating_add(1)).unwrap_or(u16::MAX);
+    let mut windows = Vec::new();
     let mut result = Ok(());
     while read.scanned < read.ready && !visitor.satisfied() && !cancel.is_cancelled() {
-        // no_ack = false: the letter stays checked out to this channel, unacked.
-        let got = channel
-            .basic_get(name.as_str().into(), BasicGetOptions { no_ack: false })
-            .await;
-        match got {
-            Ok(Some(message)) => {
-                read.scanned += 1;
-                visitor.visit(&message.delivery);
-                // Dropped here: the broker keeps the letter, not this process.
-            }
-            // Fewer letters than counted: someone emptied the queue by hand.
-            Ok(None) => break,
-            Err(source) => {
-                result = Err(DlqError::amqp("reading a dead letter", source));
-                break;
-            }
+        let before = read.scanned;
+        match take_window(queue, visitor, size, &mut read, cancel).await {
+            Ok(window) => windows.push(window),
+            Err(e) => result = Err(e),
+        }
+        // Fewer letters than counted (someone emptied the queue), or a failure.
+        if result.is_err() || read.scanned == before {
+            break;
         }
     }
-    queue.give_back(channel, read.scanned).await;
+    // In order, each once the broker has put it back: the queue reads as before.
+    for window in windows {
+        queue.give_back(window.channel, window.taken).await;
+    }
     result.map(|()| read)
+}
+
+/// One window: a consumer on a channel of its own with a prefetch of `size`,
+/// whose letters are looked at and dropped, then the consumer cancelled — its
+/// letters stay unacked on the channel, at the broker.
+async fn take_window(
+    queue: &DeadQueue,
+    visitor: &mut PageVisitor,
+    size: u16,
+    read: &mut Read,
+    cancel: &CancellationToken,
+) -> Result<Window, DlqError> {
+    let channel = queue.channel("opening a page's channel").await?;
+    channel
+        .basic_qos(size, BasicQosOptions::default())
+        .await
+        .map_err(|source| DlqError::amqp("setting a page's prefetch", source))?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().into(),
+            CONSUMER_TAG.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| DlqError::amqp("consuming the DLQ", source))?;
+    let mut window = Window { channel, taken: 0 };
+    let mut failure = None;
+    while window.taken < u64::from(size) && read.scanned < read.ready && !visitor.satisfied() {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = tokio::time::timeout(IDLE, consumer.next()) => next,
+        };
+        match next {
+            Ok(Some(Ok(delivery))) => {
+                window.taken += 1;
+                read.scanned += 1;
+                visitor.visit(&delivery);
+                // Dropped here: the broker keeps the letter, not this process.
+            }
+            Ok(Some(Err(source))) => {
+                failure = Some(DlqError::amqp("consuming the DLQ", source));
+                break;
+            }
+            Ok(None) => {
+                failure = Some(DlqError::ConsumerCancelled);
+                break;
+            }
+            // Fewer letters than counted: someone emptied the queue by hand.
+            Err(_) => break,
+        }
+    }
+    let _ = window
+        .channel
+        .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default())
+        .await;
+    // What the broker pushed before the cancel is unacked on this channel too.
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(IDLE_AFTER_CANCEL, consumer.next()).await {
+        window.taken += 1;
+    }
+    match failure {
+        // The channel goes with the error; closing it returns its letters.
+        Some(e) => {
+            let _ = window.channel.close(200, "page read failed".into()).await;
+            Err(e)
+        }
+        None => Ok(window),
+    }
 }
