@@ -192,60 +192,22 @@ fn transition_step(t: &Transition) -> Step {
         EventState::Retrying {
             attempt,
             next_attempt_at,
-        } => (
-            "retrying",
-            match &t.cause {
-                Some(c) => format!("attempt {} failed: {}{replay}", t.attempt, cause_title(c)),
-                None => format!("retry after attempt {attempt}{replay}"),
-            },
-            format!(
-                "{}next attempt about {next_attempt_at}",
-                t.cause
-                    .as_ref()
-                    .map(|c| format!("{}; ", c.error))
-                    .unwrap_or_default()
-            ),
-        ),
+        } => {
+            let (title, detail) = retry_text(t, *attempt, next_attempt_at);
+            ("retrying", format!("{title}{replay}"), detail)
+        }
         EventState::Done { attempts, .. } => {
-            let published: Vec<String> = t
-                .pipelines
-                .iter()
-                .map(|p| format!("{} ({} / {})", p.pipeline, p.provider, p.model))
-                .collect();
-            let detail = if published.is_empty() {
-                format!("{attempts} attempt(s)")
-            } else {
-                format!("{attempts} attempt(s); published: {}", published.join(", "))
-            };
-            ("done", format!("done{replay}"), detail)
+            ("done", format!("done{replay}"), done_detail(t, *attempts))
         }
         EventState::Dead {
             class,
             reason,
             stage,
-            pipeline,
-            error,
-            attempts,
             ..
         } => (
             "dead",
             format!("dead: {class} at {stage} ({reason}){replay}"),
-            format!(
-                "{}{error}; {attempts} attempt(s)",
-                match (&t.cause, pipeline) {
-                    (
-                        Some(Cause {
-                            pipeline: Some(p),
-                            provider: Some(pr),
-                            model: Some(m),
-                            ..
-                        }),
-                        _,
-                    ) => format!("pipeline {p} ({pr} / {m}): "),
-                    (_, Some(p)) => format!("pipeline {p}: "),
-                    _ => String::new(),
-                }
-            ),
+            dead_detail(t),
         ),
     };
     Step {
@@ -254,6 +216,63 @@ fn transition_step(t: &Transition) -> Step {
         title,
         detail,
     }
+}
+
+/// A retry's title and detail: the failed attempt's cause and error, and
+/// about when the next attempt starts.
+fn retry_text(t: &Transition, attempt: u32, next_attempt_at: &str) -> (String, String) {
+    match &t.cause {
+        Some(c) => (
+            format!("attempt {} failed: {}", t.attempt, cause_title(c)),
+            format!("{}; next attempt about {next_attempt_at}", c.error),
+        ),
+        None => (
+            format!("retry after attempt {attempt}"),
+            format!("next attempt about {next_attempt_at}"),
+        ),
+    }
+}
+
+/// The attempts a `done` took, and the pipelines that published in its run.
+fn done_detail(t: &Transition, attempts: u32) -> String {
+    let published: Vec<String> = t
+        .pipelines
+        .iter()
+        .map(|p| format!("{} ({} / {})", p.pipeline, p.provider, p.model))
+        .collect();
+    if published.is_empty() {
+        format!("{attempts} attempt(s)")
+    } else {
+        format!("{attempts} attempt(s); published: {}", published.join(", "))
+    }
+}
+
+/// A `dead` state's pipeline (with its provider and model when the cause
+/// names them), error and attempts.
+fn dead_detail(t: &Transition) -> String {
+    let EventState::Dead {
+        pipeline,
+        error,
+        attempts,
+        ..
+    } = &t.state
+    else {
+        return String::new();
+    };
+    let failed = match (&t.cause, pipeline) {
+        (
+            Some(Cause {
+                pipeline: Some(p),
+                provider: Some(provider),
+                model: Some(model),
+                ..
+            }),
+            _,
+        ) => format!("pipeline {p} ({provider} / {model}): "),
+        (_, Some(p)) => format!("pipeline {p}: "),
+        _ => String::new(),
+    };
+    format!("{failed}{error}; {attempts} attempt(s)")
 }
 
 /// `ai_http_503 at ai in pipeline triage (openai / gpt-4o)`.
