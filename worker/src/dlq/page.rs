@@ -39,6 +39,9 @@ use super::letter::{Letter, value_json};
 
 /// The header naming the pipeline a letter failed in.
 const PIPELINE: &str = "hf-pipeline";
+/// The most letters a window holds: a page of the largest `page_size` (500)
+/// and one more.
+const MAX_WINDOW: u16 = 501;
 /// The consumer tag of a page's windows.
 const CONSUMER_TAG: &str = "hookfleet-console-page";
 /// No delivery for this long although the count said more: the queue shrank
@@ -226,7 +229,11 @@ async fn take(
         ready: queue.ready().await?,
         scanned: 0,
     };
-    let size = u16::try_from(visitor.request.size.saturating_add(1)).unwrap_or(u16::MAX);
+    // A page and the match past it; a page as large as the scan (an action's
+    // selection by pipeline) is read in windows of MAX_WINDOW.
+    let size = u16::try_from(visitor.request.size.saturating_add(1))
+        .unwrap_or(u16::MAX)
+        .min(MAX_WINDOW);
     let mut windows = Vec::new();
     let mut result = Ok(());
     while read.scanned < read.ready && !visitor.satisfied() && !cancel.is_cancelled() {
