@@ -447,7 +447,7 @@ async fn the_overview_sums_the_jobs_in_flight_of_every_worker() {
     let token = console::fresh_token();
     let configured = token.clone();
     // Each worker holds two jobs (its prefetch) for as long as the mock answers.
-    let app = TestApp::builder()
+    let mut app = TestApp::builder()
         .workers(2)
         .mock(MockConfig {
             latency: Duration::from_secs(4),
@@ -469,7 +469,7 @@ async fn the_overview_sums_the_jobs_in_flight_of_every_worker() {
         )
         .await;
     }
-    let operator = ConsoleClient::new(&app.workers[0].admin_url, &token);
+    let operator = ConsoleClient::new(&app.workers[1].admin_url, &token);
     // Asked of one worker, the overview shows both workers' jobs.
     hookfleet_tests::wait::wait_until(Duration::from_secs(3), || async {
         let html = operator.get("/console/overview/panel").await.html;
@@ -487,6 +487,11 @@ async fn the_overview_sums_the_jobs_in_flight_of_every_worker() {
         html.contains(r#"id="jobs-unacked">0<"#)
     })
     .await;
+    // A worker that stops takes its heartbeat with it.
+    app.take_worker().stop().await.expect("a clean stop");
+    let html = operator.get("/console/overview/panel").await.html;
+    assert_eq!(html.matches("<td>hookfleet-worker-").count(), 1, "{html}");
+    assert!(html.contains("of 2 prefetch"), "{html}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
