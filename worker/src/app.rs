@@ -234,6 +234,7 @@ fn heartbeat(
         worker: owner.to_owned(),
         prefetch: settings.worker.concurrency,
         in_flight: metrics.inflight.clone(),
+        failures: metrics.heartbeat_failures.clone(),
         interval: settings.worker.heartbeat_interval,
     })
 }

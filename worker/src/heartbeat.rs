@@ -11,7 +11,8 @@
 //! cleanly deletes its beat; one that dies drops out when its beat expires.
 //!
 //! The beat is a timer task, never on a job's path: one Redis round trip per
-//! interval per worker, whatever the load. A beat that fails is logged and
+//! interval per worker, whatever the load. A beat that fails is counted
+//! (`hookfleet_worker_heartbeat_failures_total`), logged once per outage, and
 //! tried again next interval; it changes nothing else.
 
 use std::time::Duration;
@@ -21,7 +22,7 @@ use hookfleet_common::redis::shared::SharedConnection;
 use hookfleet_common::redis::{Pool, RedisError, redis};
 use hookfleet_common::telemetry::error_chain;
 use hookfleet_common::topology::Topology;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -154,6 +155,8 @@ pub struct Heartbeat {
     pub prefetch: u16,
     /// Its jobs in flight (`inflight_jobs`).
     pub in_flight: IntGauge,
+    /// `worker_heartbeat_failures_total`.
+    pub failures: IntCounter,
     /// Between beats.
     pub interval: Duration,
 }
@@ -181,12 +184,14 @@ impl Heartbeat {
             };
             match self.fleet.beat(&beat, ttl).await {
                 Ok(()) => failing = false,
-                // Once per outage, not once per interval.
-                Err(e) if !failing => {
+                Err(e) => {
+                    self.failures.inc();
+                    // Logged once per outage, counted every time.
+                    if !failing {
+                        tracing::warn!(error = %error_chain(&e), "Cannot write the worker's heartbeat; the console's fleet view misses it.");
+                    }
                     failing = true;
-                    tracing::warn!(error = %error_chain(&e), "Cannot write the worker's heartbeat; the console's fleet view misses it.");
                 }
-                Err(_) => {}
             }
         }
         if let Err(e) = self.fleet.leave(&self.worker).await {

@@ -50,6 +50,9 @@ pub struct WorkerMetrics {
     /// `worker_status_write_failures_total`: event status updates that could
     /// not be recorded in Redis (the job went on regardless).
     pub status_write_failures: IntCounter,
+    /// `worker_heartbeat_failures_total`: heartbeats that could not be written
+    /// to Redis (the console's fleet view missed this worker meanwhile).
+    pub heartbeat_failures: IntCounter,
     /// `amqp_connections_total{name,node}`: RabbitMQ connections opened by the
     /// consumer and the publisher, by node.
     pub amqp_connections: IntCounterVec,
@@ -132,6 +135,12 @@ const STATUS_WRITE_FAILURES: Spec = spec(
     &[],
 );
 
+const HEARTBEAT_FAILURES: Spec = spec(
+    "worker_heartbeat_failures_total",
+    "Heartbeats that could not be written to Redis.",
+    &[],
+);
+
 impl WorkerMetrics {
     /// Registers the worker metrics in a fresh registry.
     pub fn new() -> Result<Self, MetricsError> {
@@ -152,6 +161,7 @@ impl WorkerMetrics {
             markers_unavailable: MARKERS_UNAVAILABLE.plain_counter(&r)?,
             broker_reconnects: BROKER_RECONNECTS.plain_counter(&r)?,
             status_write_failures: STATUS_WRITE_FAILURES.plain_counter(&r)?,
+            heartbeat_failures: HEARTBEAT_FAILURES.plain_counter(&r)?,
             amqp_connections: hookfleet_common::broker::connections_counter(&r)?,
             registry: r,
         })
