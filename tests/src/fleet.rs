@@ -118,6 +118,14 @@ impl WorkerHandle {
         self.metrics.dead_letters.with_label_values(&[reason]).get()
     }
 
+    /// `hookfleet_oauth_token_requests_total{outcome}`.
+    pub fn oauth_token_requests(&self, outcome: &str) -> u64 {
+        self.metrics
+            .oauth_token_requests
+            .with_label_values(&[outcome])
+            .get()
+    }
+
     /// `hookfleet_inflight_jobs`.
     pub fn inflight(&self) -> i64 {
         self.metrics.inflight.get()

@@ -66,6 +66,7 @@ impl Application {
             hredis::pool(&settings.redis).context("cannot set up the Redis pool")?,
             topology.clone(),
             settings.redis.timeout,
+            metrics.clone(),
         );
         let pipelines = build_pipelines(config, &publisher, &topology, &tokens)?;
         warn_if_grace_is_short(config);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hookfleet_common::telemetry::error_chain;
 
+use crate::auth::AuthError;
 use crate::delivery::outcome::{Failure, Outcome};
 use crate::metrics::WorkerMetrics;
 
@@ -296,6 +297,36 @@ impl AiCalled<'_> {
                 .with_label_values(&[self.provider, self.model, "output"])
                 .inc_by(output);
         }
+    }
+}
+
+/// A request to an OAuth 2.0 token endpoint: `oauth_token_requests_total{outcome}`.
+/// Logged at info when issued (about once per token lifetime for the fleet).
+pub struct TokenRequested<'a> {
+    /// The grant's client id (not a secret).
+    pub client_id: &'a str,
+    /// How long the token is shared, or why there is none.
+    pub outcome: Result<Duration, &'a AuthError>,
+}
+
+impl TokenRequested<'_> {
+    /// Logs and counts it.
+    pub fn emit(&self, metrics: &WorkerMetrics) {
+        let outcome = match self.outcome {
+            Ok(keep) => {
+                tracing::info!(client_id = %self.client_id, shared_for = ?keep, "OAuth token issued.");
+                "issued"
+            }
+            Err(error) => {
+                tracing::warn!(client_id = %self.client_id, error = %error_chain(error),
+                    "OAuth token request failed.");
+                "failed"
+            }
+        };
+        metrics
+            .oauth_token_requests
+            .with_label_values(&[outcome])
+            .inc();
     }
 }
 

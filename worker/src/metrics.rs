@@ -53,6 +53,10 @@ pub struct WorkerMetrics {
     /// `worker_heartbeat_failures_total`: heartbeats that could not be written
     /// to Redis (the console's fleet view missed this worker meanwhile).
     pub heartbeat_failures: IntCounter,
+    /// `oauth_token_requests_total{outcome}`: requests to OAuth 2.0 token
+    /// endpoints; outcome is `issued` or `failed`. About one per token lifetime
+    /// for the whole fleet while the single flight works.
+    pub oauth_token_requests: IntCounterVec,
     /// `amqp_connections_total{name,node}`: RabbitMQ connections opened by the
     /// consumer and the publisher, by node.
     pub amqp_connections: IntCounterVec,
@@ -141,6 +145,12 @@ const HEARTBEAT_FAILURES: Spec = spec(
     &[],
 );
 
+const OAUTH_TOKEN_REQUESTS: Spec = spec(
+    "oauth_token_requests_total",
+    "Requests to OAuth 2.0 token endpoints, by outcome (issued, failed).",
+    &["outcome"],
+);
+
 impl WorkerMetrics {
     /// Registers the worker metrics in a fresh registry.
     pub fn new() -> Result<Self, MetricsError> {
@@ -162,6 +172,7 @@ impl WorkerMetrics {
             broker_reconnects: BROKER_RECONNECTS.plain_counter(&r)?,
             status_write_failures: STATUS_WRITE_FAILURES.plain_counter(&r)?,
             heartbeat_failures: HEARTBEAT_FAILURES.plain_counter(&r)?,
+            oauth_token_requests: OAUTH_TOKEN_REQUESTS.counter(&r)?,
             amqp_connections: hookfleet_common::broker::connections_counter(&r)?,
             registry: r,
         })

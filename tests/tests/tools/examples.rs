@@ -57,7 +57,12 @@ async fn the_support_escalation_example_loads_compiles_and_renders() {
     // …and its templates render a sample ticket into what the workflow promises.
     let topology = hookfleet_common::topology::Topology::new("example", &settings.amqp);
     let redis = hookfleet_common::redis::pool(&settings.redis).unwrap();
-    let tokens = TokenStore::new(redis, topology.clone(), settings.redis.timeout);
+    let tokens = TokenStore::new(
+        redis,
+        topology.clone(),
+        settings.redis.timeout,
+        hookfleet_worker::metrics::WorkerMetrics::new().unwrap(),
+    );
     let mut providers = HashMap::new();
     for (name, config) in &settings.worker.providers {
         providers.insert(

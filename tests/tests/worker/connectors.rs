@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use axum::http::Method;
 use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::fleet::{JobPublisher, WorkerHandle, mock_openai, pipeline, worker_settings};
+use hookfleet_tests::fleet::{
+    JobPublisher, WorkerHandle, header, mock_openai, pipeline, take, worker_settings,
+};
 use hookfleet_tests::mock_ai::{MockAi, MockConfig};
 use hookfleet_tests::settings::Settings;
 use hookfleet_tests::stand_in::{Recorded, StandIn};
@@ -50,27 +52,57 @@ fn snippet(file: &str, host: &str) -> SinkConfig {
     sink.try_into().expect("the snippet is a sink")
 }
 
+/// One event with `payload` published to a worker whose only pipeline has the
+/// one sink `sink` and two attempts.
+struct OneEvent {
+    env: TestEnv,
+    worker: WorkerHandle,
+    _mock: MockAi,
+}
+
+impl OneEvent {
+    async fn run(sink: SinkConfig, payload: Value) -> Self {
+        let env = TestEnv::new().await;
+        let mock = MockAi::start(MockConfig::default()).await;
+        let mut settings: Settings = worker_settings(&env, 2);
+        settings
+            .worker
+            .providers
+            .insert("mock".into(), mock_openai(&mock));
+        let mut p = pipeline("p", "mock", PROMPT);
+        p.sinks = vec![sink];
+        settings.worker.pipelines = vec![p];
+        let worker = WorkerHandle::start_consuming(settings).await;
+        let jobs = JobPublisher::new(&env).await;
+        jobs.publish("shop", "orders.create", &payload).await;
+        jobs.close().await;
+        Self {
+            env,
+            worker,
+            _mock: mock,
+        }
+    }
+}
+
 /// Runs one event with `payload` through a pipeline whose only sink is `sink`.
 async fn deliver(sink: SinkConfig, payload: Value) {
-    let env = TestEnv::new().await;
-    let mock = MockAi::start(MockConfig::default()).await;
-    let mut settings: Settings = worker_settings(&env, 2);
-    settings
-        .worker
-        .providers
-        .insert("mock".into(), mock_openai(&mock));
-    let mut p = pipeline("p", "mock", PROMPT);
-    p.sinks = vec![sink];
-    settings.worker.pipelines = vec![p];
-    let worker = WorkerHandle::start_consuming(settings).await;
-    let jobs = JobPublisher::new(&env).await;
-    jobs.publish("shop", "orders.create", &payload).await;
+    let run = OneEvent::run(sink, payload).await;
     wait_until(DEADLINE, || {
-        let done = worker.jobs("p", "succeeded");
+        let done = run.worker.jobs("p", "succeeded");
         async move { done >= 1 }
     })
     .await;
-    jobs.close().await;
+}
+
+/// Runs one event whose sink fails every attempt; returns the dead letter's
+/// `hf-error`.
+async fn dead_letter_reason(sink: SinkConfig) -> String {
+    let run = OneEvent::run(sink, json!({ "id": 7 })).await;
+    let env = &run.env;
+    let dead = take(env, &env.topology().dead_queue(), 1, DEADLINE).await;
+    assert_eq!(run.worker.jobs("p", "succeeded"), 0);
+    assert_eq!(header(&dead[0], "hf-stage").as_deref(), Some("sink"));
+    header(&dead[0], "hf-error").expect("a dead letter says why")
 }
 
 fn set_secret(name: &str, value: &str) {
@@ -279,4 +311,48 @@ async fn shopify_tags_the_order_through_the_admin_graphql_api() {
     );
     assert_eq!(body["variables"]["id"], "gid://shopify/Order/450789469");
     assert_eq!(body["variables"]["tags"][0], "ai-reviewed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_answer_of_200_with_ok_false_is_a_failed_delivery_not_a_sent_one() {
+    set_secret("SLACK_BOT_TOKEN", "xoxb-test-token");
+    let slack = StandIn::start().await;
+    slack.answer(
+        Method::POST,
+        "/api/chat.postMessage",
+        200,
+        json!({ "ok": false, "error": "channel_not_found" }),
+    );
+
+    let error = dead_letter_reason(snippet("slack-chat-post-message.toml", slack.url())).await;
+
+    assert!(error.starts_with("sink_declined"), "{error}");
+    assert!(error.contains("`response.ok` does not hold"), "{error}");
+    assert!(error.contains("channel_not_found"), "{error}");
+    assert!(!error.contains("xoxb-test-token"), "{error}");
+    // Transient: retried once (two attempts), then dead-lettered.
+    assert_eq!(slack.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify_user_errors_and_throttling_in_a_200_are_failed_deliveries() {
+    set_secret("SHOPIFY_ADMIN_TOKEN", "shpat_test");
+    for answer in [
+        json!({ "data": { "tagsAdd": { "node": null, "userErrors": [{ "field": ["id"], "message": "Order does not exist" }] } } }),
+        json!({ "errors": [{ "message": "Throttled", "extensions": { "code": "THROTTLED" } }] }),
+        json!("not an object"),
+    ] {
+        let shopify = StandIn::start().await;
+        shopify.answer(
+            Method::POST,
+            "/admin/api/2025-01/graphql.json",
+            200,
+            answer.clone(),
+        );
+
+        let error = dead_letter_reason(snippet("shopify-tag-order.toml", shopify.url())).await;
+
+        assert!(error.starts_with("sink_declined"), "{answer}: {error}");
+        assert!(error.contains("does not hold"), "{answer}: {error}");
+    }
 }

@@ -37,6 +37,7 @@ fn sink(name: &str, url: String) -> HttpSinkConfig {
         signing_secret: None,
         timeout: Duration::from_secs(5),
         follow_redirects: false,
+        success_when: None,
     }
 }
 

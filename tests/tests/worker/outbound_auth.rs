@@ -23,6 +23,7 @@ use hookfleet_worker::config::{
     ClientAuth, EnrichStepConfig, HttpAuth, HttpSinkConfig, JwtAlgorithm, JwtAuth,
     OAuth2ClientCredentials, ProviderConfig, ProviderKind, SinkConfig, TlsConfig,
 };
+use hookfleet_worker::metrics::WorkerMetrics;
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -55,6 +56,7 @@ fn sink(name: &str, url: String, auth: Option<HttpAuth>) -> HttpSinkConfig {
         signing_secret: None,
         timeout: Duration::from_secs(5),
         follow_redirects: false,
+        success_when: None,
     }
 }
 
@@ -138,6 +140,14 @@ async fn three_workers_and_many_jobs_share_one_oauth_token() {
 
     let tokens = server.token_requests();
     assert_eq!(tokens.len(), 1, "one token request for the whole fleet");
+    let counted: u64 = [&a, &b, &c]
+        .iter()
+        .map(|w| w.oauth_token_requests("issued"))
+        .sum();
+    assert_eq!(
+        counted, 1,
+        "the one request is counted by the worker that made it"
+    );
     let form = &tokens[0];
     assert_eq!(form["grant_type"], "client_credentials");
     assert_eq!(form["client_id"], CLIENT_ID);
@@ -172,7 +182,12 @@ async fn an_expired_token_is_replaced_by_a_fresh_one() {
     publish_and_wait(&jobs, &[&worker], 1, 2).await;
 
     // The token lapses from the fleet's store on its own.
-    let store = TokenStore::new(env.redis(), env.topology(), settings.redis.timeout);
+    let store = TokenStore::new(
+        env.redis(),
+        env.topology(),
+        settings.redis.timeout,
+        WorkerMetrics::new().unwrap(),
+    );
     let grant = OAuth2::new(&config, reqwest::Client::new(), None, store.clone()).unwrap();
     wait_until(Duration::from_secs(10), || {
         let store = store.clone();
@@ -280,13 +295,15 @@ async fn a_token_endpoint_refusing_the_client_dead_letters_without_calling_the_a
         sink("crm", format!("{}/api/records/1", server.url()), Some(auth)),
         None,
     );
-    let _worker = WorkerHandle::start_consuming(settings).await;
+    let worker = WorkerHandle::start_consuming(settings).await;
     let jobs = JobPublisher::new(&env).await;
     jobs.publish("shop", "orders.create", &json!({ "n": 1 }))
         .await;
 
     let dead = take(&env, &env.topology().dead_queue(), 1, DEADLINE).await;
     assert_reason(&dead[0], "sink_token_http_401");
+    assert_eq!(worker.oauth_token_requests("failed"), 1);
+    assert_eq!(worker.oauth_token_requests("issued"), 0);
     let error = header(&dead[0], "hf-error").unwrap_or_default();
     assert!(!error.contains("wrong-secret"), "{error}");
     assert_eq!(server.token_requests().len(), 1);

@@ -80,8 +80,19 @@ impl OAuth2 {
         self.tokens.discard(&self.key, token).await;
     }
 
-    /// Asks the token endpoint.
+    /// Asks the token endpoint; logs and counts the request.
     async fn fetch(&self) -> Result<Fetched, AuthError> {
+        let fetched = self.request().await;
+        crate::events::TokenRequested {
+            client_id: &self.config.client_id,
+            outcome: fetched.as_ref().map(|f| f.keep),
+        }
+        .emit(self.tokens.metrics());
+        fetched
+    }
+
+    /// One request to the token endpoint.
+    async fn request(&self) -> Result<Fetched, AuthError> {
         let url = reqwest::Url::parse(&self.config.token_url).map_err(|e| AuthError::Invalid {
             reason: format!("token_url is not a URL: {e}"),
         })?;

@@ -25,6 +25,7 @@ use secrecy::SecretString;
 use tokio::time::Instant;
 
 use crate::limits::cache::{Cache, CacheKey, CachedCompletion, Lookup};
+use crate::metrics::WorkerMetrics;
 
 /// Compares the stored entry's token and deletes it if it is `ARGV[1]`.
 const DISCARD: &str = r"
@@ -50,6 +51,7 @@ pub struct TokenStore {
     cache: Cache,
     redis: SharedConnection,
     timeout: Duration,
+    metrics: WorkerMetrics,
 }
 
 impl std::fmt::Debug for TokenStore {
@@ -59,13 +61,20 @@ impl std::fmt::Debug for TokenStore {
 }
 
 impl TokenStore {
-    /// Each Redis call gives up after `timeout` (`redis.timeout`). Does no I/O.
-    pub fn new(pool: Pool, topology: Topology, timeout: Duration) -> Self {
+    /// Each Redis call gives up after `timeout` (`redis.timeout`); token
+    /// requests are counted in `metrics`. Does no I/O.
+    pub fn new(pool: Pool, topology: Topology, timeout: Duration, metrics: WorkerMetrics) -> Self {
         Self {
             cache: Cache::new(pool.clone(), topology, timeout),
             redis: SharedConnection::new(pool),
             timeout,
+            metrics,
         }
+    }
+
+    /// Where token requests are counted.
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
     }
 
     /// The token under `key`: stored, fetched by this caller with `fetch`
@@ -164,6 +173,7 @@ pub(crate) mod tests {
         let pool = hookfleet_common::redis::pool(&config).unwrap();
         let amqp = hookfleet_common::config::AmqpConfig::default();
         let topology = Topology::new(&format!("t-{}", ulid::Ulid::new()), &amqp);
-        TokenStore::new(pool, topology, config.timeout)
+        let metrics = WorkerMetrics::new().unwrap();
+        TokenStore::new(pool, topology, config.timeout, metrics)
     }
 }

@@ -127,6 +127,13 @@ pub struct HttpSinkConfig {
     /// As for enrichment steps: same-origin redirects only, without credentials.
     #[serde(default)]
     pub follow_redirects: bool,
+    /// A minijinja expression over `response` (the 2xx answer's body as JSON,
+    /// none when it is not JSON) that must hold for the delivery to count:
+    /// `response.ok` for Slack's Web API, which reports errors with HTTP 200.
+    /// When it does not, the sink failed (transient: the job is retried and
+    /// dead-lettered after its attempts). Any 2xx counts when unset.
+    #[serde(default)]
+    pub success_when: Option<String>,
 }
 
 /// Where enrichment steps and HTTP sinks may connect (`[worker.outbound]`).

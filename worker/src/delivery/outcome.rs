@@ -466,6 +466,7 @@ fn describe_request(error: &RequestError, prefix: &str) -> (Kind, String) {
         RequestError::Connect(_) => (transient, format!("{prefix}_connect")),
         RequestError::Transport(_) => (transient, format!("{prefix}_transport")),
         RequestError::NotJson(_) => (transient, format!("{prefix}_not_json")),
+        RequestError::Declined { .. } => (transient, format!("{prefix}_declined")),
         // A redirect not followed is refused like any other non-2xx answer.
         RequestError::Redirect { status, .. } => {
             (Kind::Permanent, format!("{prefix}_http_{status}"))

@@ -45,7 +45,7 @@ use crate::pipeline::templates;
 use crate::providers::{retry_after, truncate};
 
 /// How much of an error answer's body an error keeps.
-const MAX_ERROR_BODY: usize = 200;
+pub(crate) const MAX_ERROR_BODY: usize = 200;
 
 /// The most same-origin redirects a `follow_redirects` request follows.
 pub const MAX_REDIRECTS: usize = 5;
@@ -119,6 +119,15 @@ pub enum RequestError {
         /// The `Retry-After` it asked for, if any.
         retry_after: Option<Duration>,
         /// The start of the answer's body.
+        body: String,
+    },
+    /// A 2xx answer that a sink's `success_when` does not accept (Slack's
+    /// `{"ok": false}` with HTTP 200).
+    #[error("answered 2xx, but `{condition}` does not hold: {body}")]
+    Declined {
+        /// The sink's `success_when` expression.
+        condition: String,
+        /// The start of the answer's body, or the expression's error.
         body: String,
     },
     /// A 2xx answer that should be JSON (an enrichment step's) is not.
