@@ -235,6 +235,7 @@ impl Render<'_> {
             duration(w.reconnect_max_delay),
         );
         t.insert("requeue_delay".into(), duration(w.requeue_delay));
+        t.insert("heartbeat_interval".into(), duration(w.heartbeat_interval));
         let mut providers = Table::new();
         for (name, provider) in &w.providers {
             providers.insert(name.clone(), Value::Table(self.provider(provider)));

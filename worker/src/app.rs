@@ -29,6 +29,7 @@ use crate::auth::TokenStore;
 use crate::delivery::consumer::{Consumer, ConsumerConfig, Readiness};
 use crate::delivery::job::JobContext;
 use crate::delivery::outcome::RetryPolicy;
+use crate::heartbeat::{Fleet, Heartbeat};
 use crate::pipeline::Pipelines;
 use crate::pipeline::sinks::Sink;
 use crate::providers::Provider;
@@ -43,6 +44,8 @@ pub struct Application {
     owner: String,
     /// The web console, when `worker.console.enabled`.
     console: Option<crate::console::Console>,
+    /// This worker's heartbeat in Redis, which the console sums over the fleet.
+    heartbeat: Heartbeat,
 }
 
 impl Application {
@@ -91,6 +94,7 @@ impl Application {
                 name: owner.clone(),
             },
         );
+        let heartbeat = heartbeat(&settings, &metrics, &owner)?;
         let listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.admin_listen))?;
@@ -102,6 +106,7 @@ impl Application {
             metrics,
             owner,
             console,
+            heartbeat,
         })
     }
 
@@ -143,10 +148,15 @@ impl Application {
         let admin = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { admin_stopped.cancelled().await });
         let admin = tokio::spawn(async move { admin.await });
+        // Beats until the consumer has drained, so the fleet view counts the drain.
+        let beat_stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(self.heartbeat.run_until_stopped(beat_stop.clone()));
         if let Err(e) = self.publisher.connect().await {
             tracing::warn!(error = %error_chain(&e), "RabbitMQ unavailable at start; will keep trying.");
         }
         self.consumer.run_until_stopped(shutdown).await;
+        beat_stop.cancel();
+        let _ = heartbeat.await;
         self.publisher.close().await;
         // The admin server outlives the consumer, so /readyz reports the drain.
         admin_stop.cancel();
@@ -209,6 +219,26 @@ fn warn_if_grace_is_short(config: &WorkerConfig) {
             "worker.shutdown_grace is shorter than the longest job: a scale-down abandons such jobs and their AI calls are paid again."
         );
     }
+}
+
+/// This worker's heartbeat, beating once `run_until_stopped` starts.
+fn heartbeat(
+    settings: &Settings,
+    metrics: &WorkerMetrics,
+    owner: &str,
+) -> anyhow::Result<Heartbeat> {
+    Ok(Heartbeat {
+        fleet: Fleet::new(
+            hredis::pool(&settings.redis).context("cannot set up the Redis pool")?,
+            Topology::new(&settings.namespace, &settings.amqp),
+            settings.redis.timeout,
+        ),
+        worker: owner.to_owned(),
+        prefetch: settings.worker.concurrency,
+        in_flight: metrics.inflight.clone(),
+        failures: metrics.heartbeat_failures.clone(),
+        interval: settings.worker.heartbeat_interval,
+    })
 }
 
 /// What every job shares: the pipelines and the Redis-backed limiter, cache,

@@ -16,6 +16,7 @@
 //! - [`dlq`]: the `dlq` commands.
 //! - [`events`]: what jobs and AI calls did, each logged and counted together.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`heartbeat`]: each worker's heartbeat in Redis, which the console sums.
 //! - [`console`]: the web console under `/console` on the admin listener.
 //! - [`cli`]: the command line (`run`, `dlq …`, `health`).
 
@@ -28,6 +29,7 @@ pub mod console;
 pub mod delivery;
 pub mod dlq;
 pub mod events;
+pub mod heartbeat;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;

@@ -50,6 +50,9 @@ pub struct WorkerMetrics {
     /// `worker_status_write_failures_total`: event status updates that could
     /// not be recorded in Redis (the job went on regardless).
     pub status_write_failures: IntCounter,
+    /// `worker_heartbeat_failures_total`: heartbeats that could not be written
+    /// to Redis (the console's fleet view missed this worker meanwhile).
+    pub heartbeat_failures: IntCounter,
     /// `oauth_token_requests_total{outcome}`: requests to OAuth 2.0 token
     /// endpoints; outcome is `issued` or `failed`. About one per token lifetime
     /// for the whole fleet while the single flight works.
@@ -138,6 +141,12 @@ const STATUS_WRITE_FAILURES: Spec = spec(
     &[],
 );
 
+const HEARTBEAT_FAILURES: Spec = spec(
+    "worker_heartbeat_failures_total",
+    "Heartbeats that could not be written to Redis.",
+    &[],
+);
+
 const OAUTH_TOKEN_REQUESTS: Spec = spec(
     "oauth_token_requests_total",
     "Requests to OAuth 2.0 token endpoints, by outcome (issued, failed).",
@@ -164,6 +173,7 @@ impl WorkerMetrics {
             markers_unavailable: MARKERS_UNAVAILABLE.plain_counter(&r)?,
             broker_reconnects: BROKER_RECONNECTS.plain_counter(&r)?,
             status_write_failures: STATUS_WRITE_FAILURES.plain_counter(&r)?,
+            heartbeat_failures: HEARTBEAT_FAILURES.plain_counter(&r)?,
             oauth_token_requests: OAUTH_TOKEN_REQUESTS.counter(&r)?,
             amqp_connections: hookfleet_common::broker::connections_counter(&r)?,
             amqp_channels_reopened: hookfleet_common::publisher::channels_reopened_counter(&r)?,

@@ -10,6 +10,12 @@
 //! - `event` — the event's [`EventInfo`] (set once);
 //! - `pipeline:{name}` — each pipeline's [`PipelineSummary`] once it published.
 //!
+//! and beside it a list, `{ns}:status:{message_id}:history`: the last
+//! [`HISTORY_LEN`] writes as [`Transition`]s (when, which state, why an attempt
+//! failed, which pipelines published), so the console can show every retry
+//! with its error. It is written by the same script call as the hash — no
+//! extra round trip — and expires with it.
+//!
 //! **Never backwards.** Writers race: ingest writes `accepted` after the broker's
 //! confirm, by which time a worker may already be processing; a retry copy may
 //! start on another worker before the first one recorded `retrying`; a late
@@ -20,6 +26,10 @@
 //! (processing ↔ retrying within one attempt, which a limiter deferral repeats),
 //! except a final state, which is written once per attempt. A DLQ replay raises
 //! `replays`, so a replayed event can leave `dead` again.
+//!
+//! The history keeps what the hash drops: every write goes on it, even one
+//! whose rank is lower (a late `retrying` from one worker after another one
+//! started the next attempt), except a second final state of the same rank.
 //!
 //! What it never holds: payloads, headers or secrets — only the event's names
 //! and ids, error codes with a short detail, and each pipeline's output cut to
@@ -39,14 +49,19 @@ use super::chain::{Call, Chain, ChainScript, Step};
 use super::shared::SharedConnection;
 use super::{RedisError, redis};
 use crate::config::StatusConfig;
-use crate::message::{EventMeta, truncate};
+use crate::message::{EventMeta, now_rfc3339, truncate};
 use crate::topology::Topology;
 
-/// Writes the state if its rank is not lower than the stored one (module docs).
-/// KEYS[1] the hash; ARGV: replays, attempt, phase, state JSON, event JSON,
-/// ttl (ms), then pairs of pipeline name and summary JSON. Returns 1 if the
-/// state was written. A step of a chain (`super::chain`), so a writer can send
-/// it in the same round trip as its other Redis work.
+/// The most transitions an event's history keeps (the latest ones).
+pub const HISTORY_LEN: usize = 32;
+
+/// Writes the state if its rank is not lower than the stored one, and appends
+/// the transition to the history (module docs). KEYS[1] the hash, KEYS[2] the
+/// history; ARGV: replays, attempt, phase, state JSON, event JSON, ttl (ms),
+/// transition JSON, history length, then pairs of pipeline name and summary
+/// JSON. Returns 1 if the state was written. A step of a chain
+/// (`super::chain`), so a writer can send it in the same round trip as its
+/// other Redis work.
 pub static RECORD: Step = Step {
     name: "status.record",
     lua: r"
@@ -54,19 +69,24 @@ function(KEYS, ARGV)
 local key = KEYS[1]
 local r, a, p = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cur = redis.call('HMGET', key, 'replays', 'attempt', 'phase')
-local newer = true
+local newer, same = true, false
 if cur[1] and cur[2] and cur[3] then
   local cr, ca, cp = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
   if r ~= cr then newer = r > cr
   elseif a ~= ca then newer = a > ca
   elseif p ~= cp then newer = p > cp
-  else newer = p < 2 end
+  else newer = p < 2; same = true end
 end
 if newer then
   redis.call('HSET', key, 'replays', r, 'attempt', a, 'phase', p, 'state', ARGV[4])
 end
 redis.call('HSETNX', key, 'event', ARGV[5])
-for i = 7, #ARGV, 2 do
+if newer or not same then
+  redis.call('RPUSH', KEYS[2], ARGV[7])
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[8]), -1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+end
+for i = 9, #ARGV, 2 do
   redis.call('HSET', key, 'pipeline:' .. ARGV[i], ARGV[i + 1])
 end
 redis.call('PEXPIRE', key, ARGV[6])
@@ -212,6 +232,47 @@ impl PipelineSummary {
     }
 }
 
+/// Why an attempt failed: what a `retrying` or `dead` transition records
+/// beside its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cause {
+    /// The pipeline that failed, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// The provider that pipeline calls first (configured name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The model it asks of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The bounded reason code (`ai_http_503`).
+    pub reason: String,
+    /// Where it failed (`ai`, `sink`, …).
+    pub stage: String,
+    /// The error chain, cut short.
+    pub error: String,
+}
+
+/// One entry of an event's history: one status write, as it was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// When it was written (RFC 3339).
+    pub at: String,
+    /// The event's DLQ replays then.
+    pub replays: u32,
+    /// The attempt the writer ran (its rank; 0 for `accepted`).
+    pub attempt: u32,
+    /// The state written.
+    pub state: EventState,
+    /// Why the attempt failed, for a `retrying` or `dead` state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// The pipelines that published in the writer's run, without their output
+    /// (the hash keeps that).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipelines: Vec<PipelineSummary>,
+}
+
 /// One status write.
 #[derive(Debug, Clone)]
 pub struct Update<'a> {
@@ -224,6 +285,30 @@ pub struct Update<'a> {
     pub state: EventState,
     /// Pipelines that published during this run.
     pub pipelines: Vec<PipelineSummary>,
+    /// Why the attempt failed (a retry or a dead letter), for the history.
+    pub cause: Option<Cause>,
+}
+
+impl Update<'_> {
+    /// The history entry this write appends.
+    fn transition(&self) -> Transition {
+        Transition {
+            at: now_rfc3339(),
+            replays: self.event.replays,
+            attempt: self.attempt,
+            state: self.state.clone(),
+            cause: self.cause.clone(),
+            pipelines: self
+                .pipelines
+                .iter()
+                .map(|p| PipelineSummary {
+                    output_json: None,
+                    output: None,
+                    ..p.clone()
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What `GET /events/{id}` answers.
@@ -282,6 +367,11 @@ impl Statuses {
         self.topology.redis_key(&["status", message_id])
     }
 
+    /// `{ns}:status:{message_id}:history`.
+    pub fn history_key(&self, message_id: &str) -> String {
+        self.topology.redis_key(&["status", message_id, "history"])
+    }
+
     /// Records `update` unless a later state is already stored; returns whether
     /// the state was written (pipeline summaries are kept either way). A no-op
     /// returning `false` when disabled.
@@ -304,8 +394,10 @@ impl Statuses {
         if !self.config.enabled {
             return None;
         }
+        let id = &update.event.message_id;
         let mut call = Call::new(&RECORD)
-            .key(self.key(&update.event.message_id))
+            .key(self.key(id))
+            .key(self.history_key(id))
             .arg(update.event.replays)
             .arg(update.attempt)
             .arg(update.state.phase())
@@ -315,7 +407,9 @@ impl Statuses {
                 u64::try_from(self.config.ttl.as_millis())
                     .unwrap_or(u64::MAX)
                     .max(1),
-            );
+            )
+            .arg(to_json(&update.transition()))
+            .arg(HISTORY_LEN);
         for summary in &update.pipelines {
             call = call.arg(&summary.pipeline).arg(to_json(summary));
         }
@@ -354,6 +448,23 @@ impl Statuses {
                 .unwrap_or(0),
             pipelines,
         }))
+    }
+}
+
+impl Statuses {
+    /// The history of `message_id`, oldest write first; empty if unknown,
+    /// expired or disabled. Entries that do not parse are left out.
+    pub async fn history(&self, message_id: &str) -> Result<Vec<Transition>, RedisError> {
+        if !self.config.enabled {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("LRANGE");
+        cmd.arg(self.history_key(message_id)).arg(0).arg(-1);
+        let entries: Vec<String> = self.redis.query(self.timeout, &cmd).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| serde_json::from_str(e).ok())
+            .collect())
     }
 }
 

@@ -332,6 +332,7 @@ async fn record_accepted(state: &AppState, guard: Option<Box<ClaimGuard>>, meta:
             accepted_at: now_rfc3339(),
         },
         pipelines: Vec::new(),
+        cause: None,
     };
     let claimed = guard.is_some();
     let status = state.statuses.record_call(&update);

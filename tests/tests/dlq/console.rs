@@ -440,3 +440,213 @@ async fn an_event_is_found_by_source_and_event_id_and_shows_its_timeline() {
         unknown.html
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_sums_the_jobs_in_flight_of_every_worker() {
+    use hookfleet_tests::mock_ai::MockConfig;
+    let token = console::fresh_token();
+    let configured = token.clone();
+    // Each worker holds two jobs (its prefetch) for as long as the mock answers.
+    let mut app = TestApp::builder()
+        .workers(2)
+        .mock(MockConfig {
+            latency: Duration::from_secs(4),
+            ..MockConfig::default()
+        })
+        .pipeline(pipeline("triage", "mock", USER))
+        .configure(move |s, _| {
+            console::enable(s, &configured);
+            s.worker.concurrency = 2;
+            s.worker.heartbeat_interval = Duration::from_millis(200);
+        })
+        .start()
+        .await;
+    for i in 0..4 {
+        app.publish(
+            "support",
+            "ticket.created",
+            &serde_json::json!({ "text": i }),
+        )
+        .await;
+    }
+    let operator = ConsoleClient::new(&app.workers[1].admin_url, &token);
+    // Asked of one worker, the overview shows both workers' jobs.
+    hookfleet_tests::wait::wait_until(Duration::from_secs(3), || async {
+        let html = operator.get("/console/overview/panel").await.html;
+        html.contains(r#"id="jobs-unacked">4<"#)
+    })
+    .await;
+    let page = operator.get("/console").await;
+    assert!(page.html.contains("of 4 prefetch"), "{}", page.html);
+    let rows = page.html.matches("<td>hookfleet-worker-").count();
+    assert_eq!(rows, 2, "both workers listed: {}", page.html);
+    app.results(4, Duration::from_secs(20)).await;
+    // Done: every worker's next beat says so.
+    hookfleet_tests::wait::wait_until(Duration::from_secs(3), || async {
+        let html = operator.get("/console/overview/panel").await.html;
+        html.contains(r#"id="jobs-unacked">0<"#)
+    })
+    .await;
+    // A worker that stops takes its heartbeat with it.
+    app.take_worker().stop().await.expect("a clean stop");
+    let html = operator.get("/console/overview/panel").await.html;
+    assert_eq!(html.matches("<td>hookfleet-worker-").count(), 1, "{html}");
+    assert!(html.contains("of 2 prefetch"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_shows_each_failed_attempt_with_its_error_then_done() {
+    use hookfleet_tests::mock_ai::MockConfig;
+    let token = console::fresh_token();
+    let configured = token.clone();
+    let app = TestApp::builder()
+        .mock(MockConfig {
+            fail_first_attempts: 2,
+            ..MockConfig::default()
+        })
+        .max_attempts(4)
+        .pipeline(pipeline("triage", "mock", USER))
+        .configure(move |s, _| console::enable(s, &configured))
+        .start()
+        .await;
+    let meta = app
+        .publish(
+            "support",
+            "ticket.created",
+            &serde_json::json!({ "text": "<script>alert(1)</script>" }),
+        )
+        .await;
+    app.results(1, Duration::from_secs(30)).await;
+    let operator = ConsoleClient::new(&app.workers[0].admin_url, &token);
+    let path = format!("/console/events?id={}", meta.message_id);
+    hookfleet_tests::wait::wait_until(Duration::from_secs(10), || async {
+        operator
+            .get(&path)
+            .await
+            .html
+            .contains(r#"id="event-state">done<"#)
+    })
+    .await;
+    let html = operator.get(&path).await.html;
+    let timeline = &html[html.find(r#"id="timeline""#).expect("a timeline")..];
+    let at = |needle: &str| {
+        timeline
+            .find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` in the timeline:\n{timeline}"))
+    };
+    let first = at("attempt 1 failed: ai_http_500 at ai in pipeline triage (mock &#x2f; ");
+    let second = at("attempt 2 failed: ai_http_500 at ai in pipeline triage (mock &#x2f; ");
+    let third = at("processing, attempt 3");
+    let answered = at("pipeline triage answered, its sinks delivered");
+    let done = at("<strong>done</strong>");
+    assert!(first < second && second < third && third < answered && answered < done);
+    // Each failure carries its error, and the retry's next attempt.
+    let errors = timeline.matches("AI request failed").count();
+    assert_eq!(errors, 2, "{timeline}");
+    assert_eq!(timeline.matches("next attempt about").count(), 2);
+    assert!(!html.contains("<script>alert"), "escaped");
+}
+
+/// Peak and current resident memory of process `pid`, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a memory field")
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlq_page_holds_one_page_of_letters_in_memory_not_the_scan() {
+    let env = hookfleet_tests::env::TestEnv::new().await;
+    let topology = env.topology();
+    // The worker runs as its own process, so its memory is its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "namespace = \"{ns}\"\n[amqp]\nurl = \"{url}\"\nqueue_expires = \"10m\"\n\
+         [worker]\nadmin_listen = \"127.0.0.1:{port}\"\n\
+         [worker.console]\nenabled = true\npage_size = 20\n\
+         token = {{ secret_env = \"HF_TEST_CONSOLE_TOKEN\" }}\n",
+        ns = env.namespace,
+        url = hookfleet_tests::env::AMQP_URL,
+    );
+    std::fs::write(dir.path().join("hookfleet.toml"), config).unwrap();
+    let token = console::fresh_token();
+    let mut child =
+        tokio::process::Command::new(hookfleet_tests::spawn::binary("hookfleet-worker"))
+            .args(["run", "--config"])
+            .arg(dir.path().join("hookfleet.toml"))
+            .env("HF_TEST_CONSOLE_TOKEN", &token)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the worker starts");
+    let pid = child.id().expect("a pid");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    hookfleet_tests::wait::wait_until(Duration::from_secs(30), || async {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let operator = ConsoleClient::new(&base, &token);
+    let large = |source, n| {
+        let (properties, _) = dead_letter(&Spec::exhausted(source), n);
+        let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(64 * 1024));
+        (properties, body.into_bytes())
+    };
+    // A read of a few letters first: connections, buffers and allocator arenas
+    // are not the page's.
+    let mut published = publish_letters(&env, (0..5).map(|n| large("github", n)).collect()).await;
+    assert_eq!(operator.get("/console/dlq").await.status, StatusCode::OK);
+
+    // 400 more (25 MiB), none matching: the page reads them all.
+    const LETTERS: usize = 400;
+    for batch in 0..(LETTERS / 50) {
+        let letters = (0..50).map(|i| large("stripe", batch * 50 + i)).collect();
+        published.extend(publish_letters(&env, letters).await);
+    }
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak");
+    let (_, before) = memory_kib(pid);
+    let started = std::time::Instant::now();
+    let page = operator.get("/console/dlq?source=nobody").await;
+    let elapsed = started.elapsed();
+    let (peak, _) = memory_kib(pid);
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(
+        page.html
+            .contains(&format!("read {n} of {n}.", n = LETTERS + 5)),
+        "{}",
+        page.html
+    );
+    let growth = peak.saturating_sub(before);
+    println!(
+        "{} letters of 64 KiB scanned in {elapsed:?}; peak RSS +{growth} KiB",
+        LETTERS + 5
+    );
+    // Holding the scan would grow memory by its size at least (the consumer
+    // pass that read pages before did); a page's read has a fixed cost (its
+    // connection and buffers) and holds one window of letters at most
+    // (page_size + 1: 21 here), whatever it scans.
+    let scanned_kib = (LETTERS * 64) as u64;
+    assert!(growth < scanned_kib / 2, "peak RSS grew {growth} KiB");
+    let _ = child.kill().await;
+    let after = dlq_common::ids(&env.drain(&topology.dead_queue()).await);
+    let before: Vec<String> = published.into_iter().map(|p| p.id).collect();
+    assert_eq!(
+        after, before,
+        "reading a page changed nothing, order included"
+    );
+}

@@ -192,6 +192,7 @@ async fn a_status_never_goes_backwards() {
         attempt,
         state,
         pipelines: Vec::new(),
+        cause: None,
     };
     let processing = |attempt| EventState::Processing {
         attempt,
@@ -224,6 +225,17 @@ async fn a_status_never_goes_backwards() {
     assert!(!statuses.record(&write(2, done.clone())).await.unwrap());
     let status = statuses.get(&meta.message_id).await.unwrap().unwrap();
     assert_eq!(status.state, done);
+    // The history keeps every write, late ones too, but one final state per rank.
+    let history = statuses.history(&meta.message_id).await.unwrap();
+    let states: Vec<&EventState> = history.iter().map(|t| &t.state).collect();
+    assert_eq!(states.len(), 9, "{states:?}");
+    assert!(matches!(states[1], EventState::Accepted { .. }));
+    assert!(matches!(states[6], EventState::Retrying { attempt: 1, .. }));
+    assert_eq!(states[7], &done);
+    assert!(matches!(
+        states[8],
+        EventState::Processing { attempt: 2, .. }
+    ));
     // A DLQ replay starts over, and may leave a final state.
     meta.replays = 1;
     let replayed = Update {
@@ -231,6 +243,7 @@ async fn a_status_never_goes_backwards() {
         attempt: 1,
         state: processing(1),
         pipelines: Vec::new(),
+        cause: None,
     };
     assert!(statuses.record(&replayed).await.unwrap());
     let status = statuses.get(&meta.message_id).await.unwrap().unwrap();

@@ -63,6 +63,11 @@ pub struct WorkerConfig {
     /// in a tight loop (`1s`). The queue's `x-delivery-limit` ends a loop for good.
     #[serde(with = "humantime_serde")]
     pub requeue_delay: Duration,
+    /// How often the worker writes its heartbeat to Redis (`{ns}:fleet:{name}`:
+    /// jobs in flight, prefetch, start time, version), which the console's
+    /// overview sums over the fleet; a heartbeat lasts three times this (`5s`).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
     /// AI providers by name, referenced by pipelines (`[worker.providers.NAME]`).
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Pipelines (`[[worker.pipelines]]`). Every pipeline that matches an event
@@ -89,6 +94,7 @@ impl Default for WorkerConfig {
             reconnect_min_delay: Duration::from_millis(200),
             reconnect_max_delay: Duration::from_secs(30),
             requeue_delay: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(5),
             providers: BTreeMap::new(),
             pipelines: Vec::new(),
             limits: LimitsConfig::default(),
@@ -130,6 +136,12 @@ impl WorkerConfig {
             return Err(ConfigError::invalid(
                 "worker.concurrency",
                 "must be at least 1",
+            ));
+        }
+        if self.heartbeat_interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                "worker.heartbeat_interval",
+                "must be at least 100ms",
             ));
         }
         if self.max_attempts == 0 {

@@ -1,9 +1,10 @@
 //! The dead-letter pages: the DLQ listed with the `dlq` filters and paged, one
 //! letter's headers and body, and the replay and purge actions.
 //!
-//! Every read is a [`read_page`] pass and every change a `dlq replay` or `dlq
-//! purge` run through [`dlq::run`]: the same lock (a console page and a CLI
-//! command never interleave), loop guard (`--max-replays`), pacing and
+//! Every read is a [`read_page`] (letters taken a page at a time and given
+//! back in order, never more than a page held) and every change a `dlq replay` or `dlq purge`
+//! run through [`dlq::run`]: the same lock (a console page and a CLI command
+//! never interleave), loop guard (`--max-replays`), pacing and
 //! confirm-then-ack ordering, so a worker killed in the middle of a console
 //! replay loses nothing, exactly as a killed CLI does. Actions run in their own
 //! task, so a browser that gives up does not cut one short, and they stop

@@ -9,10 +9,12 @@
 //!   the one-use form nonces that make a double submit harmless.
 //!
 //! The console owns no data. Event status comes from Redis (the reader ingest
-//! serves), queue depths from passive declares, counters from this process's
-//! registry, and every DLQ read or change is a pass of the `dlq` engine — the
-//! same lock, loop guard, pacing and no-loss ordering as the CLI. Off unless
-//! `worker.console.enabled`; docs/console.md is the operators' guide.
+//! serves), queue depths from passive declares, the fleet's jobs in flight
+//! from the workers' heartbeats (`crate::heartbeat`), counters from this
+//! process's registry. Every DLQ read holds the `dlq` commands' lock, and
+//! every change is a pass of the `dlq` engine — the same lock, loop guard,
+//! pacing and no-loss ordering as the CLI. Off unless `worker.console.enabled`;
+//! docs/console.md is the operators' guide.
 
 mod audit;
 mod auth;
@@ -41,6 +43,7 @@ use minijinja::Value;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::heartbeat::Fleet;
 use crate::limits::limiter::Limiter;
 use crate::metrics::WorkerMetrics;
 
@@ -72,6 +75,7 @@ pub struct ConsoleState {
     metrics: WorkerMetrics,
     console_metrics: ConsoleMetrics,
     samples: overview::Samples,
+    fleet: Fleet,
     worker: String,
     stopping: CancellationToken,
 }
@@ -128,6 +132,7 @@ impl Console {
                 topology.clone(),
                 timeout,
             ),
+            fleet: Fleet::new(redis.clone(), topology.clone(), timeout),
             redis: SharedConnection::new(redis),
             console_metrics: ConsoleMetrics::register(&metrics.registry)
                 .map_err(ConsoleError::Metrics)?,

@@ -1,6 +1,8 @@
-//! The overview page: queue depths and consumers (passive declares), this
-//! worker's counters (results per minute, AI calls and errors per provider and
-//! model, cache hit ratio), and the limiter's pauses (from Redis, fleet-wide).
+//! The overview page: queue depths and consumers (passive declares), the
+//! fleet's jobs in flight — delivered and not yet acked — and its workers
+//! (their heartbeats in Redis, `crate::heartbeat`), this worker's counters
+//! (results per minute, AI calls and errors per provider and model, cache hit
+//! ratio), and the limiter's pauses (from Redis, fleet-wide).
 //!
 //! The panel is its own route, which the page's one script fetches every few
 //! seconds and swaps in: refreshed without a full reload, and readable without
@@ -20,6 +22,7 @@ use lapin::types::FieldTable;
 use serde::Serialize;
 
 use super::{Authed, ConsoleState};
+use crate::heartbeat::Beat;
 
 /// How far back the results rate looks.
 const RATE_WINDOW: Duration = Duration::from_secs(300);
@@ -60,6 +63,35 @@ struct Queues {
     error: Option<String>,
 }
 
+/// The workers' heartbeats, summed.
+#[derive(Debug, Default, Serialize)]
+struct FleetView {
+    /// Jobs delivered and not yet acked, over every live worker.
+    unacked: i64,
+    /// Their prefetch, summed: the most the fleet holds unacked.
+    prefetch: u64,
+    /// Each live worker's beat, by name.
+    workers: Vec<Beat>,
+    /// Why Redis could not be asked.
+    error: Option<String>,
+}
+
+/// Reads the heartbeats and sums them.
+async fn fleet(state: &ConsoleState) -> FleetView {
+    match state.fleet.members().await {
+        Ok(workers) => FleetView {
+            unacked: workers.iter().map(|w| w.in_flight).sum(),
+            prefetch: workers.iter().map(|w| u64::from(w.prefetch)).sum(),
+            workers,
+            error: None,
+        },
+        Err(e) => FleetView {
+            error: Some(error_chain(&e)),
+            ..FleetView::default()
+        },
+    }
+}
+
 /// One provider and model's row.
 #[derive(Debug, Default, Serialize)]
 struct ModelRow {
@@ -83,7 +115,7 @@ pub async fn panel(State(state): State<Arc<ConsoleState>>, Authed(operator): Aut
 }
 
 async fn panel_context(state: &ConsoleState) -> minijinja::Value {
-    let queues = queues(state).await;
+    let (queues, fleet) = tokio::join!(queues(state), fleet(state));
     let m = &state.metrics;
     let results = sum(&m.jobs, |labels| {
         labels.get("outcome").map(String::as_str) == Some("succeeded")
@@ -103,6 +135,7 @@ async fn panel_context(state: &ConsoleState) -> minijinja::Value {
         now => humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         worker => state.worker.clone(),
         queues => queues,
+        fleet => fleet,
         in_flight => m.inflight.get(),
         results_per_minute => rate.map_or_else(|| "…".to_owned(), |r| format!("{r:.1}")),
         cache_ratio => if lookups == 0 { "—".to_owned() } else { format!("{:.0} %", hits as f64 * 100.0 / lookups as f64) },

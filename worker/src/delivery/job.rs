@@ -25,11 +25,13 @@ use crate::metrics::WorkerMetrics;
 use hookfleet_common::message::{self, EventMeta};
 use hookfleet_common::redis::RedisError;
 use hookfleet_common::redis::chain::{Call, Chain, ChainReply};
-use hookfleet_common::redis::status::Statuses;
+use hookfleet_common::redis::status::{Cause, Statuses};
 use hookfleet_common::telemetry::error_chain;
 use lapin::BasicProperties;
 
-use crate::delivery::outcome::{Decision, Failure, Outcome, PipelineLetter, RetryPolicy, classify};
+use crate::delivery::outcome::{
+    Decision, Failure, Outcome, PipelineLetter, RetryPolicy, cause, classify,
+};
 use crate::delivery::reroute::{self, FIRST_COPY};
 use crate::delivery::status;
 use crate::events::{
@@ -95,6 +97,7 @@ impl Decision {
             held: Vec::new(),
             copy,
             status_recorded: false,
+            cause: None,
         }
     }
 
@@ -107,6 +110,7 @@ impl Decision {
             failure,
         }
         .emit(&ctx.metrics);
+        let cause = (!matches!(outcome, Outcome::Ack)).then(|| cause(failure, None));
         Self {
             outcome,
             meta,
@@ -117,6 +121,7 @@ impl Decision {
             held: Vec::new(),
             copy: FIRST_COPY.to_owned(),
             status_recorded: false,
+            cause,
         }
     }
 }
@@ -209,6 +214,12 @@ async fn run_all(
             });
         }
         counted |= !matches!(run.outcome, Outcome::Ack) && !run.deferred;
+        // A retry wins the combined outcome, so its cause wins the history's.
+        let retry = matches!(run.outcome, Outcome::Retry { .. });
+        let had_retry = matches!(decision.outcome, Outcome::Retry { .. });
+        if run.cause.is_some() && (decision.cause.is_none() || (retry && !had_retry)) {
+            decision.cause = run.cause;
+        }
         decision.outcome = decision.outcome.combine(run.outcome);
     }
     // A retry caused only by the limiter (no permit) does not use up an attempt.
@@ -331,6 +342,8 @@ struct PipelineRun {
     settled: bool,
     /// The event's `done` status went with this run's done marker.
     status_recorded: bool,
+    /// Why it failed, for the event's history.
+    cause: Option<Cause>,
 }
 
 impl PipelineRun {
@@ -342,6 +355,7 @@ impl PipelineRun {
             held: false,
             settled,
             status_recorded: false,
+            cause: None,
         }
     }
 }
@@ -381,6 +395,11 @@ async fn run_pipeline(
     } else {
         attempt_run.await
     };
+    let cause = tried
+        .result
+        .as_ref()
+        .err()
+        .map(|f| cause(f, Some(pipeline)));
     let finishing = place.last.then_some(decision);
     let status_recorded = finish(
         ctx,
@@ -398,6 +417,7 @@ async fn run_pipeline(
         .observe(started.elapsed().as_secs_f64());
     PipelineRun {
         status_recorded,
+        cause,
         ..classified(ctx, name, id, attempt, tried.result, held)
     }
 }
@@ -443,6 +463,7 @@ fn classified(
         held: held && failed,
         settled: false,
         status_recorded: false,
+        cause: None,
     }
 }
 

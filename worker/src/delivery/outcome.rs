@@ -33,8 +33,10 @@ use std::time::Duration;
 use crate::limits::limiter::AcquireError;
 use crate::limits::markers::DeliveryId;
 use crate::pipeline::sinks::JobResult;
-use hookfleet_common::message::EventMeta;
+use hookfleet_common::message::{EventMeta, truncate};
+use hookfleet_common::redis::status::Cause;
 
+use crate::pipeline::Pipeline;
 use crate::pipeline::enrich::EnrichError;
 use crate::pipeline::request_template::RequestError;
 use crate::pipeline::sinks::SinkError;
@@ -317,6 +319,25 @@ pub fn classify(failure: &Failure, attempt: u32, policy: &RetryPolicy) -> Outcom
     }
 }
 
+/// The longest error kept in an event's history.
+const MAX_CAUSE_ERROR_BYTES: usize = 500;
+
+/// What the event's history records of `failure`: its reason, stage and error
+/// (cut short), and the pipeline — with the provider and model it calls
+/// first — when one failed.
+pub fn cause(failure: &Failure, pipeline: Option<&Pipeline>) -> Cause {
+    let Diagnosis { reason, stage, .. } = describe(failure);
+    let error = hookfleet_common::telemetry::error_chain(failure);
+    Cause {
+        pipeline: pipeline.map(|p| p.name.clone()),
+        provider: pipeline.map(|p| p.provider.name().to_owned()),
+        model: pipeline.map(|p| p.model.clone()),
+        reason,
+        stage: stage.as_str().to_owned(),
+        error: truncate(&error, MAX_CAUSE_ERROR_BYTES).to_owned(),
+    }
+}
+
 /// How one failure is judged: transient or not, its bounded reason code (the
 /// `dead_letters_total` label and `hf-reason`), and the stage it happened at.
 struct Diagnosis {
@@ -512,6 +533,9 @@ pub struct Decision {
     /// The event's final status was written with the last pipeline's done
     /// marker (`status::done_call`); settling need not write it again.
     pub status_recorded: bool,
+    /// Why the outcome is a retry or a dead letter, for the event's history:
+    /// the first failure of the kind that decided it.
+    pub cause: Option<Cause>,
 }
 
 /// A pipeline's own dead letter.

@@ -42,6 +42,7 @@ pub fn started_call(statuses: &Statuses, meta: &EventMeta) -> Option<Call> {
             started_at: now_rfc3339(),
         },
         pipelines: Vec::new(),
+        cause: None,
     };
     statuses.record_call(&update)
 }
@@ -65,6 +66,7 @@ pub fn done_call(
             completed_at: now_rfc3339(),
         },
         pipelines: results.iter().map(|r| summary(r, limit)).collect(),
+        cause: None,
     };
     statuses.record_call(&update)
 }
@@ -112,8 +114,17 @@ pub async fn settled(
         },
     };
     // The rank is the attempt this run made, whether or not it was counted.
-    let attempt = meta.attempt.saturating_add(1);
-    record(statuses, metrics, meta, attempt, state, pipelines).await;
+    let update = Update {
+        event: meta,
+        attempt: meta.attempt.saturating_add(1),
+        state,
+        pipelines,
+        cause: match decision.outcome {
+            Outcome::Ack => None,
+            _ => decision.cause.clone(),
+        },
+    };
+    record(statuses, metrics, &update).await;
 }
 
 fn summary(result: &JobResult, limit: usize) -> PipelineSummary {
@@ -131,21 +142,9 @@ fn summary(result: &JobResult, limit: usize) -> PipelineSummary {
     .with_output(&result.output, result.output_json.as_ref(), limit)
 }
 
-async fn record(
-    statuses: &Statuses,
-    metrics: &WorkerMetrics,
-    meta: &EventMeta,
-    attempt: u32,
-    state: EventState,
-    pipelines: Vec<PipelineSummary>,
-) {
-    let update = Update {
-        event: meta,
-        attempt,
-        state,
-        pipelines,
-    };
-    match statuses.record(&update).await {
+async fn record(statuses: &Statuses, metrics: &WorkerMetrics, update: &Update<'_>) {
+    let meta = update.event;
+    match statuses.record(update).await {
         Ok(true) => {}
         Ok(false) => tracing::debug!(message_id = %meta.message_id,
             "A later status is already recorded; this one is dropped."),

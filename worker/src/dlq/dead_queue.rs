@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::config::Settings;
 use hookfleet_common::broker;
 use hookfleet_common::publisher::Publisher;
@@ -15,6 +17,9 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
 use super::DlqError;
+
+/// How long a read waits, at its end, for the letters it took to be ready again.
+const RETURN_WAIT: Duration = Duration::from_secs(3);
 
 /// The connection a command works on, holding the lock on `{ns}.dead`.
 pub(crate) struct DeadQueue {
@@ -64,6 +69,20 @@ impl DeadQueue {
             .map_err(|_| DlqError::MissingQueue(self.name()))?;
         let _ = channel.close(200, "counted".into()).await;
         Ok(queue.message_count().into())
+    }
+
+    /// Closes `channel`, which returns the `unacked` letters delivered on it to
+    /// the front of the queue in their order, and waits (a few seconds at most)
+    /// until the broker has put them back, so the next channel's letters go
+    /// behind them and the next reader sees the whole queue.
+    pub(super) async fn give_back(&self, channel: Channel, unacked: u64) {
+        let before = self.ready().await.unwrap_or(0);
+        let _ = channel.close(200, "page read".into()).await;
+        let returned = before + unacked;
+        let deadline = Instant::now() + RETURN_WAIT;
+        while self.ready().await.is_ok_and(|ready| ready < returned) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Closes the publisher and the connection.
