@@ -88,9 +88,10 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &WorkerParams) -> anyhow::Res
     processes.extend([mock.cpu_entry(), cpu::this_process("bench")]);
     processes.extend(cpu::infrastructure());
     let meter = CpuMeter::start(&processes);
-    // Generous: a tenth of the ideal rate, plus start-up.
+    // Generous: a tenth of the ideal rate, plus start-up (half a minute: enough
+    // for a worker under valgrind, `bench/callgrind.sh`).
     let per_second = params.ideal_per_second().unwrap_or(1000.0).min(1000.0);
-    let deadline = Duration::from_secs_f64(10.0 + params.jobs as f64 / per_second * 10.0);
+    let deadline = Duration::from_secs_f64(30.0 + params.jobs as f64 / per_second * 10.0);
     let results = topology.results_queue();
     let finished = loop {
         let count = u64::from(env.ready_count(&results).await);
