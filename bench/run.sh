@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`: release build, every measurement against the local RabbitMQ and
 # Redis, then BENCHMARKS.md (medians of RUNS runs, default 3; about three minutes
-# of measuring after the build, then one run of the limiter's accuracy, three and
-# a half minutes paced by its 600 requests a minute). One figure on its own:
+# of measuring after the build, the sweeps of how cost grows in GROWTH_RUNS
+# rounds, default RUNS, about 2½ minutes each (GROWTH_RUNS=0 skips them), then one
+# run of the limiter's accuracy, three and a half minutes paced by its 600
+# requests a minute; DLQ_LETTERS=0 skips the dlq commands' minute). One figure on its own:
 # `target/release/bench --help` (e.g. `bench limiter`); each section of
 # BENCHMARKS.md quotes the command that reproduces it.
 #
@@ -24,7 +26,7 @@ if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
 fi
 
 target/release/bench --bin-dir target/release --work-dir target/bench \
-  --runs "${RUNS:-3}" all --out BENCHMARKS.md --notes bench/NOTES.md \
+  --runs "${RUNS:-3}" all --growth-runs "${GROWTH_RUNS:-${RUNS:-3}}" --out BENCHMARKS.md --notes bench/NOTES.md \
   --results target/bench/results.json
 
 # The dlq commands on a big dead-letter queue (issue 5): DLQ_LETTERS=0 skips it.

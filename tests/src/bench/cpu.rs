@@ -52,6 +52,23 @@ impl CpuSplit {
             .map(|p| p.percent)
     }
 
+    /// CPU time per message at `rate` messages per second, in µs, of the processes
+    /// named `name` or `name-…` (`worker` covers `worker-2`), 0 when none is listed.
+    pub fn micros(&self, name: &str, rate: f64) -> f64 {
+        let percent: f64 = self
+            .processes
+            .iter()
+            .filter(|p| {
+                p.name == name
+                    || p.name
+                        .strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with('-'))
+            })
+            .map(|p| p.percent)
+            .sum();
+        percent / 100.0 * 1e6 / rate.max(1e-9)
+    }
+
     /// CPU time per message at `rate` messages per second:
     /// `ingest 62 + loadgen 43 + rabbitmq 80 + redis 12 = 197 µs (other 20 µs)`.
     /// Processes under 1 µs are left out.

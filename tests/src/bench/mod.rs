@@ -14,6 +14,8 @@
 //! - [`cpu`]: each process's and the machine's CPU time over a run.
 //! - [`ingest`], [`worker`], [`e2e`]: one run of each scenario, in a fresh
 //!   namespace (`TestEnv`), cleaned up afterwards.
+//! - [`growth`]: how cost grows with worker processes, connections and message
+//!   size; [`sizing`] writes its tables.
 //! - [`limiter`]: the fleet-wide rate limiter's accuracy, judged by mock-ai.
 //! - [`suite`]: `bench all`: rounds of every measurement, then end to end.
 //! - [`report`]: the Markdown.
@@ -21,9 +23,11 @@
 pub mod broker;
 pub mod cpu;
 pub mod e2e;
+pub mod growth;
 pub mod ingest;
 pub mod limiter;
 pub mod procs;
 pub mod report;
+pub mod sizing;
 pub mod suite;
 pub mod worker;

@@ -329,20 +329,59 @@ pub async fn start_worker(
     layout: &Layout,
     secret: &str,
 ) -> anyhow::Result<(Service, Instant)> {
-    let mut worker = Service::spawn(
-        lab,
-        "worker",
-        "hookfleet-worker",
-        &[
+    let mut fleet = start_workers(lab, config, layout, secret, 1).await?;
+    let worker = fleet.workers.pop().context("one worker started")?;
+    Ok((worker, fleet.consuming))
+}
+
+/// Worker processes started together.
+pub struct Fleet {
+    /// The first listens on the layout's admin port, the others on free ones.
+    pub workers: Vec<Service>,
+    /// When the first of them was seen consuming.
+    pub consuming: Instant,
+}
+
+/// Starts `count` workers with `config` at once (the first named `worker`, the
+/// others `worker-2`…, each with its own admin port) and waits until each is
+/// consuming.
+pub async fn start_workers(
+    lab: &Lab,
+    config: &Path,
+    layout: &Layout,
+    secret: &str,
+    count: u16,
+) -> anyhow::Result<Fleet> {
+    let mut started = Vec::new();
+    for i in 1..=count.max(1) {
+        let (name, port) = match i {
+            1 => ("worker".to_owned(), layout.admin_port),
+            _ => (format!("worker-{i}"), free_port()?),
+        };
+        let mut envs = vec![(
+            "HOOKFLEET__WORKER__ADMIN_LISTEN",
+            format!("127.0.0.1:{port}"),
+        )];
+        envs.extend(secrets(secret));
+        let args = [
             "--config".into(),
             config.display().to_string(),
             "run".into(),
-        ],
-        &secrets(secret),
-    )?;
-    let ready = format!("http://127.0.0.1:{}/readyz", layout.admin_port);
-    let at = worker.wait_ready(&ready, Duration::from_secs(20)).await?;
-    Ok((worker, at))
+        ];
+        let worker = Service::spawn(lab, &name, "hookfleet-worker", &args, &envs)?;
+        started.push((worker, format!("http://127.0.0.1:{port}/readyz")));
+    }
+    let mut workers = Vec::new();
+    let mut consuming: Option<Instant> = None;
+    for (mut worker, ready) in started {
+        let at = worker.wait_ready(&ready, Duration::from_secs(20)).await?;
+        consuming = Some(consuming.map_or(at, |first| first.min(at)));
+        workers.push(worker);
+    }
+    Ok(Fleet {
+        workers,
+        consuming: consuming.context("at least one worker")?,
+    })
 }
 
 /// Both services load the whole file, so both need every secret it names.

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use super::broker::Throughput;
 use super::cpu::CpuSplit;
 use super::limiter::{LimiterParams, LimiterRun};
+use super::sizing;
 use super::suite::{Suite, SuiteParams, median};
 
 /// Facts about the machine and the build, for the report's header.
@@ -94,12 +95,7 @@ impl Commands {
     pub fn new(bench: &str, params: &SuiteParams, e2e_rate: f64) -> Self {
         let runs = params.runs;
         let p = &params.publish;
-        let worker = |w: &super::worker::WorkerParams| {
-            format!(
-                "{bench} worker --jobs {} --concurrency {} --latency-ms {} --runs {runs}",
-                w.jobs, w.concurrency, w.latency_ms
-            )
-        };
+        let worker = |w: &super::worker::WorkerParams| sizing::worker_command(bench, w, runs);
         let ingest_secs = params.ingest.duration.as_secs_f64();
         Self {
             publish: format!(
@@ -246,6 +242,7 @@ pub fn render(suite: &Suite, params: &SuiteParams, host: &Host, notes: Option<&s
     if !suite.limiter.is_empty() {
         limiter_section(w, &suite.limiter, &c.commands.limiter);
     }
+    sizing::section(w, &suite.growth, &params.growth, bench);
     if let Some(notes) = notes {
         let _ = writeln!(w, "{}", notes.trim_end());
     }
@@ -312,6 +309,7 @@ fn targets(w: &mut String, c: &Ctx) {
         r_ingest,
         verdict(r_ingest >= 0.8)
     );
+    deep_ingest_target(w, c);
     let r_fast = median(ratios.worker_fast.iter().copied());
     let _ = writeln!(
         w,
@@ -324,11 +322,13 @@ fn targets(w: &mut String, c: &Ctx) {
     let r_relay = median(ratios.worker_relay.iter().copied());
     let _ = writeln!(
         w,
-        "| c′: the same worker vs consume-publish-ack ceiling (context) | {:.0} vs {:.0} jobs/s | {:.2} | — | |",
+        "| c′: the same worker vs consume-publish-ack ceiling | {:.0} vs {:.0} jobs/s | {:.2} | ≥ 0.60 | {} |",
         median(suite.worker_fast.iter().map(|r| r.per_second)),
         median(per_second(&suite.relay)),
-        r_relay
+        r_relay,
+        verdict(r_relay >= 0.6)
     );
+    cpu_targets(w, c);
     let r_slow = median(ratios.worker_slow.iter().copied());
     let _ = writeln!(
         w,
@@ -352,13 +352,7 @@ fn targets(w: &mut String, c: &Ctx) {
         mib(worker_rss),
         verdict(mib(worker_rss) < 64.0)
     );
-    if let Some(e2e) = median_e2e(suite) {
-        let _ = writeln!(
-            w,
-            "| d: end to end at {:.0} req/s (half of the path's {:.0}): POST → result | p50 {:.1} ms, p99 {:.1} ms | | reported | |",
-            e2e.0, suite.capacity, e2e.1, e2e.2
-        );
-    }
+    e2e_target(w, suite);
     if let Some(run) = suite.limiter.first() {
         let ok = run.rate_limited == 0 && run.share_of_rpm.min(run.share_of_tpm) >= 0.95;
         let _ = writeln!(
@@ -374,6 +368,68 @@ fn targets(w: &mut String, c: &Ctx) {
         );
     }
     let _ = writeln!(w);
+}
+
+/// Ingest at the deepest point of the depth sweep against the ceiling there.
+fn deep_ingest_target(w: &mut String, c: &Ctx) {
+    let Some(point) = c.suite.growth.depths.iter().max_by_key(|p| p.depth) else {
+        return;
+    };
+    let rates: Vec<f64> = point.ingest.iter().map(|r| r.load.rps).collect();
+    let ratio = median(sizing::ratios(
+        rates.iter().copied(),
+        per_second(&point.ceiling),
+    ));
+    let _ = writeln!(
+        w,
+        "| g: ingest at {d} connections vs publish ceiling at {d} in flight | {:.0} req/s vs {:.0} msg/s | {ratio:.2} | ≥ 0.80 | {} |",
+        median(rates),
+        median(per_second(&point.ceiling)),
+        verdict(ratio >= 0.8),
+        d = point.depth,
+    );
+}
+
+/// CPU per request and per job of the service and Redis, from the median runs.
+fn cpu_targets(w: &mut String, c: &Ctx) {
+    let suite = c.suite;
+    if let Some((rate, cpu)) = sizing::median_cpu(&suite.ingest, |r| r.load.rps, |r| &r.cpu) {
+        let (own, redis) = (cpu.micros("ingest", rate), cpu.micros("redis", rate));
+        let _ = writeln!(
+            w,
+            "| b: ingest CPU per request, ingest + Redis (median run) | {own:.0} + {redis:.0} µs | | ≤ 60 µs | {} |",
+            verdict(own + redis <= 60.0)
+        );
+    }
+    if let Some((rate, cpu)) = sizing::median_cpu(&suite.worker_fast, |r| r.per_second, |r| &r.cpu)
+    {
+        let (own, redis) = (cpu.micros("worker", rate), cpu.micros("redis", rate));
+        let _ = writeln!(
+            w,
+            "| c: worker CPU per job at 0 ms, worker + Redis (median run) | {own:.0} + {redis:.0} µs | | ≤ 150 µs | {} |",
+            verdict(own + redis <= 150.0)
+        );
+    }
+}
+
+/// The end-to-end tail: the median p99 and the worst run's against it.
+fn e2e_target(w: &mut String, suite: &Suite) {
+    let Some((rate, _, p99)) = median_e2e(suite) else {
+        return;
+    };
+    let worst = suite
+        .e2e
+        .iter()
+        .map(|r| r.latency.p99_ms)
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        w,
+        "| d: end to end at {rate:.0} req/s (half of the path's {:.0}): POST → result p99, median and worst of {} runs | {p99:.1} ms, worst {worst:.1} ms | {:.2} | ≤ 30 ms, worst ≤ 2× median | {} |",
+        suite.capacity,
+        suite.e2e.len(),
+        worst / p99.max(1e-9),
+        verdict(p99 <= 30.0 && worst <= 2.0 * p99)
+    );
 }
 
 /// Section a: the broker's publish ceiling.

@@ -6,7 +6,8 @@
 //! latency. The ratios are computed per round and their median is quoted (the
 //! noise of a shared machine hits a ceiling and its service alike when they run
 //! back to back). The end-to-end runs come last, at half the capacity the rounds
-//! measured. The limiter's accuracy runs once, last: the limit paces it.
+//! measured. Then the sweeps of how cost grows ([`growth`](super::growth)), in
+//! rounds of their own. The limiter's accuracy runs once, last: the limit paces it.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use super::broker::{self, PublishParams, Throughput};
 use super::e2e::{self, E2eParams, E2eRun};
+use super::growth::{self, Growth, GrowthParams};
 use super::ingest::{self, IngestParams, IngestRun};
 use super::limiter::{self, LimiterParams, LimiterRun};
 use super::procs::Lab;
@@ -45,12 +47,15 @@ pub struct SuiteParams {
     pub e2e_latency_ms: u64,
     /// Fraction of the measured capacity the end-to-end runs send at.
     pub e2e_load: f64,
+    /// The sweeps of how cost grows (`runs` = 0 skips them).
+    pub growth: GrowthParams,
     /// The limiter's accuracy (one run: it is paced by the limit, minutes long).
     pub limiter: LimiterParams,
 }
 
 impl SuiteParams {
-    /// What `make bench` runs (about three minutes on two cores).
+    /// What `make bench` runs (about three minutes on two cores, plus the sweeps'
+    /// 2½ minutes a round).
     pub fn standard(runs: usize) -> Self {
         let concurrency = 64;
         Self {
@@ -74,6 +79,7 @@ impl SuiteParams {
                 concurrency,
                 latency_ms: 0,
                 body_bytes: 1024,
+                processes: 1,
             },
             worker_slow: WorkerParams {
                 // Thirty waves of 64: about six seconds at the ideal rate.
@@ -81,10 +87,12 @@ impl SuiteParams {
                 concurrency,
                 latency_ms: 200,
                 body_bytes: 1024,
+                processes: 1,
             },
             e2e_duration: Duration::from_secs(8),
             e2e_latency_ms: 0,
             e2e_load: 0.5,
+            growth: GrowthParams::standard(runs),
             // 2,000 jobs at 600 a minute: about three and a half minutes.
             limiter: LimiterParams {
                 jobs: 2_000,
@@ -111,6 +119,7 @@ impl SuiteParams {
         params.limiter.jobs = 40;
         params.limiter.workers = 2;
         params.limiter.rpm = 60_000;
+        params.growth = GrowthParams::smoke();
         params
     }
 }
@@ -135,6 +144,8 @@ pub struct Suite {
     pub capacity: f64,
     /// End-to-end runs.
     pub e2e: Vec<E2eRun>,
+    /// The sweeps.
+    pub growth: Growth,
     /// The limiter's accuracy.
     pub limiter: Vec<LimiterRun>,
 }
@@ -151,6 +162,7 @@ pub async fn run(lab: &Lab, params: &SuiteParams) -> anyhow::Result<Suite> {
         worker_slow: Vec::new(),
         capacity: 0.0,
         e2e: Vec::new(),
+        growth: Growth::default(),
         limiter: Vec::new(),
     };
     let runs = params.runs.max(1);
@@ -211,6 +223,7 @@ pub async fn run(lab: &Lab, params: &SuiteParams) -> anyhow::Result<Suite> {
         );
         suite.e2e.push(result);
     }
+    suite.growth = growth::run(lab, &params.growth).await?;
     let run = limiter::run(lab, &params.limiter).await?;
     eprintln!(
         "[limiter] {} workers, {} jobs: {:.0} req/min = {:.1}% of {}, {} 429s",

@@ -1,8 +1,8 @@
 //! The worker draining a backlog: the jobs queue pre-filled as ingest fills it,
-//! `mock-ai` answering after a fixed latency, `hookfleet-worker run` as its own
-//! process with prefetch `concurrency`. The clock runs from the moment the worker
-//! reports itself consuming (`/readyz`) to the moment the results queue holds one
-//! result per job.
+//! `mock-ai` answering after a fixed latency, `processes` × `hookfleet-worker run`
+//! each as its own process with prefetch `concurrency`. The clock runs from the
+//! moment the first worker reports itself consuming (`/readyz`; they are started
+//! together) to the moment the results queue holds one result per job.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ pub struct WorkerParams {
     pub latency_ms: u64,
     /// Job body size.
     pub body_bytes: usize,
+    /// Worker processes sharing the queue (each with `concurrency`).
+    pub processes: u16,
 }
 
 impl WorkerParams {
@@ -40,15 +42,17 @@ impl WorkerParams {
 pub struct WorkerRun {
     /// Jobs processed (one result each, verified).
     pub jobs: u64,
+    /// Worker processes.
+    pub processes: u16,
     /// From consuming to the last result, seconds.
     pub seconds: f64,
     /// `jobs / seconds`.
     pub per_second: f64,
-    /// The worker's peak resident memory, KiB.
+    /// The largest worker's peak resident memory, KiB.
     pub peak_rss_kib: u64,
     /// mock-ai's peak resident memory, KiB.
     pub mock_peak_rss_kib: u64,
-    /// Mean time of a job from lease to done marker (the worker's histogram), ms.
+    /// Mean time of a job from lease to done marker (the first worker's histogram), ms.
     pub job_ms: f64,
     /// Of which the AI call, ms.
     pub ai_ms: f64,
@@ -71,18 +75,23 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &WorkerParams) -> anyhow::Res
     let layout = Layout::new(params.concurrency)?;
     let config = procs::config_path(lab, env, &layout)?;
     let mock = procs::start_mock(lab, &layout, params.latency_ms).await?;
-    let (worker, consuming) =
-        procs::start_worker(lab, &config, &layout, &webhook::standard_secret()).await?;
-    let mut processes = vec![
-        worker.cpu_entry(),
-        mock.cpu_entry(),
-        cpu::this_process("bench"),
-    ];
+    let fleet = procs::start_workers(
+        lab,
+        &config,
+        &layout,
+        &webhook::standard_secret(),
+        params.processes,
+    )
+    .await?;
+    let consuming = fleet.consuming;
+    let mut processes: Vec<(String, u32)> = fleet.workers.iter().map(|w| w.cpu_entry()).collect();
+    processes.extend([mock.cpu_entry(), cpu::this_process("bench")]);
     processes.extend(cpu::infrastructure());
     let meter = CpuMeter::start(&processes);
-    // Generous: a tenth of the ideal rate, plus start-up.
+    // Generous: a tenth of the ideal rate, plus start-up (half a minute: enough
+    // for a worker under valgrind, `bench/callgrind.sh`).
     let per_second = params.ideal_per_second().unwrap_or(1000.0).min(1000.0);
-    let deadline = Duration::from_secs_f64(10.0 + params.jobs as f64 / per_second * 10.0);
+    let deadline = Duration::from_secs_f64(30.0 + params.jobs as f64 / per_second * 10.0);
     let results = topology.results_queue();
     let finished = loop {
         let count = u64::from(env.ready_count(&results).await);
@@ -106,9 +115,16 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &WorkerParams) -> anyhow::Res
     let ai_ms = procs::mean_ms(&metrics, "hookfleet_ai_request_duration_seconds")
         .await
         .unwrap_or(0.0);
-    let peak_rss_kib = worker.peak_rss_kib();
+    let peak_rss_kib = fleet
+        .workers
+        .iter()
+        .map(|w| w.peak_rss_kib())
+        .max()
+        .unwrap_or(0);
     let mock_peak_rss_kib = mock.peak_rss_kib();
-    worker.stop().await?;
+    for worker in fleet.workers {
+        worker.stop().await?;
+    }
     mock.stop().await?;
     let results = u64::from(env.ready_count(&results).await);
     let left = env.ready_count(&topology.jobs_queue()).await;
@@ -121,6 +137,7 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &WorkerParams) -> anyhow::Res
     let seconds = (finished - consuming).as_secs_f64().max(1e-9);
     Ok(WorkerRun {
         jobs: params.jobs,
+        processes: params.processes,
         seconds,
         per_second: params.jobs as f64 / seconds,
         peak_rss_kib,

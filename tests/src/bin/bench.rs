@@ -62,6 +62,9 @@ enum Command {
         /// `basic.qos` prefetch.
         #[arg(long, default_value_t = 64)]
         prefetch: u16,
+        /// Job body size.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
     },
     /// (c′) Broker ceiling: consume, publish a result with confirm, ack.
     Relay {
@@ -71,6 +74,9 @@ enum Command {
         /// `basic.qos` prefetch.
         #[arg(long, default_value_t = 64)]
         prefetch: u16,
+        /// Job body size.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
     },
     /// (b) hookfleet-ingest under closed-loop load.
     Ingest {
@@ -98,6 +104,9 @@ enum Command {
         /// Job body size.
         #[arg(long, default_value_t = 1024)]
         body_bytes: usize,
+        /// Worker processes sharing the queue, each with `--concurrency`.
+        #[arg(long, default_value_t = 1)]
+        processes: u16,
     },
     /// (d) The whole path at a fixed rate: POST → result latency.
     E2e {
@@ -150,6 +159,9 @@ enum Command {
         /// Tiny sizes: checks the tooling, measures nothing.
         #[arg(long)]
         smoke: bool,
+        /// Rounds of the how-cost-grows sweeps (default: `--runs`; 0 skips them).
+        #[arg(long)]
+        growth_runs: Option<usize>,
     },
 }
 
@@ -174,12 +186,16 @@ async fn main() -> anyhow::Result<()> {
             };
             publish(&params, runs, json).await
         }
-        Command::Consume { messages, prefetch } => {
-            consume(false, messages, prefetch, runs, json).await
-        }
-        Command::Relay { messages, prefetch } => {
-            consume(true, messages, prefetch, runs, json).await
-        }
+        Command::Consume {
+            messages,
+            prefetch,
+            body_bytes,
+        } => consume(false, messages, prefetch, body_bytes, runs, json).await,
+        Command::Relay {
+            messages,
+            prefetch,
+            body_bytes,
+        } => consume(true, messages, prefetch, body_bytes, runs, json).await,
         Command::Ingest {
             concurrency,
             duration,
@@ -198,6 +214,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             latency_ms,
             body_bytes,
+            processes,
         } => {
             lab.check()?;
             let params = WorkerParams {
@@ -205,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
                 concurrency,
                 latency_ms,
                 body_bytes,
+                processes,
             };
             worker_runs(&lab, &params, runs, json).await
         }
@@ -247,7 +265,18 @@ async fn main() -> anyhow::Result<()> {
             notes,
             results,
             smoke,
-        } => all(&lab, runs, smoke, &out, &notes, &results).await,
+            growth_runs,
+        } => {
+            let mut params = if smoke {
+                SuiteParams::smoke()
+            } else {
+                SuiteParams::standard(runs)
+            };
+            if let Some(growth_runs) = growth_runs {
+                params.growth.runs = growth_runs;
+            }
+            all(&lab, &params, &out, &notes, &results).await
+        }
     }
 }
 
@@ -275,10 +304,14 @@ async fn consume(
     relay: bool,
     messages: u64,
     prefetch: u16,
+    body_bytes: usize,
     runs: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let publish = SuiteParams::standard(runs).publish;
+    let publish = PublishParams {
+        body_bytes,
+        ..SuiteParams::standard(runs).publish
+    };
     let mut rates = Vec::new();
     for run in 1..=runs {
         let result = if relay {
@@ -426,25 +459,19 @@ async fn limiter_runs(
 /// `bench all`: the whole suite, written to BENCHMARKS.md and a JSON file.
 async fn all(
     lab: &Lab,
-    runs: usize,
-    smoke: bool,
+    params: &SuiteParams,
     out: &Path,
     notes: &Path,
     results: &Path,
 ) -> anyhow::Result<()> {
-    let params = if smoke {
-        SuiteParams::smoke()
-    } else {
-        SuiteParams::standard(runs)
-    };
-    let suite = suite::run(lab, &params).await?;
+    let suite = suite::run(lab, params).await?;
     if let Some(dir) = results.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(results, serde_json::to_vec_pretty(&suite)?)
         .with_context(|| format!("cannot write {}", results.display()))?;
     let notes = std::fs::read_to_string(notes).ok();
-    let text = report::render(&suite, &params, &Host::detect(), notes.as_deref());
+    let text = report::render(&suite, params, &Host::detect(), notes.as_deref());
     std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
     print_summary(&text);
     eprintln!("wrote {} and {}", out.display(), results.display());

@@ -61,6 +61,45 @@ async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
         assert_eq!(run.jobs, expected, "the worker processed every job");
         assert!(run.peak_rss_kib > 0, "peak RSS read");
     }
+    let growth = &suite.growth;
+    assert_eq!(
+        growth.fleet.iter().map(|p| p.processes).collect::<Vec<_>>(),
+        params.growth.fleet,
+        "every fleet size ran"
+    );
+    for point in &growth.fleet {
+        let [run] = &point.runs[..] else {
+            panic!("one run of {} processes", point.processes)
+        };
+        assert_eq!(run.processes, point.processes);
+        assert_eq!(
+            run.jobs,
+            params.growth.messages_at(1024),
+            "every job processed"
+        );
+    }
+    assert_eq!(growth.depths.len(), params.growth.depths.len());
+    for point in &growth.depths {
+        assert_eq!(point.ceiling.len(), 1);
+        let [run] = &point.ingest[..] else {
+            panic!("one ingest run at depth {}", point.depth)
+        };
+        assert!(run.load.accepted > 0 && run.landed == run.load.accepted);
+    }
+    assert_eq!(
+        growth.sizes.iter().map(|p| p.bytes).collect::<Vec<_>>(),
+        params.growth.sizes,
+        "every size ran"
+    );
+    for point in &growth.sizes {
+        let jobs = params.growth.messages_at(point.bytes);
+        assert_eq!(point.publish[0].messages, jobs);
+        assert_eq!(point.relay[0].messages, jobs);
+        assert_eq!(point.worker[0].jobs, jobs);
+        let ingest = &point.ingest[0];
+        assert!(ingest.load.accepted > 0, "{} B accepted", point.bytes);
+        assert_eq!(ingest.landed, ingest.load.accepted);
+    }
     assert_eq!(suite.e2e.len(), 1);
     for run in &suite.e2e {
         assert!(run.load.accepted > 0);
@@ -75,6 +114,10 @@ async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
         "## c.",
         "## d.",
         "## e.",
+        "## g. How cost grows",
+        "### Worker processes against one broker",
+        "### Ingest by connections",
+        "### Message size",
         "## Notes",
     ] {
         assert!(text.contains(section), "the report has {section}");
@@ -83,6 +126,14 @@ async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
         text.contains("bench publish --messages"),
         "commands are quoted"
     );
+    for target in [
+        "ingest CPU per request",
+        "worker CPU per job",
+        "vs publish ceiling at 16 in flight",
+        "worst of 1 runs",
+    ] {
+        assert!(text.contains(target), "the targets table has {target}");
+    }
     let _ = std::fs::remove_dir_all(&work_dir);
 }
 

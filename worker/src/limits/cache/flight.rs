@@ -345,13 +345,15 @@ where
     Fut: Future<Output = Result<CachedCompletion, E>>,
 {
     // A task of its own, so renewing never delays polling the computation;
-    // aborted when the answer is stored or this future is dropped.
-    let renewer = AbortOnDropHandle::new(tokio::spawn(renew_until_aborted(
+    // aborted when the answer is stored or this future is dropped. Boxed: its
+    // future (a Redis call and a timer, about 13 KB) would otherwise be moved
+    // through tokio's task cell several times per job.
+    let renewer = AbortOnDropHandle::new(tokio::spawn(Box::pin(renew_until_aborted(
         guard.cache.clone(),
         guard.key.clone(),
         guard.token.clone(),
         guard.lease,
-    )));
+    ))));
     match compute().await {
         Ok(value) => Ok(Computed {
             fill: Some(PendingFill {
