@@ -121,6 +121,13 @@ async fn an_operator_finds_a_dead_event_and_replays_its_source_in_a_browser() {
     c.goto(&format!("{base}/dlq")).await.expect("dlq");
     fill(c, "f-source", "github").await;
     click(c, "apply-filter").await;
+    // The unfiltered page has a summary too: wait for the filtered one to load,
+    // or the summary found may be the old page's, gone by the time it is read.
+    wait_until(WAIT, || async {
+        let url = c.current_url().await.expect("the page's URL");
+        url.query().is_some_and(|q| q.contains("source=github"))
+    })
+    .await;
     let summary = text(c, "#dlq-summary").await;
     assert!(summary.starts_with("Showing 2 letters"), "{summary}");
     screenshot(c, "dead-letters").await;
