@@ -12,6 +12,9 @@ use hookfleet_tests::loadgen::{self, Mode, Scheme, Stop, Target};
 use hookfleet_tests::spawn;
 use hookfleet_tests::webhook::{self, source};
 
+/// How long the shrunk suite may take before the test fails (see its use).
+const SUITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(150);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
     let ingest = spawn::binary("hookfleet-ingest");
@@ -23,7 +26,18 @@ async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
     let lab = Lab::new(bin_dir, &work_dir);
     let params = SuiteParams::smoke();
 
-    let suite = suite::run(&lab, &params).await.expect("the suite runs");
+    // Normally 15-20 s. Once, in CI, a consume ceiling's `basic.qos` was never
+    // answered (channel open, no prefetch set, no consumer) and the test waited
+    // for ever: bound it, so such a hang fails with its logs' place instead.
+    let suite = tokio::time::timeout(SUITE_LIMIT, suite::run(&lab, &params))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the smoke suite did not finish within {SUITE_LIMIT:?} (logs in {})",
+                work_dir.display()
+            )
+        })
+        .expect("the suite runs");
 
     for run in &suite.publish {
         assert_eq!(
