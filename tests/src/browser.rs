@@ -2,6 +2,7 @@
 //! through its chromedriver with `fantoccini`. `make test` installs both
 //! (`deploy/local/browser.sh`).
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -9,8 +10,9 @@ use fantoccini::{Client, ClientBuilder};
 
 use crate::wait::wait_until;
 
-/// A chromedriver process and a browser session on it; the process is killed
-/// on drop.
+/// A chromedriver process and a browser session on it. Chromedriver runs in a
+/// process group of its own, killed whole on drop, so a test that panics
+/// leaves no Chromium behind.
 pub struct Browser {
     /// The WebDriver session.
     pub client: Client,
@@ -28,6 +30,7 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver runs (install it: bash deploy/local/browser.sh)");
         let url = format!("http://127.0.0.1:{port}");
@@ -55,17 +58,22 @@ impl Browser {
         Self { client, driver }
     }
 
-    /// Ends the session and the driver.
-    pub async fn close(mut self) {
+    /// Ends the session; dropping `self` then ends the driver's process group.
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The group's id is chromedriver's pid (`process_group(0)`).
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
 
