@@ -14,6 +14,7 @@ use hookfleet_tests::app::{TestApp, TestAppBuilder};
 use hookfleet_tests::env::TestEnv;
 use hookfleet_tests::process::Service;
 use hookfleet_tests::proxy::{ClosedPort, Proxy};
+use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::wait::wait_until;
 use hookfleet_tests::webhook::{self, source};
 use lapin::types::FieldTable;
@@ -318,6 +319,23 @@ async fn the_ingest_binary_logs_json_without_secrets_and_exits_zero_on_sigterm()
     assert!(!logs.contains(key_part), "logs contain the secret");
 }
 
+/// Ingest on a namespace of its own whose jobs queue holds one message: with
+/// reject-publish, the broker nacks publishes once it is full. Quorum queues
+/// evaluate the limit after the fact, so one or two may still get in. `change`
+/// adjusts the rest of its settings.
+async fn ingest_on_a_full_queue(
+    app: &TestApp,
+    change: impl FnOnce(&mut hookfleet_tests::settings::Settings),
+) -> (hookfleet_common::topology::Topology, IngestHandle) {
+    let settings = app.settings_with(|settings| {
+        settings.namespace = format!("{}-full", settings.namespace);
+        settings.amqp.jobs_max_length = Some(1);
+        change(settings);
+    });
+    let topology = hookfleet_common::topology::Topology::new(&settings.namespace, &settings.amqp);
+    (topology, app.start_ingest(settings).await)
+}
+
 #[tokio::test]
 async fn a_nack_from_a_full_queue_is_a_503_not_a_202() {
     let secret = webhook::standard_secret();
@@ -327,15 +345,7 @@ async fn a_nack_from_a_full_queue_is_a_503_not_a_202() {
         .start()
         .await;
     let env = app.env();
-    // A separate namespace whose jobs queue holds one message: with
-    // reject-publish, the broker nacks publishes once it is full. Quorum queues
-    // evaluate the limit after the fact, so one or two may still get in.
-    let settings = app.settings_with(|settings| {
-        settings.namespace = format!("{}-full", settings.namespace);
-        settings.amqp.jobs_max_length = Some(1);
-    });
-    let topology = hookfleet_common::topology::Topology::new(&settings.namespace, &settings.amqp);
-    let ingest = app.start_ingest(settings).await;
+    let (topology, ingest) = ingest_on_a_full_queue(&app, |_| {}).await;
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     for id in ["a", "b", "c", "d", "e", "f"] {
@@ -382,15 +392,9 @@ async fn a_channel_the_broker_nacked_on_is_replaced_and_counted() {
         .start()
         .await;
     let env = app.env();
-    // A jobs queue that holds one message nacks every publish after it; one
-    // channel, so every nack lands on the channel being replaced.
-    let settings = app.settings_with(|settings| {
-        settings.namespace = format!("{}-full", settings.namespace);
-        settings.amqp.jobs_max_length = Some(1);
-        settings.amqp.publisher_channels = 1;
-    });
-    let topology = hookfleet_common::topology::Topology::new(&settings.namespace, &settings.amqp);
-    let ingest = app.start_ingest(settings).await;
+    // One channel, so every nack lands on the channel being replaced.
+    let (topology, ingest) =
+        ingest_on_a_full_queue(&app, |settings| settings.amqp.publisher_channels = 1).await;
     let client = reqwest::Client::new();
     let post = |id: String| {
         let request = webhook::standard_request(
