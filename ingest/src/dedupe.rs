@@ -170,12 +170,28 @@ impl Dedupe {
     }
 
     /// Claims `keys` for `message_id`, pending until the guard is confirmed.
+    /// One key (the usual case) is one plain `SET … NX GET`, which answers
+    /// what the key held and sets it only if it held nothing — the script's
+    /// work without a script's cost; several keys need the script, to claim
+    /// all or none.
     pub async fn claim(&self, keys: &ClaimKeys, message_id: &str) -> Result<Claim, RedisError> {
-        let call = Call::new(&CLAIM)
-            .key_all(&keys.keys)
-            .arg(pending_value(message_id))
-            .arg(millis(self.pending_ttl));
-        let held: Option<String> = self.run_one(call).await?;
+        let pending = pending_value(message_id);
+        let held: Option<String> = if let [key] = keys.keys.as_slice() {
+            let mut cmd = hookfleet_common::redis::redis::cmd("SET");
+            cmd.arg(key)
+                .arg(&pending)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(self.pending_ttl))
+                .arg("GET");
+            self.redis.query(self.timeout, &cmd).await?
+        } else {
+            let call = Call::new(&CLAIM)
+                .key_all(&keys.keys)
+                .arg(pending)
+                .arg(millis(self.pending_ttl));
+            self.run_one(call).await?
+        };
         Ok(match held {
             None => Claim::New(Box::new(ClaimGuard {
                 dedupe: self.clone(),

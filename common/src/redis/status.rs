@@ -69,25 +69,34 @@ function(KEYS, ARGV)
 local key = KEYS[1]
 local r, a, p = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cur = redis.call('HMGET', key, 'replays', 'attempt', 'phase')
-local newer, same = true, false
+local newer, same, fresh = true, false, true
 if cur[1] and cur[2] and cur[3] then
+  fresh = false
   local cr, ca, cp = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
   if r ~= cr then newer = r > cr
   elseif a ~= ca then newer = a > ca
   elseif p ~= cp then newer = p > cp
   else newer = p < 2; same = true end
 end
+local fields = {}
 if newer then
-  redis.call('HSET', key, 'replays', r, 'attempt', a, 'phase', p, 'state', ARGV[4])
+  fields = {'replays', r, 'attempt', a, 'phase', p, 'state', ARGV[4]}
 end
-redis.call('HSETNX', key, 'event', ARGV[5])
-if newer or not same then
-  redis.call('RPUSH', KEYS[2], ARGV[7])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[8]), -1)
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+if fresh then
+  fields[#fields + 1] = 'event'
+  fields[#fields + 1] = ARGV[5]
 end
 for i = 9, #ARGV, 2 do
-  redis.call('HSET', key, 'pipeline:' .. ARGV[i], ARGV[i + 1])
+  fields[#fields + 1] = 'pipeline:' .. ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+if newer or not same then
+  local len = tonumber(ARGV[8])
+  if redis.call('RPUSH', KEYS[2], ARGV[7]) > len then
+    redis.call('LTRIM', KEYS[2], -len, -1)
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
 redis.call('PEXPIRE', key, ARGV[6])
 if newer then return 1 end

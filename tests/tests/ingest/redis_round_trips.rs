@@ -1,8 +1,9 @@
 //! An accepted request's Redis round trips (issue 15, item 1), counted by
 //! Redis itself with `MONITOR` (`hookfleet_tests::redis_monitor`): the dedup
-//! claim before the publish, then the claim's confirm and the `accepted`
-//! status together after it — two, each a script sent by its SHA-1
-//! (`EVALSHA`). A duplicate costs the claim alone.
+//! claim before the publish — a plain `SET … NX GET` for an event with one
+//! dedup key — then the claim's confirm and the `accepted` status together
+//! after it, a script sent by its SHA-1 (`EVALSHA`). A duplicate costs the
+//! claim alone.
 
 use std::time::Duration;
 
@@ -44,11 +45,16 @@ async fn an_accepted_request_makes_two_round_trips_and_a_duplicate_one() {
 
     assert_eq!(post("msg_1").await.unwrap().status(), 202);
     let accepted = monitor.seen(&redis).await;
-    assert_eq!(names(&accepted), ["EVALSHA", "EVALSHA"], "{accepted:#?}");
+    assert_eq!(names(&accepted), ["SET", "EVALSHA"], "{accepted:#?}");
+    assert!(
+        accepted[0].line.contains(r#""NX" "PX""#)
+            && accepted[0].line.trim_end().ends_with(r#""GET""#),
+        "{accepted:#?}"
+    );
 
     assert_eq!(post("msg_1").await.unwrap().status(), 200);
     let duplicate = monitor.seen(&redis).await;
-    assert_eq!(names(&duplicate), ["EVALSHA"], "{duplicate:#?}");
+    assert_eq!(names(&duplicate), ["SET"], "{duplicate:#?}");
 
     let jobs = env.topology().jobs_queue();
     env.wait_for_count(&jobs, 2, Duration::from_secs(5)).await;

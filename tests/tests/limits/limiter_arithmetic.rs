@@ -55,8 +55,19 @@ async fn start(l: &Limiter, now: u64, tokens: u64) -> u64 {
 #[tokio::test]
 async fn the_scripts_compute_exactly_what_the_rust_schedule_specifies() {
     let env = TestEnv::new().await;
-    let config = limits(Some(600), Some(40_000), 7, 3_000);
-    let l = limiter(&env, &config);
+    scripts_follow_the_schedule(&env, &limits(Some(600), Some(40_000), 7, 3_000)).await;
+}
+
+#[tokio::test]
+async fn for_a_model_without_limits_too_which_only_a_pause_holds() {
+    let env = TestEnv::new().await;
+    scripts_follow_the_schedule(&env, &limits(None, None, 0, 0)).await;
+}
+
+/// 1,500 random reserves, adjustments and pauses, each checked against
+/// [`State`] (decision, shift and the stored state after every step).
+async fn scripts_follow_the_schedule(env: &TestEnv, config: &LimitsConfig) {
+    let l = limiter(env, config);
     let rates = l.rates("openai", "gpt-4o-mini");
     let mut spec = State::default();
     let mut rng = StdRng::seed_from_u64(7);

@@ -54,10 +54,9 @@ pub static CLAIM: Step = Step {
     lua: r"
 function(KEYS, ARGV)
 local taken = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local m = redis.call('MGET', KEYS[4], KEYS[2], KEYS[3])
 local handled = 0
-if redis.call('EXISTS', KEYS[4]) == 1 then handled = 3
-elseif redis.call('EXISTS', KEYS[2]) == 1 then handled = 1
-elseif redis.call('EXISTS', KEYS[3]) == 1 then handled = 2 end
+if m[1] then handled = 3 elseif m[2] then handled = 1 elseif m[3] then handled = 2 end
 if handled ~= 0 then
   if taken then redis.call('DEL', KEYS[1]) end
   return {handled, 0}, true

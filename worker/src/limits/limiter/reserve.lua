@@ -3,7 +3,9 @@
 -- ARGV: now (µs; '' = Redis TIME), request interval, request tolerance,
 --       token interval, token tolerance (0 = unlimited), tokens, max wait (µs),
 --       idle expiry (ms).
--- Returns {granted 1|0, start - now, start, now, shift}.
+-- Returns {granted 1|0, start - now, start, now, shift}. A model without limits
+-- (both intervals 0) is only read: its start is the latest pause or start, and
+-- nothing is written.
 local now
 if ARGV[1] == '' then
   local t = redis.call('TIME')
@@ -14,6 +16,14 @@ end
 local ri, rt = tonumber(ARGV[2]), tonumber(ARGV[3])
 local ti, tt = tonumber(ARGV[4]), tonumber(ARGV[5])
 local tokens, max_wait = tonumber(ARGV[6]), tonumber(ARGV[7])
+if ri == 0 and ti == 0 then
+  -- A model without limits: only a pause holds it, and nothing is charged.
+  local s = redis.call('HMGET', KEYS[1], 'last', 'pause', 'shift')
+  local shift = tonumber(s[3]) or 0
+  local start = math.max(math.max(now, tonumber(s[2]) or 0), tonumber(s[1]) or 0)
+  if start - now > max_wait then return {0, start - now, start, now, shift} end
+  return {1, start - now, start, now, shift}
+end
 local s = redis.call('HMGET', KEYS[1], 'rq', 'tk', 'last', 'pause', 'shift')
 local rq, tk = tonumber(s[1]) or 0, tonumber(s[2]) or 0
 local last, pause, shift = tonumber(s[3]) or 0, tonumber(s[4]) or 0, tonumber(s[5]) or 0

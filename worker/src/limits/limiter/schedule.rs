@@ -151,6 +151,11 @@ impl State {
         if start - now_f > max_wait as f64 {
             return Decision::Denied { start: start_us };
         }
+        if rates.requests.is_none() && rates.tokens.is_none() {
+            // Nothing to charge: only a pause holds a model without limits, and
+            // its state stays as it was (the script writes nothing).
+            return Decision::Granted { start: start_us };
+        }
         if let Some(b) = rates.requests {
             self.requests_tat = b.charge(self.requests_tat as f64, start, 1.0) as u64;
         }
@@ -238,6 +243,31 @@ mod tests {
         let mut s = State::default();
         let starts: Vec<u64> = (0..6).map(|_| start(&mut s, T0, 1) - T0).collect();
         assert_eq!(starts, [0, 0, 0, SEC, 2 * SEC, 3 * SEC]);
+    }
+
+    #[test]
+    fn a_model_without_limits_is_held_only_by_a_pause_and_charged_nothing() {
+        let unlimited = Rates {
+            requests: None,
+            tokens: None,
+        };
+        let mut s = State::default();
+        let granted = |start| Decision::Granted { start };
+        assert_eq!(s.reserve(&unlimited, T0, 500, 0), granted(T0));
+        assert_eq!(s, State::default(), "nothing stored");
+        s.pause(T0, 2 * SEC);
+        let paused = s;
+        assert_eq!(
+            s.reserve(&unlimited, T0 + SEC, 500, NEVER),
+            granted(T0 + 2 * SEC)
+        );
+        assert_eq!(
+            s.reserve(&unlimited, T0 + SEC, 500, SEC / 2),
+            Decision::Denied {
+                start: T0 + 2 * SEC
+            }
+        );
+        assert_eq!(s, paused, "a pause is read, not charged");
     }
 
     #[test]
