@@ -4,7 +4,8 @@
 # of measuring after the build, the sweeps of how cost grows in GROWTH_RUNS
 # rounds, default RUNS, about 2½ minutes each (GROWTH_RUNS=0 skips them), then one
 # run of the limiter's accuracy, three and a half minutes paced by its 600
-# requests a minute; DLQ_LETTERS=0 skips the dlq commands' minute). One figure on its own:
+# requests a minute; then the floors, FLOOR_RUNS rounds (default RUNS) of
+# about 30 s; DLQ_LETTERS=0 skips the dlq commands' minute). One figure on its own:
 # `target/release/bench --help` (e.g. `bench limiter`); each section of
 # BENCHMARKS.md quotes the command that reproduces it.
 #
@@ -28,6 +29,28 @@ fi
 target/release/bench --bin-dir target/release --work-dir target/bench \
   --runs "${RUNS:-3}" all --growth-runs "${GROWTH_RUNS:-${RUNS:-3}}" --out BENCHMARKS.md --notes bench/NOTES.md \
   --results target/bench/results.json
+
+# The floors: what the required crates alone spend per webhook and per job, each
+# right after its ceiling (about 30 s a round); FLOOR_RUNS=0 skips them.
+floor_runs=${FLOOR_RUNS:-${RUNS:-3}}
+if [ "$floor_runs" != 0 ]; then
+  echo "bench: the floors, ${floor_runs} rounds" >&2
+  section=$(target/release/bench --runs "$floor_runs" floor)
+  {
+    printf '\n## h. Floors: the required crates alone\n\n'
+    printf 'What a webhook and a job cost with nothing of hookfleet but its topology:\n'
+    printf 'the least an implementation of the same promise on the same crates can spend\n'
+    printf 'here (`tests/src/bench/floor.rs`). The ingest floor is a bare axum server in its\n'
+    printf 'own process: read the body, check its Standard Webhooks HMAC, claim the id with\n'
+    printf 'one Redis `SET NX PX`, publish with confirm (lapin), answer 202 — under the same\n'
+    printf 'closed loop as ingest. The worker floor, in the bench process: consume, one\n'
+    printf 'pipelined Redis round trip for a lease and a done check, the AI call (reqwest,\n'
+    printf 'mock-ai at 0 ms, the answer decoded with serde), one round trip for the done\n'
+    printf 'marker and the lease, the answer published with confirm, the ack. Each runs right\n'
+    printf 'after the ceiling it is divided by; "floor + Redis" is CPU per message.\n\n'
+    printf '%s\n' "$section"
+  } >> BENCHMARKS.md
+fi
 
 # The dlq commands on a big dead-letter queue (issue 5): DLQ_LETTERS=0 skips it.
 letters=${DLQ_LETTERS:-100000}

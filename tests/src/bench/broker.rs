@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
@@ -42,7 +43,7 @@ pub struct Throughput {
 }
 
 impl Throughput {
-    fn new(messages: u64, elapsed: Duration, cpu: CpuSplit) -> Self {
+    pub(crate) fn new(messages: u64, elapsed: Duration, cpu: CpuSplit) -> Self {
         let seconds = elapsed.as_secs_f64().max(1e-9);
         Self {
             messages,
@@ -154,46 +155,11 @@ pub async fn relay(env: &TestEnv, messages: u64, prefetch: u16) -> anyhow::Resul
     let exchange = topology.results_exchange();
     let meter = start_meter();
     let started = Instant::now();
-    let mut deliveries = channel
-        .basic_consume(
-            topology.jobs_queue().into(),
-            "bench-relay".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut jobs = FuturesUnordered::new();
-    let (mut received, mut done) = (0u64, 0u64);
-    while done < messages {
-        tokio::select! {
-            delivery = deliveries.next(), if received < messages => {
-                let delivery = delivery.context("the consumer ended")??;
-                received += 1;
-                let (results, exchange) = (results.clone(), exchange.clone());
-                jobs.push(async move {
-                    let confirm = results
-                        .basic_publish(
-                            exchange.as_str().into(),
-                            "triage.support.ticket.created".into(),
-                            mandatory(),
-                            &delivery.data,
-                            delivery.properties.clone(),
-                        )
-                        .await?;
-                    expect_ack(confirm.await?)?;
-                    ensure!(
-                        delivery.acker.ack(BasicAckOptions::default()).await?,
-                        "an ack was refused (channel gone)"
-                    );
-                    Ok::<(), anyhow::Error>(())
-                });
-            }
-            Some(job) = jobs.next() => {
-                job?;
-                done += 1;
-            }
-        }
-    }
+    let relay = |delivery: Delivery| {
+        let (results, exchange) = (results.clone(), exchange.clone());
+        async move { answer(&results, &exchange, &delivery.data, &delivery).await }
+    };
+    drain(&channel, &topology.jobs_queue(), messages, relay).await?;
     let elapsed = started.elapsed();
     let cpu = meter.finish();
     close(&consuming, &channel).await;
@@ -204,6 +170,70 @@ pub async fn relay(env: &TestEnv, messages: u64, prefetch: u16) -> anyhow::Resul
         "{relayed} results for {messages} jobs"
     );
     Ok(Throughput::new(messages, elapsed, cpu))
+}
+
+/// Publishes `body` as the result of `delivery` to `exchange` with confirm,
+/// then acks the delivery: a job's last broker work.
+pub(crate) async fn answer(
+    results: &Channel,
+    exchange: &str,
+    body: &[u8],
+    delivery: &Delivery,
+) -> anyhow::Result<()> {
+    let confirm = results
+        .basic_publish(
+            exchange.into(),
+            "triage.support.ticket.created".into(),
+            mandatory(),
+            body,
+            delivery.properties.clone(),
+        )
+        .await?;
+    expect_ack(confirm.await?)?;
+    ensure!(
+        delivery.acker.ack(BasicAckOptions::default()).await?,
+        "an ack was refused (channel gone)"
+    );
+    Ok(())
+}
+
+/// Consumes `messages` deliveries of `queue` on `channel` and runs `job` on
+/// each, as many at once as the channel's prefetch lets through; fails on the
+/// first job that fails.
+pub(crate) async fn drain<F, Fut>(
+    channel: &Channel,
+    queue: &str,
+    messages: u64,
+    job: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut deliveries = channel
+        .basic_consume(
+            queue.into(),
+            "bench-drain".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut running = FuturesUnordered::new();
+    let (mut received, mut done) = (0u64, 0u64);
+    while done < messages {
+        tokio::select! {
+            delivery = deliveries.next(), if received < messages => {
+                let delivery = delivery.context("the consumer ended")??;
+                received += 1;
+                running.push(job(delivery));
+            }
+            Some(finished) = running.next() => {
+                finished?;
+                done += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Publishes jobs with `params.in_flight` awaiting confirms; `started` is called
@@ -262,13 +292,13 @@ pub async fn close(connection: &Connection, channel: &Channel) {
     let _ = connection.close(200, "done".into()).await;
 }
 
-async fn connect(env: &TestEnv) -> anyhow::Result<Connection> {
+pub(crate) async fn connect(env: &TestEnv) -> anyhow::Result<Connection> {
     Connection::connect(&env.settings.amqp.url, ConnectionProperties::default())
         .await
         .context("cannot connect to RabbitMQ")
 }
 
-async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
+pub(crate) async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -277,14 +307,14 @@ async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
 }
 
 /// `mandatory`, as our publisher sends: an unroutable message is an error.
-fn mandatory() -> BasicPublishOptions {
+pub(crate) fn mandatory() -> BasicPublishOptions {
     BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
     }
 }
 
-fn expect_ack(confirmation: Confirmation) -> anyhow::Result<()> {
+pub(crate) fn expect_ack(confirmation: Confirmation) -> anyhow::Result<()> {
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(returned)) => bail!(

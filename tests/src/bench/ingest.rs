@@ -8,7 +8,7 @@ use anyhow::ensure;
 use serde::Serialize;
 
 use super::cpu::{self, CpuMeter, CpuSplit};
-use super::procs::{self, Lab, Layout};
+use super::procs::{self, Lab, Layout, Service};
 use crate::env::TestEnv;
 use crate::loadgen::{self, Mode, Scheme, Stop, Target};
 use crate::webhook;
@@ -54,24 +54,7 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &IngestParams) -> anyhow::Res
     let config = procs::config_path(lab, env, &layout)?;
     let secret = webhook::standard_secret();
     let ingest = procs::start_ingest(lab, &config, &layout, &secret).await?;
-    let mut processes = vec![ingest.cpu_entry(), cpu::this_process("loadgen")];
-    processes.extend(cpu::infrastructure());
-    let meter = CpuMeter::start(&processes);
-    let target = Target {
-        url: layout.hook_url(),
-        scheme: Scheme::Standard,
-        secret,
-        body_bytes: params.body_bytes,
-    };
-    let load = loadgen::run(
-        target,
-        Mode::Closed {
-            concurrency: params.concurrency,
-        },
-        Stop::After(params.duration),
-    )
-    .await;
-    let cpu = meter.finish();
+    let (load, cpu) = closed_load(&ingest, &layout, secret, params).await;
     let metrics = format!("http://127.0.0.1:{}/metrics", layout.ingest_admin_port);
     let server_ms = procs::mean_ms(&metrics, "hookfleet_ingest_request_duration_seconds")
         .await
@@ -81,13 +64,7 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &IngestParams) -> anyhow::Res
         .unwrap_or(0.0);
     let peak_rss_kib = ingest.peak_rss_kib();
     ingest.stop().await?;
-    let landed = u64::from(env.ready_count(&env.topology().jobs_queue()).await);
-    ensure!(load.accepted > 0, "no request was accepted: {load:?}");
-    ensure!(
-        landed == load.accepted,
-        "{landed} messages landed for {} 202s",
-        load.accepted
-    );
+    let landed = landed(env, &load).await?;
     Ok(IngestRun {
         load,
         landed,
@@ -96,4 +73,41 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &IngestParams) -> anyhow::Res
         publish_ms,
         cpu,
     })
+}
+
+/// The messages in `env`'s jobs queue, checked to be one per 202 of `load`.
+pub(crate) async fn landed(env: &TestEnv, load: &loadgen::Report) -> anyhow::Result<u64> {
+    let landed = u64::from(env.ready_count(&env.topology().jobs_queue()).await);
+    ensure!(load.accepted > 0, "no request was accepted: {load:?}");
+    ensure!(
+        landed == load.accepted,
+        "{landed} messages landed for {} 202s",
+        load.accepted
+    );
+    Ok(landed)
+}
+
+/// `params`' closed loop of signed requests against `server` (ingest or a
+/// stand-in on ingest's port), with the CPU of it, this process (the load),
+/// RabbitMQ and Redis meanwhile.
+pub(crate) async fn closed_load(
+    server: &Service,
+    layout: &Layout,
+    secret: String,
+    params: &IngestParams,
+) -> (loadgen::Report, CpuSplit) {
+    let mut processes = vec![server.cpu_entry(), cpu::this_process("loadgen")];
+    processes.extend(cpu::infrastructure());
+    let meter = CpuMeter::start(&processes);
+    let target = Target {
+        url: layout.hook_url(),
+        scheme: Scheme::Standard,
+        secret,
+        body_bytes: params.body_bytes,
+    };
+    let mode = Mode::Closed {
+        concurrency: params.concurrency,
+    };
+    let load = loadgen::run(target, mode, Stop::After(params.duration)).await;
+    (load, meter.finish())
 }

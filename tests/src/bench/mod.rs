@@ -14,6 +14,8 @@
 //! - [`cpu`]: each process's and the machine's CPU time over a run.
 //! - [`ingest`], [`worker`], [`e2e`]: one run of each scenario, in a fresh
 //!   namespace (`TestEnv`), cleaned up afterwards.
+//! - [`floor`]: what the required crates alone spend per webhook and per job,
+//!   against the same ceilings.
 //! - [`growth`]: how cost grows with worker processes, connections and message
 //!   size; [`sizing`] writes its tables.
 //! - [`limiter`]: the fleet-wide rate limiter's accuracy, judged by mock-ai.
@@ -23,6 +25,7 @@
 pub mod broker;
 pub mod cpu;
 pub mod e2e;
+pub mod floor;
 pub mod growth;
 pub mod ingest;
 pub mod limiter;

@@ -256,7 +256,7 @@ fn header(w: &mut String, params: &SuiteParams, host: &Host, bench: &str) {
     let _ = writeln!(
         w,
         "Written by `make bench` (`bash bench/run.sh`: release build, then `{bench} all`) on {} \
-         at commit {}. Do not edit by hand: the notes section comes from `bench/NOTES.md`, the DLQ section from `bench/dlq.sh`.\n",
+         at commit {}. Do not edit by hand: the notes section comes from `bench/NOTES.md`, the floors section from `bench floor`, the DLQ section from `bench/dlq.sh`.\n",
         humantime::format_rfc3339_seconds(SystemTime::now()),
         host.commit
     );

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hookfleet_tests::bench::broker::PublishParams;
 use hookfleet_tests::bench::e2e::E2eParams;
+use hookfleet_tests::bench::floor::{self, FloorParams};
 use hookfleet_tests::bench::ingest::IngestParams;
 use hookfleet_tests::bench::limiter::{self, LimiterParams};
 use hookfleet_tests::bench::procs::Lab;
@@ -145,6 +146,41 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         latency_ms: u64,
     },
+    /// (h) Floors: the required crates alone (bare axum + hmac + Redis + lapin
+    /// for a webhook; lapin + Redis + reqwest for a job), each right after its
+    /// ceiling. Prints the report's section.
+    Floor {
+        /// Ingest floor: requests in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Ingest floor: length of each run.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "8s")]
+        duration: Duration,
+        /// Worker floor: jobs in the pre-filled backlog.
+        #[arg(long, default_value_t = 15_000)]
+        jobs: u64,
+        /// Worker floor: prefetch.
+        #[arg(long, default_value_t = 64)]
+        prefetch: u16,
+        /// Body size.
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// The ingest floor's server (started by `bench floor`); the secret is in
+    /// `FLOOR_SECRET`.
+    #[command(hide = true)]
+    FloorServer {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        amqp_url: String,
+        #[arg(long)]
+        redis_url: String,
+        #[arg(long)]
+        exchange: String,
+        #[arg(long)]
+        namespace: String,
+    },
     /// Everything, in rounds; writes the report.
     All {
         /// The report.
@@ -191,6 +227,52 @@ async fn main() -> anyhow::Result<()> {
             prefetch,
             body_bytes,
         } => consume(false, messages, prefetch, body_bytes, runs, json).await,
+        Command::Floor {
+            concurrency,
+            duration,
+            jobs,
+            prefetch,
+            body_bytes,
+        } => {
+            let params = FloorParams {
+                concurrency,
+                publish_messages: 40_000,
+                duration,
+                jobs,
+                prefetch,
+                body_bytes,
+            };
+            let rounds = floor::rounds(&lab, &params, runs).await?;
+            if json {
+                for round in &rounds {
+                    println!("{}", serde_json::to_string(round)?);
+                }
+            }
+            let command = format!(
+                "target/release/bench floor --concurrency {concurrency} --duration {}s --jobs {jobs} --prefetch {prefetch} --body-bytes {body_bytes} --runs {runs}",
+                duration.as_secs()
+            );
+            print!("{}", floor::section(&rounds, &params, &command));
+            Ok(())
+        }
+        Command::FloorServer {
+            listen,
+            amqp_url,
+            redis_url,
+            exchange,
+            namespace,
+        } => {
+            let secret = std::env::var("FLOOR_SECRET").context("FLOOR_SECRET is not set")?;
+            floor::serve(floor::ServerParams {
+                listen,
+                amqp_url,
+                redis_url,
+                exchange,
+                namespace,
+                secret,
+            })
+            .await
+        }
         Command::Relay {
             messages,
             prefetch,

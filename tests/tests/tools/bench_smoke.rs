@@ -5,6 +5,7 @@
 
 use hookfleet_common::signature::SchemeKind;
 use hookfleet_tests::app::TestApp;
+use hookfleet_tests::bench::floor::{self, FloorParams};
 use hookfleet_tests::bench::procs::Lab;
 use hookfleet_tests::bench::report::{self, Host};
 use hookfleet_tests::bench::suite::{self, SuiteParams};
@@ -203,4 +204,47 @@ async fn loadgen_signs_both_schemes_in_both_loops_and_every_202_lands() {
         .expect("passive declare");
     assert_eq!(u64::from(landed), accepted, "one message per 202");
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floors_run_and_account_for_every_message() {
+    let ingest = spawn::binary("hookfleet-ingest");
+    spawn::binary("mock-ai");
+    spawn::binary("bench");
+    let bin_dir = ingest.parent().expect("the binaries' directory");
+    let work_dir =
+        std::env::temp_dir().join(format!("hookfleet-bench-floor-{}", ulid::Ulid::new()));
+    let lab = Lab::new(bin_dir, &work_dir);
+    let params = FloorParams {
+        concurrency: 8,
+        publish_messages: 500,
+        duration: std::time::Duration::from_secs(1),
+        jobs: 300,
+        prefetch: 16,
+        body_bytes: 1024,
+    };
+    // `rounds` fails unless every 202 landed and every job has its one result.
+    let rounds = tokio::time::timeout(SUITE_LIMIT, floor::rounds(&lab, &params, 1))
+        .await
+        .expect("the floors finish")
+        .expect("the floors run");
+    let [round] = &rounds[..] else {
+        panic!("one round")
+    };
+    assert_eq!(round.publish.messages, 500);
+    assert!(round.ingest.load.accepted > 0, "{:?}", round.ingest.load);
+    assert_eq!(round.ingest.load.accepted, round.ingest.load.sent);
+    assert_eq!((round.relay.messages, round.worker.messages), (300, 300));
+    for process in ["floor", "loadgen", "rabbitmq", "redis"] {
+        assert!(
+            round.ingest.cpu.of(process).is_some(),
+            "the ingest floor's CPU lists {process}"
+        );
+    }
+    let text = floor::section(&rounds, &params, "bench floor");
+    assert!(
+        text.contains("| **median** |") && text.contains("÷ c′"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&work_dir);
 }
