@@ -25,10 +25,11 @@ use std::time::Duration;
 use hookfleet_common::redis::Pool;
 use sha2::{Digest, Sha256};
 
-use hookfleet_common::redis::RedisError;
 use hookfleet_common::redis::chain::{Call, Chain, ChainScript, Step};
 use hookfleet_common::redis::shared::SharedConnection;
 use hookfleet_common::redis::status;
+use hookfleet_common::redis::status::{Statuses, Update};
+use hookfleet_common::redis::{RedisError, redis};
 use hookfleet_common::topology::Topology;
 
 /// What a pending claim's value starts with; message ids (ULIDs) never contain `:`.
@@ -214,19 +215,43 @@ impl Dedupe {
     }
 
     /// A published event's last Redis work in one round trip: `guard`'s
-    /// confirm, when there is a claim, and `status` (the `accepted` write),
-    /// when statuses are on. Nothing to send is `Ok` at once.
+    /// confirm, when there is a claim, and `update` (the `accepted` status),
+    /// when statuses are on. With one dedup key (or none) it is a `MULTI`
+    /// of plain commands — the record `SET` over our pending claim, which
+    /// nobody else can hold while it lives, and the status as its first write
+    /// ([`Statuses::first_write`]); two keys need the scripts. Nothing to send
+    /// is `Ok` at once.
     pub async fn accept(
         &self,
         guard: Option<Box<ClaimGuard>>,
-        status: Option<Call>,
+        statuses: &Statuses,
+        update: &Update<'_>,
     ) -> Result<(), RedisError> {
-        let mut chain = Chain::new();
-        if let Some(mut guard) = guard {
+        let mut guard = guard;
+        if let Some(guard) = guard.as_mut() {
             guard.armed = false;
+        }
+        let one_key = guard.as_ref().is_none_or(|g| g.keys.keys.len() == 1);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if one_key && (!statuses.enabled() || statuses.first_write(update, &mut pipe)) {
+            if let Some(guard) = &guard {
+                pipe.cmd("SET")
+                    .arg(&guard.keys.keys[0])
+                    .arg(&guard.message_id)
+                    .arg("PX")
+                    .arg(millis(self.ttl))
+                    .ignore();
+            } else if !statuses.enabled() {
+                return Ok(());
+            }
+            return self.redis.query_pipeline(self.timeout, &pipe).await;
+        }
+        let mut chain = Chain::new();
+        if let Some(guard) = &guard {
             chain.push(self.confirm_call(&guard.keys, &guard.message_id));
         }
-        if let Some(status) = status {
+        if let Some(status) = statuses.record_call(update) {
             chain.push(status);
         }
         if chain.is_empty() {

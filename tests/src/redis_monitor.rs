@@ -4,9 +4,11 @@
 //! as `INFO commandstats` would count their work too).
 //!
 //! Commands a script runs are left out (`MONITOR` shows them as sent by
-//! `lua`): each command kept is one a client sent. The services send their hot
-//! path's Redis work as one script call per round trip (the chain of
-//! `hookfleet_common::redis::chain`), so a command counted is a round trip.
+//! `lua`): each command kept is one a client sent. A transaction's `MULTI`
+//! and `EXEC` name no key; they are kept when the client that sent them also
+//! sent a command of the namespace, so [`round_trips`] can count the
+//! transaction as the one round trip it is. The services send their hot
+//! path's Redis work as one script call or one transaction per round trip.
 //!
 //! `MONITOR` shows a command as it runs, in order: [`RedisMonitor::seen`] sends
 //! a marker command of its own and waits for it, so every command that ran
@@ -31,6 +33,27 @@ pub struct Command {
     pub name: String,
     /// The line `MONITOR` showed, for failure messages.
     pub line: String,
+    /// The client that sent it (`127.0.0.1:5000`).
+    pub client: String,
+}
+
+/// Round trips in `commands`: each command outside a transaction, and each
+/// `MULTI` … `EXEC` block, counts one.
+pub fn round_trips(commands: &[Command]) -> usize {
+    let mut open = false;
+    let mut count = 0;
+    for command in commands {
+        match command.name.as_str() {
+            "MULTI" => open = true,
+            "EXEC" => {
+                open = false;
+                count += 1;
+            }
+            _ if !open => count += 1,
+            _ => {}
+        }
+    }
+    count
 }
 
 /// A `MONITOR` of one namespace's commands. Stops when dropped.
@@ -103,6 +126,12 @@ impl RedisMonitor {
         .await;
         let mut all = std::mem::take(&mut *lines.lock().unwrap_or_else(PoisonError::into_inner));
         all.retain(|c| !c.line.contains(&marker));
+        let ours: Vec<String> = all
+            .iter()
+            .filter(|c| !is_transaction_marker(c))
+            .map(|c| c.client.clone())
+            .collect();
+        all.retain(|c| !is_transaction_marker(c) || ours.contains(&c.client));
         all
     }
 }
@@ -112,14 +141,22 @@ impl RedisMonitor {
 fn parse(line: &str, quoted_namespace: &str) -> Option<Command> {
     let (_, rest) = line.split_once(" [")?;
     let (client, args) = rest.split_once("] ")?;
-    if client.ends_with(" lua") || !args.contains(quoted_namespace) {
+    if client.ends_with(" lua") {
         return None;
     }
     let name = args.split('"').nth(1)?.to_ascii_uppercase();
+    if !args.contains(quoted_namespace) && name != "MULTI" && name != "EXEC" {
+        return None;
+    }
     Some(Command {
         name,
         line: line.trim_end().to_owned(),
+        client: client.rsplit(' ').next().unwrap_or(client).to_owned(),
     })
+}
+
+fn is_transaction_marker(command: &Command) -> bool {
+    command.name == "MULTI" || command.name == "EXEC"
 }
 
 #[cfg(test)]
@@ -135,5 +172,24 @@ mod tests {
         assert_eq!(parse(by_script, ns), None);
         let other = r#"1700000000.1 [0 127.0.0.1:5000] "GET" "t-2:lease:p:m""#;
         assert_eq!(parse(other, ns), None);
+        let multi = r#"1700000000.1 [0 127.0.0.1:5000] "MULTI""#;
+        assert_eq!(parse(multi, ns).unwrap().client, "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn a_transaction_is_one_round_trip() {
+        let ns = "\"t-1:";
+        let commands: Vec<Command> = [
+            r#"1 [0 127.0.0.1:5000] "SET" "t-1:a" "1""#,
+            r#"2 [0 127.0.0.1:5000] "MULTI""#,
+            r#"3 [0 127.0.0.1:5000] "HSETNX" "t-1:b" "f" "v""#,
+            r#"4 [0 127.0.0.1:5000] "SET" "t-1:a" "2""#,
+            r#"5 [0 127.0.0.1:5000] "EXEC""#,
+            r#"6 [0 127.0.0.1:5000] "GET" "t-1:a""#,
+        ]
+        .iter()
+        .filter_map(|line| parse(line, ns))
+        .collect();
+        assert_eq!(round_trips(&commands), 3);
     }
 }

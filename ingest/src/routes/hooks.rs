@@ -339,9 +339,8 @@ async fn record_accepted(state: &AppState, guard: Option<Box<ClaimGuard>>, meta:
         cause: None,
     };
     let claimed = guard.is_some();
-    let status = state.statuses.record_call(&update);
-    let recording = status.is_some();
-    if let Err(e) = state.dedupe.accept(guard, status).await {
+    let recording = state.statuses.enabled();
+    if let Err(e) = state.dedupe.accept(guard, &state.statuses, &update).await {
         let error = error_chain(&e);
         if claimed {
             tracing::warn!(source = %meta.source, message_id = %meta.message_id, %error, "Cannot record the dedup claim of a published event; a copy sent after its pending claim expires is published again.");

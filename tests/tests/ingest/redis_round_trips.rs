@@ -2,14 +2,14 @@
 //! Redis itself with `MONITOR` (`hookfleet_tests::redis_monitor`): the dedup
 //! claim before the publish — a plain `SET … NX GET` for an event with one
 //! dedup key — then the claim's confirm and the `accepted` status together
-//! after it, a script sent by its SHA-1 (`EVALSHA`). A duplicate costs the
+//! after it, one `MULTI` of plain commands (no script). A duplicate costs the
 //! claim alone.
 
 use std::time::Duration;
 
 use hookfleet_common::signature::SchemeKind;
 use hookfleet_tests::env::TestEnv;
-use hookfleet_tests::redis_monitor::{Command, RedisMonitor};
+use hookfleet_tests::redis_monitor::{Command, RedisMonitor, round_trips};
 use hookfleet_tests::spawn::IngestHandle;
 use hookfleet_tests::webhook::{self, source};
 
@@ -45,16 +45,23 @@ async fn an_accepted_request_makes_two_round_trips_and_a_duplicate_one() {
 
     assert_eq!(post("msg_1").await.unwrap().status(), 202);
     let accepted = monitor.seen(&redis).await;
-    assert_eq!(names(&accepted), ["SET", "EVALSHA"], "{accepted:#?}");
+    assert_eq!(round_trips(&accepted), 2, "{accepted:#?}");
+    assert_eq!(
+        names(&accepted),
+        [
+            "SET", "MULTI", "HSETNX", "HSETNX", "RPUSH", "PEXPIRE", "PEXPIRE", "SET", "EXEC"
+        ],
+        "{accepted:#?}"
+    );
     assert!(
-        accepted[0].line.contains(r#""NX" "PX""#)
-            && accepted[0].line.trim_end().ends_with(r#""GET""#),
+        accepted[0].line.contains(r#""NX" "PX""#) && accepted[0].line.ends_with(r#""GET""#),
         "{accepted:#?}"
     );
 
     assert_eq!(post("msg_1").await.unwrap().status(), 200);
     let duplicate = monitor.seen(&redis).await;
     assert_eq!(names(&duplicate), ["SET"], "{duplicate:#?}");
+    assert_eq!(round_trips(&duplicate), 1);
 
     let jobs = env.topology().jobs_queue();
     env.wait_for_count(&jobs, 2, Duration::from_secs(5)).await;
