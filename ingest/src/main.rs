@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use hookfleet_ingest::cli::{self, Cli};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     cli::run(Cli::parse()).await
