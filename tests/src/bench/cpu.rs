@@ -117,14 +117,17 @@ pub struct CpuMeter {
 }
 
 impl CpuMeter {
-    /// Starts measuring `processes` (name, pid) and the machine.
+    /// Starts measuring `processes` (name, pid), RabbitMQ and Redis
+    /// ([`infrastructure`]) and the machine.
     pub fn start(processes: &[(String, u32)]) -> Self {
         Self {
             started: Instant::now(),
             machine: machine_ticks(),
             processes: processes
                 .iter()
-                .map(|(name, pid)| (name.clone(), *pid, process_ticks(*pid)))
+                .cloned()
+                .chain(infrastructure())
+                .map(|(name, pid)| (name, pid, process_ticks(pid)))
                 .collect(),
         }
     }
@@ -204,7 +207,7 @@ pub fn find_process(comm: &str) -> Option<u32> {
 }
 
 /// RabbitMQ's and Redis's processes on this machine, as far as they are visible.
-pub fn infrastructure() -> Vec<(String, u32)> {
+fn infrastructure() -> Vec<(String, u32)> {
     [("rabbitmq", "beam.smp"), ("redis", "redis-server")]
         .into_iter()
         .filter_map(|(name, comm)| Some((name.to_owned(), find_process(comm)?)))

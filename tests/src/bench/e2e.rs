@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::cpu::{self, CpuMeter, CpuSplit};
 use super::procs::{self, Lab, Layout};
 use crate::env::TestEnv;
-use crate::loadgen::{self, Mode, Scheme, SendObserver, Stop, Target};
+use crate::loadgen::{self, Mode, SendObserver, Stop};
 use crate::webhook;
 
 /// How to drive the path.
@@ -97,10 +97,7 @@ struct Seen {
 /// Starts mock-ai, ingest and a worker in a fresh namespace, drives them, matches
 /// every result to its request, stops everything.
 pub async fn run(lab: &Lab, params: &E2eParams) -> anyhow::Result<E2eRun> {
-    let env = TestEnv::new().await;
-    let result = measure(lab, &env, params).await;
-    env.cleanup().await;
-    result
+    super::in_fresh_namespace(async |env| measure(lab, env, params).await).await
 }
 
 async fn measure(lab: &Lab, env: &TestEnv, params: &E2eParams) -> anyhow::Result<E2eRun> {
@@ -162,20 +159,14 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &E2eParams) -> anyhow::Result
             lock(&sent).insert(event_id.to_owned(), at);
         })
     };
-    let mut processes = vec![
+    let processes = vec![
         ingest.cpu_entry(),
         worker.cpu_entry(),
         mock.cpu_entry(),
         cpu::this_process("loadgen"),
     ];
-    processes.extend(cpu::infrastructure());
     let meter = CpuMeter::start(&processes);
-    let target = Target {
-        url: layout.hook_url(),
-        scheme: Scheme::Standard,
-        secret,
-        body_bytes: params.body_bytes,
-    };
+    let target = layout.hook_target(secret, params.body_bytes);
     let mode = Mode::Open {
         rate: params.rate,
         max_in_flight: 1024,

@@ -54,10 +54,7 @@ pub struct IngestFloorRun {
 /// Starts `bench floor-server` in a fresh namespace, loads it as `bench ingest`
 /// loads ingest, checks that every 202 landed, stops it.
 pub async fn ingest(lab: &Lab, params: &IngestParams) -> anyhow::Result<IngestFloorRun> {
-    let env = TestEnv::new().await;
-    let result = measure_ingest(lab, &env, params).await;
-    env.cleanup().await;
-    result
+    super::in_fresh_namespace(async |env| measure_ingest(lab, env, params).await).await
 }
 
 async fn measure_ingest(
@@ -230,10 +227,10 @@ pub async fn worker(
     prefetch: u16,
     body_bytes: usize,
 ) -> anyhow::Result<Throughput> {
-    let env = TestEnv::new().await;
-    let result = measure_worker(lab, &env, jobs, prefetch, body_bytes).await;
-    env.cleanup().await;
-    result
+    super::in_fresh_namespace(async |env| {
+        measure_worker(lab, env, jobs, prefetch, body_bytes).await
+    })
+    .await
 }
 
 /// The clients a floor job uses.
@@ -274,8 +271,7 @@ async fn measure_worker(
         exchange: topology.results_exchange().into(),
         prefix: format!("{}:floor", env.namespace).into(),
     };
-    let mut processes = vec![cpu::this_process("floor"), mock.cpu_entry()];
-    processes.extend(cpu::infrastructure());
+    let processes = vec![cpu::this_process("floor"), mock.cpu_entry()];
     let meter = CpuMeter::start(&processes);
     let started = Instant::now();
     broker::drain(&channel, &topology.jobs_queue(), jobs, |delivery| {

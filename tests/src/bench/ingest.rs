@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::cpu::{self, CpuMeter, CpuSplit};
 use super::procs::{self, Lab, Layout, Service};
 use crate::env::TestEnv;
-use crate::loadgen::{self, Mode, Scheme, Stop, Target};
+use crate::loadgen::{self, Mode, Stop};
 use crate::webhook;
 
 /// How to load ingest.
@@ -43,10 +43,7 @@ pub struct IngestRun {
 
 /// Starts ingest in a fresh namespace, loads it, checks the accounting, stops it.
 pub async fn run(lab: &Lab, params: &IngestParams) -> anyhow::Result<IngestRun> {
-    let env = TestEnv::new().await;
-    let result = measure(lab, &env, params).await;
-    env.cleanup().await;
-    result
+    super::in_fresh_namespace(async |env| measure(lab, env, params).await).await
 }
 
 async fn measure(lab: &Lab, env: &TestEnv, params: &IngestParams) -> anyhow::Result<IngestRun> {
@@ -96,15 +93,9 @@ pub(crate) async fn closed_load(
     secret: String,
     params: &IngestParams,
 ) -> (loadgen::Report, CpuSplit) {
-    let mut processes = vec![server.cpu_entry(), cpu::this_process("loadgen")];
-    processes.extend(cpu::infrastructure());
+    let processes = vec![server.cpu_entry(), cpu::this_process("loadgen")];
     let meter = CpuMeter::start(&processes);
-    let target = Target {
-        url: layout.hook_url(),
-        scheme: Scheme::Standard,
-        secret,
-        body_bytes: params.body_bytes,
-    };
+    let target = layout.hook_target(secret, params.body_bytes);
     let mode = Mode::Closed {
         concurrency: params.concurrency,
     };

@@ -103,10 +103,7 @@ fn tokens_per_request() -> u32 {
 /// Pre-fills a fresh namespace, runs the fleet until every job has a result,
 /// reads the mock's counters, stops everything.
 pub async fn run(lab: &Lab, params: &LimiterParams) -> anyhow::Result<LimiterRun> {
-    let env = TestEnv::new().await;
-    let result = measure(lab, &env, params).await;
-    env.cleanup().await;
-    result
+    super::in_fresh_namespace(async |env| measure(lab, env, params).await).await
 }
 
 async fn measure(lab: &Lab, env: &TestEnv, params: &LimiterParams) -> anyhow::Result<LimiterRun> {

@@ -34,3 +34,16 @@ pub mod report;
 pub mod sizing;
 pub mod suite;
 pub mod worker;
+
+use crate::env::TestEnv;
+
+/// Runs `measure` in a fresh namespace (`TestEnv`) and removes the namespace
+/// afterwards, whether the measurement succeeded or not.
+pub async fn in_fresh_namespace<T>(
+    measure: impl AsyncFnOnce(&TestEnv) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let env = TestEnv::new().await;
+    let result = measure(&env).await;
+    env.cleanup().await;
+    result
+}

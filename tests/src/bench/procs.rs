@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
 use crate::env::TestEnv;
+use crate::loadgen::{Scheme, Target};
 
 /// Where the binaries are and where runs leave their configs and logs.
 #[derive(Debug, Clone)]
@@ -87,6 +88,16 @@ impl Layout {
     /// `http://127.0.0.1:{ingest}/hooks/support`.
     pub fn hook_url(&self) -> String {
         format!("http://127.0.0.1:{}/hooks/support", self.ingest_port)
+    }
+
+    /// Signed Standard Webhooks load of `body_bytes` bodies at [`hook_url`](Self::hook_url).
+    pub fn hook_target(&self, secret: String, body_bytes: usize) -> Target {
+        Target {
+            url: self.hook_url(),
+            scheme: Scheme::Standard,
+            secret,
+            body_bytes,
+        }
     }
 }
 

@@ -20,7 +20,6 @@ use super::ingest::{self, IngestParams, IngestRun};
 use super::limiter::{self, LimiterParams, LimiterRun};
 use super::procs::Lab;
 use super::worker::{self, WorkerParams, WorkerRun};
-use crate::env::TestEnv;
 
 /// What the suite runs.
 #[derive(Debug, Clone)]
@@ -240,10 +239,7 @@ pub async fn run(lab: &Lab, params: &SuiteParams) -> anyhow::Result<Suite> {
 
 /// The publish ceiling in a fresh namespace.
 pub async fn publish(params: &PublishParams) -> anyhow::Result<Throughput> {
-    let env = TestEnv::new().await;
-    let result = broker::publish(&env, params).await;
-    env.cleanup().await;
-    result
+    super::in_fresh_namespace(async |env| broker::publish(env, params).await).await
 }
 
 /// The consume-and-ack ceiling on a fresh, pre-filled namespace.
@@ -252,14 +248,11 @@ pub async fn consume(
     prefetch: u16,
     publish: &PublishParams,
 ) -> anyhow::Result<Throughput> {
-    let env = TestEnv::new().await;
-    let result = async {
-        broker::prefill(&env, messages, publish.body_bytes).await?;
-        broker::consume(&env, messages, prefetch).await
-    }
-    .await;
-    env.cleanup().await;
-    result
+    super::in_fresh_namespace(async |env| {
+        broker::prefill(env, messages, publish.body_bytes).await?;
+        broker::consume(env, messages, prefetch).await
+    })
+    .await
 }
 
 /// The consume-publish-ack ceiling on a fresh, pre-filled namespace.
@@ -268,14 +261,11 @@ pub async fn relay(
     prefetch: u16,
     publish: &PublishParams,
 ) -> anyhow::Result<Throughput> {
-    let env = TestEnv::new().await;
-    let result = async {
-        broker::prefill(&env, messages, publish.body_bytes).await?;
-        broker::relay(&env, messages, prefetch).await
-    }
-    .await;
-    env.cleanup().await;
-    result
+    super::in_fresh_namespace(async |env| {
+        broker::prefill(env, messages, publish.body_bytes).await?;
+        broker::relay(env, messages, prefetch).await
+    })
+    .await
 }
 
 /// The median (the mean of the middle two for an even count); 0 for none.

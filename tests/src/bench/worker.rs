@@ -63,10 +63,7 @@ pub struct WorkerRun {
 /// Pre-fills a fresh namespace, starts mock-ai and a worker, waits for every
 /// result, checks the accounting, stops both.
 pub async fn run(lab: &Lab, params: &WorkerParams) -> anyhow::Result<WorkerRun> {
-    let env = TestEnv::new().await;
-    let result = measure(lab, &env, params).await;
-    env.cleanup().await;
-    result
+    super::in_fresh_namespace(async |env| measure(lab, env, params).await).await
 }
 
 async fn measure(lab: &Lab, env: &TestEnv, params: &WorkerParams) -> anyhow::Result<WorkerRun> {
@@ -86,7 +83,6 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &WorkerParams) -> anyhow::Res
     let consuming = fleet.consuming;
     let mut processes: Vec<(String, u32)> = fleet.workers.iter().map(|w| w.cpu_entry()).collect();
     processes.extend([mock.cpu_entry(), cpu::this_process("bench")]);
-    processes.extend(cpu::infrastructure());
     let meter = CpuMeter::start(&processes);
     // Generous: a tenth of the ideal rate, plus start-up (half a minute: enough
     // for a worker under valgrind, `bench/callgrind.sh`).
