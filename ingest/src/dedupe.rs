@@ -178,7 +178,7 @@ impl Dedupe {
     pub async fn claim(&self, keys: &ClaimKeys, message_id: &str) -> Result<Claim, RedisError> {
         let pending = pending_value(message_id);
         let held: Option<String> = if let [key] = keys.keys.as_slice() {
-            let mut cmd = hookfleet_common::redis::redis::cmd("SET");
+            let mut cmd = redis::cmd("SET");
             cmd.arg(key)
                 .arg(&pending)
                 .arg("NX")
@@ -208,7 +208,7 @@ impl Dedupe {
     /// The message id `event_id` of `source` was accepted under, while its
     /// record lasts (`ingest.dedup_ttl`). `None` while it is only pending.
     pub async fn lookup(&self, source: &str, event_id: &str) -> Result<Option<String>, RedisError> {
-        let mut cmd = hookfleet_common::redis::redis::cmd("GET");
+        let mut cmd = redis::cmd("GET");
         cmd.arg(self.id_key(source, event_id));
         let held: Option<String> = self.redis.query(self.timeout, &cmd).await?;
         Ok(held.filter(|value| !value.starts_with(PENDING)))
@@ -223,11 +223,10 @@ impl Dedupe {
     /// is `Ok` at once.
     pub async fn accept(
         &self,
-        guard: Option<Box<ClaimGuard>>,
+        mut guard: Option<Box<ClaimGuard>>,
         statuses: &Statuses,
         update: &Update<'_>,
     ) -> Result<(), RedisError> {
-        let mut guard = guard;
         if let Some(guard) = guard.as_mut() {
             guard.armed = false;
         }
@@ -284,10 +283,7 @@ impl Dedupe {
         self.run_one::<i64>(call).await.map(drop)
     }
 
-    async fn run_one<T: hookfleet_common::redis::redis::FromRedisValue>(
-        &self,
-        call: Call,
-    ) -> Result<T, RedisError> {
+    async fn run_one<T: redis::FromRedisValue>(&self, call: Call) -> Result<T, RedisError> {
         self.redis.run_call(self.timeout, &self.script, call).await
     }
 }

@@ -26,7 +26,10 @@
 //! if it is not lower than the stored one. Equal ranks replace each other
 //! (processing ↔ retrying within one attempt, which a limiter deferral repeats),
 //! except a final state, which is written once per attempt. A DLQ replay raises
-//! `replays`, so a replayed event can leave `dead` again.
+//! `replays`, so a replayed event can leave `dead` again. Ingest's `accepted`,
+//! the lowest rank and written once per id, needs no script
+//! ([`Statuses::first_write`]): `HSETNX` without rank fields leaves a worker's
+//! earlier state and is replaced by its next one.
 //!
 //! The history keeps what the hash drops: every write goes on it, even one
 //! whose rank is lower (a late `retrying` from one worker after another one

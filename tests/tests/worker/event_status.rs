@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hookfleet_common::message::now_rfc3339;
+use hookfleet_common::message::{EventMeta, now_rfc3339};
 use hookfleet_common::redis::status::{EventState, Statuses, Update};
 use hookfleet_common::signature::SchemeKind;
 use hookfleet_tests::app::{TestApp, TestAppBuilder};
@@ -175,6 +175,88 @@ async fn an_expired_status_is_404() {
     })
     .await;
     app.stop().await;
+}
+
+/// Ingest's `accepted` as plain commands (`Statuses::first_write`, what a
+/// one-key event's accept sends): it never covers a worker's state written
+/// before it, and a worker's write after it replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_accepted_write_keeps_a_workers_state_and_yields_to_the_next() {
+    let env = TestEnv::new().await;
+    let statuses = Statuses::new(
+        env.redis(),
+        env.topology(),
+        env.settings.status.clone(),
+        Duration::from_secs(2),
+    );
+    let accept = async |meta: &EventMeta| {
+        let update = Update {
+            event: meta,
+            attempt: 0,
+            state: EventState::Accepted {
+                accepted_at: now_rfc3339(),
+            },
+            pipelines: Vec::new(),
+            cause: None,
+        };
+        let mut pipe = deadpool_redis::redis::pipe();
+        pipe.atomic();
+        assert!(
+            statuses.first_write(&update, &mut pipe),
+            "accepted is a first write"
+        );
+        let mut conn = env.redis().get().await.unwrap();
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    };
+    let processing = |meta| Update {
+        event: meta,
+        attempt: 1,
+        state: EventState::Processing {
+            attempt: 1,
+            started_at: now_rfc3339(),
+        },
+        pipelines: Vec::new(),
+        cause: None,
+    };
+    let state = async |meta: &EventMeta| statuses.get(&meta.message_id).await.unwrap().unwrap();
+
+    // A worker got there first: its state stays, the history has both.
+    let early = event("support", "ticket.created");
+    assert!(statuses.record(&processing(&early)).await.unwrap());
+    accept(&early).await;
+    let status = state(&early).await;
+    assert!(
+        matches!(status.state, EventState::Processing { .. }),
+        "{status:?}"
+    );
+    assert_eq!(status.event.unwrap().source, "support");
+    let history = statuses.history(&early.message_id).await.unwrap();
+    assert!(
+        matches!(history[1].state, EventState::Accepted { .. }),
+        "{history:?}"
+    );
+
+    // Accepted first: shown as such, then replaced by the worker's write.
+    let late = event("support", "ticket.created");
+    accept(&late).await;
+    let status = state(&late).await;
+    assert!(
+        matches!(status.state, EventState::Accepted { .. }),
+        "{status:?}"
+    );
+    assert_eq!(
+        (status.replays, status.event.unwrap().source.as_str()),
+        (0, "support")
+    );
+    assert!(statuses.record(&processing(&late)).await.unwrap());
+    assert!(matches!(
+        state(&late).await.state,
+        EventState::Processing { .. }
+    ));
+
+    // Anything but the lowest rank is not a first write.
+    let mut pipe = deadpool_redis::redis::pipe();
+    assert!(!statuses.first_write(&processing(&late), &mut pipe));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

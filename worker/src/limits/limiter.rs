@@ -12,7 +12,8 @@
 //! stampede when capacity frees up) and returns a [`Permit`]. After the provider
 //! call, [`Permit::reconcile`] charges the actual token usage (debt above the
 //! reservation, a refund below it); if no call was made, [`Permit::release`]
-//! gives the whole reservation back. A 429 calls [`Limiter::pause`].
+//! gives the whole reservation back. A 429 calls [`Limiter::pause`]. For a
+//! model without limits the booking only reads its pause: nothing to charge.
 //!
 //! Keys: one hash per model, `{ns}:rl:{provider:model}` — the hash tag keeps a
 //! model's state in one Redis Cluster slot. It expires a minute after the last
