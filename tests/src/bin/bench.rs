@@ -153,6 +153,9 @@ enum Command {
         /// Ingest floor: requests in flight.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Ingest floor's deep run: requests in flight.
+        #[arg(long, default_value_t = 256)]
+        deep_concurrency: usize,
         /// Ingest floor: length of each run.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "8s")]
         duration: Duration,
@@ -180,6 +183,9 @@ enum Command {
         exchange: String,
         #[arg(long)]
         namespace: String,
+        /// Keep the shipped defaults' records too.
+        #[arg(long)]
+        shipped: bool,
     },
     /// Everything, in rounds; writes the report.
     All {
@@ -229,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
         } => consume(false, messages, prefetch, body_bytes, runs, json).await,
         Command::Floor {
             concurrency,
+            deep_concurrency,
             duration,
             jobs,
             prefetch,
@@ -236,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let params = FloorParams {
                 concurrency,
+                deep_concurrency,
                 publish_messages: 40_000,
                 duration,
                 jobs,
@@ -249,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             let command = format!(
-                "target/release/bench floor --concurrency {concurrency} --duration {}s --jobs {jobs} --prefetch {prefetch} --body-bytes {body_bytes} --runs {runs}",
+                "target/release/bench floor --concurrency {concurrency} --deep-concurrency {deep_concurrency} --duration {}s --jobs {jobs} --prefetch {prefetch} --body-bytes {body_bytes} --runs {runs}",
                 duration.as_secs()
             );
             print!("{}", floor::section(&rounds, &params, &command));
@@ -261,15 +269,21 @@ async fn main() -> anyhow::Result<()> {
             redis_url,
             exchange,
             namespace,
+            shipped,
         } => {
             let secret = std::env::var("FLOOR_SECRET").context("FLOOR_SECRET is not set")?;
-            floor::serve(floor::ServerParams {
+            floor::ingest::serve(floor::ingest::ServerParams {
                 listen,
                 amqp_url,
                 redis_url,
                 exchange,
                 namespace,
                 secret,
+                work: if shipped {
+                    floor::Work::Shipped
+                } else {
+                    floor::Work::Bare
+                },
             })
             .await
         }

@@ -217,6 +217,7 @@ async fn the_floors_run_and_account_for_every_message() {
     let lab = Lab::new(bin_dir, &work_dir);
     let params = FloorParams {
         concurrency: 8,
+        deep_concurrency: 16,
         publish_messages: 500,
         duration: std::time::Duration::from_secs(1),
         jobs: 300,
@@ -232,18 +233,30 @@ async fn the_floors_run_and_account_for_every_message() {
         panic!("one round")
     };
     assert_eq!(round.publish.messages, 500);
-    assert!(round.ingest.load.accepted > 0, "{:?}", round.ingest.load);
-    assert_eq!(round.ingest.load.accepted, round.ingest.load.sent);
-    assert_eq!((round.relay.messages, round.worker.messages), (300, 300));
-    for process in ["floor", "loadgen", "rabbitmq", "redis"] {
-        assert!(
-            round.ingest.cpu.of(process).is_some(),
-            "the ingest floor's CPU lists {process}"
-        );
+    assert_eq!(round.publish_deep.messages, 500);
+    for run in [&round.ingest, &round.ingest_shipped, &round.ingest_deep] {
+        assert!(run.load.accepted > 0, "{:?}", run.load);
+        assert_eq!(run.load.accepted, run.load.sent);
+        for process in ["floor", "loadgen", "rabbitmq", "redis"] {
+            assert!(
+                run.cpu.of(process).is_some(),
+                "the ingest floor's CPU lists {process}"
+            );
+        }
     }
+    assert_eq!(
+        (
+            round.relay.messages,
+            round.worker.messages,
+            round.worker_shipped.messages
+        ),
+        (300, 300, 300)
+    );
     let text = floor::section(&rounds, &params, "bench floor");
     assert!(
-        text.contains("| **median** |") && text.contains("÷ c′"),
+        text.contains("| **median** |")
+            && text.contains("÷ c′")
+            && text.contains("shipped floor at 16"),
         "{text}"
     );
     let _ = std::fs::remove_dir_all(&work_dir);
