@@ -75,6 +75,9 @@ pub struct E2eRun {
     pub load: loadgen::Report,
     /// Results seen (must equal the 202s).
     pub results: u64,
+    /// Results seen per second while the load ran (after its first eighth):
+    /// the path's throughput when the rate is more than it can carry.
+    pub delivered_per_second: f64,
     /// POST (intended send time) → result seen.
     pub latency: Percentiles,
     /// `received_at` → `completed_at` from the results (millisecond stamps).
@@ -166,6 +169,7 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &E2eParams) -> anyhow::Result
         cpu::this_process("loadgen"),
     ];
     let meter = CpuMeter::start(&processes);
+    let started = Instant::now();
     let target = layout.hook_target(secret, params.body_bytes);
     let mode = Mode::Open {
         rate: params.rate,
@@ -174,6 +178,7 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &E2eParams) -> anyhow::Result
     let load =
         loadgen::run_observed(target, mode, Stop::After(params.duration), Some(observer)).await;
     let cpu = meter.finish();
+    let ended = Instant::now();
     ensure!(load.accepted > 0, "no request was accepted: {load:?}");
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -198,6 +203,7 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &E2eParams) -> anyhow::Result
 
     let seen = std::mem::take(&mut *lock(&seen));
     let sent = std::mem::take(&mut *lock(&sent));
+    let delivered_per_second = delivered(&seen, started + params.duration / 8, ended);
     let mut latency = new_histogram();
     let mut server = new_histogram();
     for result in &seen {
@@ -221,6 +227,7 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &E2eParams) -> anyhow::Result
     Ok(E2eRun {
         rate: params.rate,
         results: seen.len() as u64,
+        delivered_per_second,
         load,
         latency: Percentiles::of(&latency),
         server: Percentiles::of(&server),
@@ -228,6 +235,12 @@ async fn measure(lab: &Lab, env: &TestEnv, params: &E2eParams) -> anyhow::Result
         worker_peak_rss_kib,
         cpu,
     })
+}
+
+/// Results seen per second between `from` and `to`.
+fn delivered(seen: &[Seen], from: Instant, to: Instant) -> f64 {
+    let count = seen.iter().filter(|s| s.at >= from && s.at <= to).count();
+    count as f64 / to.saturating_duration_since(from).as_secs_f64().max(1e-9)
 }
 
 fn new_histogram() -> Histogram<u64> {

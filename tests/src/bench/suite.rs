@@ -5,8 +5,9 @@
 //! ceiling, the consume-publish-ack ceiling, the worker at 0 ms and at the slow
 //! latency. The ratios are computed per round and their median is quoted (the
 //! noise of a shared machine hits a ceiling and its service alike when they run
-//! back to back). The end-to-end runs come last, at half the capacity the rounds
-//! measured. Then the sweeps of how cost grows ([`growth`](super::growth)), in
+//! back to back). The end-to-end runs come last, at half the path's capacity:
+//! the rounds give an estimate, one end-to-end run at that rate measures what
+//! the path delivers (`capacity`). Then the sweeps of how cost grows ([`growth`](super::growth)), in
 //! rounds of their own. The limiter's accuracy runs once, last: the limit paces it.
 
 use std::time::Duration;
@@ -138,8 +139,14 @@ pub struct Suite {
     pub worker_fast: Vec<WorkerRun>,
     /// Worker at the slow latency, one per round.
     pub worker_slow: Vec<WorkerRun>,
-    /// The path's capacity on this machine, req/s: `1/(1/ingest + 1/worker)`,
-    /// the end-to-end rate is a fraction of it.
+    /// The path's capacity estimated from the rounds, req/s:
+    /// `1/(1/ingest + 1/worker)`.
+    pub capacity_estimate: f64,
+    /// An end-to-end run at [`capacity_estimate`](Self::capacity_estimate).
+    pub capacity_probe: Option<E2eRun>,
+    /// The path's capacity on this machine, req/s: what the probe delivered
+    /// while its load ran (at most the estimate). The end-to-end rate is a
+    /// fraction of it.
     pub capacity: f64,
     /// End-to-end runs.
     pub e2e: Vec<E2eRun>,
@@ -147,6 +154,35 @@ pub struct Suite {
     pub growth: Growth,
     /// The limiter's accuracy.
     pub limiter: Vec<LimiterRun>,
+}
+
+/// Measures the path's capacity into `suite` (the estimate from the rounds,
+/// then a run at that rate) and returns the end-to-end runs' parameters.
+async fn capacity(lab: &Lab, params: &SuiteParams, suite: &mut Suite) -> anyhow::Result<E2eParams> {
+    // Ingest and the worker share the cores here, so a request through the
+    // whole path costs the machine the share of both: 1/(1/ingest + 1/worker).
+    // (On separate machines the path's capacity would be the lower of the two.)
+    // Fixed costs they share (the broker's above all) make the path carry less
+    // than that, so the estimate is run and what came out is the capacity.
+    let ingest = median(suite.ingest.iter().map(|r| r.load.rps));
+    let worker = median(suite.worker_fast.iter().map(|r| r.per_second));
+    suite.capacity_estimate = 1.0 / (1.0 / ingest.max(1e-9) + 1.0 / worker.max(1e-9));
+    let mut e2e_params = E2eParams {
+        rate: suite.capacity_estimate.max(1.0).round(),
+        duration: params.e2e_duration,
+        concurrency: params.worker_fast.concurrency,
+        latency_ms: params.e2e_latency_ms,
+        body_bytes: params.ingest.body_bytes,
+    };
+    let probe = e2e::run(lab, &e2e_params).await?;
+    suite.capacity = probe.delivered_per_second.min(suite.capacity_estimate);
+    eprintln!(
+        "[e2e capacity] {:.0} req/s offered: {:.0} results/s delivered, p99 {:.1} ms",
+        e2e_params.rate, probe.delivered_per_second, probe.latency.p99_ms
+    );
+    suite.capacity_probe = Some(probe);
+    e2e_params.rate = (suite.capacity * params.e2e_load).max(1.0).round();
+    Ok(e2e_params)
 }
 
 /// Runs the suite, reporting progress on stderr.
@@ -159,6 +195,8 @@ pub async fn run(lab: &Lab, params: &SuiteParams) -> anyhow::Result<Suite> {
         ingest: Vec::new(),
         worker_fast: Vec::new(),
         worker_slow: Vec::new(),
+        capacity_estimate: 0.0,
+        capacity_probe: None,
         capacity: 0.0,
         e2e: Vec::new(),
         growth: Growth::default(),
@@ -201,19 +239,7 @@ pub async fn run(lab: &Lab, params: &SuiteParams) -> anyhow::Result<Suite> {
             runs.push(run);
         }
     }
-    // Ingest and the worker share the cores here, so a request through the
-    // whole path costs the machine the share of both: 1/(1/ingest + 1/worker).
-    // (On separate machines the path's capacity would be the lower of the two.)
-    let ingest = median(suite.ingest.iter().map(|r| r.load.rps));
-    let worker = median(suite.worker_fast.iter().map(|r| r.per_second));
-    suite.capacity = 1.0 / (1.0 / ingest.max(1e-9) + 1.0 / worker.max(1e-9));
-    let e2e_params = E2eParams {
-        rate: (suite.capacity * params.e2e_load).max(1.0).round(),
-        duration: params.e2e_duration,
-        concurrency: params.worker_fast.concurrency,
-        latency_ms: params.e2e_latency_ms,
-        body_bytes: params.ingest.body_bytes,
-    };
+    let e2e_params = capacity(lab, params, &mut suite).await?;
     for run in 1..=runs {
         let result = e2e::run(lab, &e2e_params).await?;
         eprintln!(

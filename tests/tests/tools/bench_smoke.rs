@@ -116,7 +116,22 @@ async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
         assert_eq!(ingest.landed, ingest.load.accepted);
     }
     assert_eq!(suite.e2e.len(), 1);
-    for run in &suite.e2e {
+    let probe = suite
+        .capacity_probe
+        .as_ref()
+        .expect("the capacity was measured");
+    assert!(
+        suite.capacity > 0.0 && suite.capacity <= suite.capacity_estimate,
+        "capacity {} of estimate {}",
+        suite.capacity,
+        suite.capacity_estimate
+    );
+    assert_eq!(probe.rate, suite.capacity_estimate.round());
+    assert_eq!(
+        suite.e2e[0].rate,
+        (suite.capacity * params.e2e_load).round()
+    );
+    for run in suite.e2e.iter().chain([probe]) {
         assert!(run.load.accepted > 0);
         assert_eq!(run.results, run.load.accepted, "one result per 202");
     }
@@ -134,6 +149,7 @@ async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
         "### Ingest by connections",
         "### Message size",
         "## Notes",
+        "The capacity, ",
     ] {
         assert!(text.contains(section), "the report has {section}");
     }
