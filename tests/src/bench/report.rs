@@ -650,21 +650,33 @@ fn worker_runs(
     ratio_line(w, against, ratio);
 }
 
-/// How the path's capacity was found: the estimate, and what its run delivered.
+/// How the path's capacity was found: the estimate, and the runs that
+/// searched for the highest rate the path keeps up with.
 fn capacity_line(w: &mut String, suite: &Suite) {
-    let Some(probe) = &suite.capacity_probe else {
+    if suite.capacity_probes.is_empty() {
         return;
-    };
+    }
+    let runs: Vec<String> = suite
+        .capacity_probes
+        .iter()
+        .map(|p| {
+            format!(
+                "{:.0} req/s → {:.0} results/s (p99 {:.1} ms)",
+                p.rate, p.delivered_per_second, p.latency.p99_ms
+            )
+        })
+        .collect();
     let _ = writeln!(
         w,
-        "The capacity, {:.0} req/s, is measured: the medians above estimate it at {:.0} req/s \
+        "The capacity, {:.0} req/s, is measured. The medians above estimate it at {:.0} req/s \
          (1/(1/ingest + 1/worker): both stages share the same cores, so a request costs the \
-         machine the share of each), and one run of this section's kind at that rate delivered \
-         {:.0} results/s while its load ran (after its first eighth; POST→result p99 {:.1} ms as \
-         the backlog grew). The capacity is the lower of the two: the estimate leaves out work \
-         only the whole path has (its results consumed and acked) and assumes the two stages' \
-         costs simply add up when they share the cores.\n",
-        suite.capacity, suite.capacity_estimate, probe.delivered_per_second, probe.latency.p99_ms
+         machine the share of each), but the estimate leaves out work only the whole path has \
+         (its results consumed and acked) and assumes the stages' costs simply add up. So runs \
+         of this section's kind searched for the highest rate the path keeps up with (results \
+         coming out, while the load runs, at 97% of the rate or more): {}.\n",
+        suite.capacity,
+        suite.capacity_estimate,
+        runs.join("; ")
     );
 }
 

@@ -47,6 +47,8 @@ pub struct SuiteParams {
     pub e2e_latency_ms: u64,
     /// Fraction of the measured capacity the end-to-end runs send at.
     pub e2e_load: f64,
+    /// Halvings of the capacity's search (after the run at the estimate).
+    pub capacity_steps: usize,
     /// The sweeps of how cost grows (`runs` = 0 skips them).
     pub growth: GrowthParams,
     /// The limiter's accuracy (one run: it is paced by the limit, minutes long).
@@ -92,6 +94,7 @@ impl SuiteParams {
             e2e_duration: Duration::from_secs(8),
             e2e_latency_ms: 0,
             e2e_load: 0.5,
+            capacity_steps: 3,
             growth: GrowthParams::standard(runs),
             // 2,000 jobs at 600 a minute: about three and a half minutes.
             limiter: LimiterParams {
@@ -116,6 +119,7 @@ impl SuiteParams {
         params.worker_slow.jobs = 64;
         params.worker_slow.latency_ms = 50;
         params.e2e_duration = Duration::from_millis(700);
+        params.capacity_steps = 1;
         params.limiter.jobs = 40;
         params.limiter.workers = 2;
         params.limiter.rpm = 60_000;
@@ -142,11 +146,11 @@ pub struct Suite {
     /// The path's capacity estimated from the rounds, req/s:
     /// `1/(1/ingest + 1/worker)`.
     pub capacity_estimate: f64,
-    /// An end-to-end run at [`capacity_estimate`](Self::capacity_estimate).
-    pub capacity_probe: Option<E2eRun>,
-    /// The path's capacity on this machine, req/s: what the probe delivered
-    /// while its load ran (at most the estimate). The end-to-end rate is a
-    /// fraction of it.
+    /// End-to-end runs at the estimate, then between what it delivered and
+    /// it ([`capacity`](Self::capacity)).
+    pub capacity_probes: Vec<E2eRun>,
+    /// The path's capacity on this machine, req/s: the highest probe's rate
+    /// it kept up with. The end-to-end rate is a fraction of it.
     pub capacity: f64,
     /// End-to-end runs.
     pub e2e: Vec<E2eRun>,
@@ -156,14 +160,25 @@ pub struct Suite {
     pub limiter: Vec<LimiterRun>,
 }
 
-/// Measures the path's capacity into `suite` (the estimate from the rounds,
-/// then a run at that rate) and returns the end-to-end runs' parameters.
+/// Whether a run's path carried its rate: results came out, while the load
+/// ran, at no less than 97% of it (else a backlog was growing).
+fn kept_up(run: &E2eRun) -> bool {
+    run.delivered_per_second >= 0.97 * run.rate
+}
+
+/// Measures the path's capacity into `suite` and returns the end-to-end runs'
+/// parameters.
+///
+/// Ingest and the worker share the cores here, so a request through the whole
+/// path costs the machine the share of both: the rounds estimate the capacity
+/// at 1/(1/ingest + 1/worker). (On separate machines it would be the lower of
+/// the two.) The path carries less than that — the estimate leaves out work
+/// only the whole path has, such as its results consumed and acked — so the
+/// estimate is run: if the path kept up, it is the capacity; if not, what it
+/// delivered meanwhile is a rate it can carry (ingest took more than its share
+/// of the cores then), and `capacity_steps` halvings between the two find the
+/// highest rate it kept up with.
 async fn capacity(lab: &Lab, params: &SuiteParams, suite: &mut Suite) -> anyhow::Result<E2eParams> {
-    // Ingest and the worker share the cores here, so a request through the
-    // whole path costs the machine the share of both: 1/(1/ingest + 1/worker).
-    // (On separate machines the path's capacity would be the lower of the two.)
-    // Fixed costs they share (the broker's above all) make the path carry less
-    // than that, so the estimate is run and what came out is the capacity.
     let ingest = median(suite.ingest.iter().map(|r| r.load.rps));
     let worker = median(suite.worker_fast.iter().map(|r| r.per_second));
     suite.capacity_estimate = 1.0 / (1.0 / ingest.max(1e-9) + 1.0 / worker.max(1e-9));
@@ -174,13 +189,32 @@ async fn capacity(lab: &Lab, params: &SuiteParams, suite: &mut Suite) -> anyhow:
         latency_ms: params.e2e_latency_ms,
         body_bytes: params.ingest.body_bytes,
     };
-    let probe = e2e::run(lab, &e2e_params).await?;
-    suite.capacity = probe.delivered_per_second.min(suite.capacity_estimate);
-    eprintln!(
-        "[e2e capacity] {:.0} req/s offered: {:.0} results/s delivered, p99 {:.1} ms",
-        e2e_params.rate, probe.delivered_per_second, probe.latency.p99_ms
-    );
-    suite.capacity_probe = Some(probe);
+    let (mut low, mut high) = (0.0_f64, e2e_params.rate);
+    for step in 0..=params.capacity_steps {
+        if step > 0 {
+            e2e_params.rate = ((low + high) / 2.0).max(1.0).round();
+        }
+        let probe = e2e::run(lab, &e2e_params).await?;
+        let carried = kept_up(&probe);
+        eprintln!(
+            "[e2e capacity] {:.0} req/s offered: {:.0} results/s delivered ({}), p99 {:.1} ms",
+            probe.rate,
+            probe.delivered_per_second,
+            if carried { "kept up" } else { "fell behind" },
+            probe.latency.p99_ms
+        );
+        if carried {
+            low = probe.rate;
+        } else {
+            high = probe.rate;
+            low = low.max(probe.delivered_per_second.min(probe.rate));
+        }
+        suite.capacity_probes.push(probe);
+        if carried && step == 0 {
+            break;
+        }
+    }
+    suite.capacity = low;
     e2e_params.rate = (suite.capacity * params.e2e_load).max(1.0).round();
     Ok(e2e_params)
 }
@@ -196,7 +230,7 @@ pub async fn run(lab: &Lab, params: &SuiteParams) -> anyhow::Result<Suite> {
         worker_fast: Vec::new(),
         worker_slow: Vec::new(),
         capacity_estimate: 0.0,
-        capacity_probe: None,
+        capacity_probes: Vec::new(),
         capacity: 0.0,
         e2e: Vec::new(),
         growth: Growth::default(),
