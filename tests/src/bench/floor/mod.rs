@@ -249,10 +249,11 @@ fn ingest_columns(deep: usize) -> Vec<Column> {
         rate("shipped floor", |r| r.ingest_shipped.load.rps),
         ratio("÷ ceiling", |r| ingest_over(&r.ingest_shipped, &r.publish)),
         cpu("bare floor CPU", |r| ingest_cpu(&r.ingest, "floor")),
+        cpu("its Redis CPU", |r| ingest_cpu(&r.ingest, "redis")),
         cpu("shipped floor CPU", |r| {
             ingest_cpu(&r.ingest_shipped, "floor")
         }),
-        cpu("Redis CPU", |r| ingest_cpu(&r.ingest_shipped, "redis")),
+        cpu("its Redis CPU", |r| ingest_cpu(&r.ingest_shipped, "redis")),
         rate(format!("ceiling at {deep}"), |r| r.publish_deep.per_second),
         rate(format!("shipped floor at {deep}"), |r| {
             r.ingest_deep.load.rps
@@ -270,12 +271,13 @@ fn worker_columns() -> Vec<Column> {
         rate("bare floor", |r| r.worker.per_second),
         ratio("÷ c′", |r| worker_over(&r.worker, &r.relay)),
         cpu("bare floor CPU", |r| worker_cpu(&r.worker, "floor")),
+        cpu("its Redis CPU", |r| worker_cpu(&r.worker, "redis")),
         rate("shipped floor", |r| r.worker_shipped.per_second),
         ratio("÷ c′", |r| worker_over(&r.worker_shipped, &r.relay)),
         cpu("shipped floor CPU", |r| {
             worker_cpu(&r.worker_shipped, "floor")
         }),
-        cpu("Redis CPU", |r| worker_cpu(&r.worker_shipped, "redis")),
+        cpu("its Redis CPU", |r| worker_cpu(&r.worker_shipped, "redis")),
     ]
 }
 
