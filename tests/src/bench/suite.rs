@@ -5,10 +5,10 @@
 //! ceiling, the consume-publish-ack ceiling, the worker at 0 ms and at the slow
 //! latency. The ratios are computed per round and their median is quoted (the
 //! noise of a shared machine hits a ceiling and its service alike when they run
-//! back to back). The end-to-end runs come last, at half the path's capacity:
-//! the rounds give an estimate, one end-to-end run at that rate measures what
-//! the path delivers (`capacity`). Then the sweeps of how cost grows ([`growth`](super::growth)), in
-//! rounds of their own. The limiter's accuracy runs once, last: the limit paces it.
+//! back to back). The end-to-end runs come last, at half the path's capacity,
+//! which end-to-end runs search for from the rounds' estimate (`capacity`).
+//! Then the sweeps of how cost grows ([`growth`](super::growth)), in rounds of
+//! their own. The limiter's accuracy runs once, last: the limit paces it.
 
 use std::time::Duration;
 
@@ -150,7 +150,8 @@ pub struct Suite {
     /// it ([`capacity`](Self::capacity)).
     pub capacity_probes: Vec<E2eRun>,
     /// The path's capacity on this machine, req/s: the highest probe's rate
-    /// it kept up with. The end-to-end rate is a fraction of it.
+    /// it kept up with or, when none did, the most a probe delivered while
+    /// falling behind. The end-to-end rate is a fraction of it.
     pub capacity: f64,
     /// End-to-end runs.
     pub e2e: Vec<E2eRun>,
@@ -176,8 +177,10 @@ fn kept_up(run: &E2eRun) -> bool {
 /// only the whole path has, such as its results consumed and acked — so the
 /// estimate is run: if the path kept up, it is the capacity; if not, what it
 /// delivered meanwhile is a rate it can carry (ingest took more than its share
-/// of the cores then), and `capacity_steps` halvings between the two find the
-/// highest rate it kept up with.
+/// of the cores then), and `capacity_steps` halvings between the two look for
+/// the highest rate it keeps up with. A probe that falls behind raises the
+/// lower end to what it delivered, so when none keeps up the capacity is the
+/// most any delivered.
 async fn capacity(lab: &Lab, params: &SuiteParams, suite: &mut Suite) -> anyhow::Result<E2eParams> {
     let ingest = median(suite.ingest.iter().map(|r| r.load.rps));
     let worker = median(suite.worker_fast.iter().map(|r| r.per_second));
