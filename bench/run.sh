@@ -38,7 +38,8 @@ if [ "$floor_runs" != 0 ]; then
   section=$(target/release/bench --runs "$floor_runs" floor)
   {
     printf '\n## h. Floors: the required crates alone\n\n'
-    printf 'What a webhook and a job cost with nothing of hookfleet but its topology:\n'
+    printf 'What a webhook and a job cost with nothing of hookfleet but its topology and\n'
+    printf 'the serde types of its records:\n'
     printf 'the least an implementation of the same promise on the same crates can spend\n'
     printf 'here (`tests/src/bench/floor/`). The ingest floor is an axum server in its own\n'
     printf 'process under the same closed loop as ingest: read the body, check its Standard\n'
@@ -49,8 +50,8 @@ if [ "$floor_runs" != 0 ]; then
     printf 'claim and the markers; "shipped" also keeps what the services keep with their\n'
     printf 'shipped defaults (event status and history, the dedup record, the response cache\n'
     printf 'and its lock, the limiter read, the full result record) as plain commands, which\n'
-    printf 'cost Redis less than the scripts that make the same writes safe. Each runs right\n'
-    printf 'after the ceiling it is divided by; CPU columns are per message.\n\n'
+    printf 'cost Redis less than the scripts that make the same writes safe. Each runs in the\n'
+    printf 'same round as the ceiling it is divided by; CPU columns are per message.\n\n'
     printf '%s\n' "$section"
   } >> BENCHMARKS.md
 fi

@@ -653,11 +653,11 @@ fn worker_runs(
 /// How the path's capacity was found: the estimate, and the runs that
 /// searched for the highest rate the path keeps up with.
 fn capacity_line(w: &mut String, suite: &Suite) {
-    if suite.capacity_probes.is_empty() {
+    let probes = &suite.capacity_probes;
+    if probes.is_empty() {
         return;
     }
-    let runs: Vec<String> = suite
-        .capacity_probes
+    let runs: Vec<String> = probes
         .iter()
         .map(|p| {
             format!(
@@ -666,14 +666,17 @@ fn capacity_line(w: &mut String, suite: &Suite) {
             )
         })
         .collect();
+    let found = if probes.iter().any(|p| p.rate == suite.capacity) {
+        "the highest rate the path kept up with"
+    } else {
+        "no run kept up, so it is what the last one delivered"
+    };
     let _ = writeln!(
         w,
-        "The capacity, {:.0} req/s, is measured. The medians above estimate it at {:.0} req/s \
-         (1/(1/ingest + 1/worker): both stages share the same cores, so a request costs the \
-         machine the share of each), but the estimate leaves out work only the whole path has \
-         (its results consumed and acked) and assumes the stages' costs simply add up. So runs \
-         of this section's kind searched for the highest rate the path keeps up with (results \
-         coming out, while the load runs, at 97% of the rate or more): {}.\n",
+        "The capacity, {:.0} req/s, is measured: {found}. The medians above estimate it at \
+         {:.0} req/s (1/(1/ingest + 1/worker)), which leaves out work only the whole path has \
+         (its results consumed and acked), so runs of this section's kind searched from there \
+         (kept up: results coming out, while the load runs, at 97% of the rate or more): {}.\n",
         suite.capacity,
         suite.capacity_estimate,
         runs.join("; ")

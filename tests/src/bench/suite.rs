@@ -146,12 +146,11 @@ pub struct Suite {
     /// The path's capacity estimated from the rounds, req/s:
     /// `1/(1/ingest + 1/worker)`.
     pub capacity_estimate: f64,
-    /// End-to-end runs at the estimate, then between what it delivered and
-    /// it ([`capacity`](Self::capacity)).
+    /// The end-to-end runs that searched for the capacity, in order.
     pub capacity_probes: Vec<E2eRun>,
     /// The path's capacity on this machine, req/s: the highest probe's rate
-    /// it kept up with or, when none did, the most a probe delivered while
-    /// falling behind. The end-to-end rate is a fraction of it.
+    /// it kept up with (see `capacity`). The end-to-end rate is a fraction of
+    /// it.
     pub capacity: f64,
     /// End-to-end runs.
     pub e2e: Vec<E2eRun>,
@@ -170,17 +169,15 @@ fn kept_up(run: &E2eRun) -> bool {
 /// Measures the path's capacity into `suite` and returns the end-to-end runs'
 /// parameters.
 ///
-/// Ingest and the worker share the cores here, so a request through the whole
-/// path costs the machine the share of both: the rounds estimate the capacity
-/// at 1/(1/ingest + 1/worker). (On separate machines it would be the lower of
-/// the two.) The path carries less than that — the estimate leaves out work
-/// only the whole path has, such as its results consumed and acked — so the
-/// estimate is run: if the path kept up, it is the capacity; if not, what it
-/// delivered meanwhile is a rate it can carry (ingest took more than its share
-/// of the cores then), and `capacity_steps` halvings between the two look for
-/// the highest rate it keeps up with. A probe that falls behind raises the
-/// lower end to what it delivered, so when none keeps up the capacity is the
-/// most any delivered.
+/// The rounds estimate it at 1/(1/ingest + 1/worker): both stages share the
+/// cores, so a request costs the machine the share of each. (On separate
+/// machines it would be the lower of the two.) The estimate leaves out work
+/// only the whole path has, such as its results consumed and acked, so it is
+/// run: if the path keeps up, it is the capacity. If not, the next run offers
+/// what that one delivered (ingest took more than its share of the cores then),
+/// and once a run keeps up the rest halve between the highest rate kept up
+/// with and the lowest not. The capacity is the highest rate kept up with; if
+/// none did in `capacity_steps` more runs, the last one's delivered rate.
 async fn capacity(lab: &Lab, params: &SuiteParams, suite: &mut Suite) -> anyhow::Result<E2eParams> {
     let ingest = median(suite.ingest.iter().map(|r| r.load.rps));
     let worker = median(suite.worker_fast.iter().map(|r| r.per_second));
@@ -192,12 +189,22 @@ async fn capacity(lab: &Lab, params: &SuiteParams, suite: &mut Suite) -> anyhow:
         latency_ms: params.e2e_latency_ms,
         body_bytes: params.ingest.body_bytes,
     };
-    let (mut low, mut high) = (0.0_f64, e2e_params.rate);
-    for step in 0..=params.capacity_steps {
-        if step > 0 {
-            e2e_params.rate = ((low + high) / 2.0).max(1.0).round();
-        }
-        let probe = e2e::run(lab, &e2e_params).await?;
+    suite.capacity = search(lab, &mut e2e_params, params.capacity_steps, suite).await?;
+    e2e_params.rate = (suite.capacity * params.e2e_load).max(1.0).round();
+    Ok(e2e_params)
+}
+
+/// The search of [`capacity`], from `e2e.rate`; each run is kept in `suite`.
+async fn search(
+    lab: &Lab,
+    e2e: &mut E2eParams,
+    steps: usize,
+    suite: &mut Suite,
+) -> anyhow::Result<f64> {
+    let (mut kept, mut behind) = (None::<f64>, e2e.rate);
+    let mut delivered = e2e.rate;
+    for step in 0..=steps {
+        let probe = e2e::run(lab, e2e).await?;
         let carried = kept_up(&probe);
         eprintln!(
             "[e2e capacity] {:.0} req/s offered: {:.0} results/s delivered ({}), p99 {:.1} ms",
@@ -207,19 +214,23 @@ async fn capacity(lab: &Lab, params: &SuiteParams, suite: &mut Suite) -> anyhow:
             probe.latency.p99_ms
         );
         if carried {
-            low = probe.rate;
+            kept = Some(probe.rate);
         } else {
-            high = probe.rate;
-            low = low.max(probe.delivered_per_second.min(probe.rate));
+            behind = probe.rate;
+            delivered = probe.delivered_per_second.min(probe.rate);
         }
         suite.capacity_probes.push(probe);
         if carried && step == 0 {
             break;
         }
+        e2e.rate = match kept {
+            Some(low) => (low + behind) / 2.0,
+            None => delivered,
+        }
+        .max(1.0)
+        .round();
     }
-    suite.capacity = low;
-    e2e_params.rate = (suite.capacity * params.e2e_load).max(1.0).round();
-    Ok(e2e_params)
+    Ok(kept.unwrap_or(delivered))
 }
 
 /// Runs the suite, reporting progress on stderr.

@@ -1,5 +1,6 @@
 //! Floors: what the required crates alone spend on one webhook and one job,
-//! with no hookfleet code — the least any implementation of the same promise
+//! with no hookfleet code beyond its topology and the serde types that give
+//! its records their shape — the least any implementation of the same promise
 //! built on them can spend, measured in the same rounds as the broker's
 //! ceilings so the ratios compare with the targets'.
 //!
@@ -76,7 +77,7 @@ impl FloorParams {
     }
 }
 
-/// One round: each floor right after the ceiling it is compared with.
+/// One round: each ceiling, then the floors compared with it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FloorRound {
     /// Publish ceiling at `concurrency` in flight.
@@ -215,6 +216,7 @@ fn table(rounds: &[FloorRound], columns: &[Column]) -> String {
     w
 }
 
+/// A cell: ratios with two decimals, the rest whole.
 fn number(value: f64, unit: &str) -> String {
     if unit.is_empty() {
         format!("{value:.2}")
@@ -223,19 +225,22 @@ fn number(value: f64, unit: &str) -> String {
     }
 }
 
-/// CPU per request of an ingest floor run: the server, then Redis.
+/// CPU µs per request of `process` in an ingest floor run.
 fn ingest_cpu(run: &IngestFloorRun, process: &str) -> f64 {
     run.cpu.micros(process, run.load.rps)
 }
 
+/// CPU µs per job of `process` in a worker floor run.
 fn worker_cpu(run: &Throughput, process: &str) -> f64 {
     run.cpu.micros(process, run.per_second)
 }
 
+/// An ingest floor's rate over its ceiling's.
 fn ingest_over(floor: &IngestFloorRun, ceiling: &Throughput) -> f64 {
     floor.load.rps / ceiling.per_second.max(1e-9)
 }
 
+/// A worker floor's rate over its ceiling's.
 fn worker_over(floor: &Throughput, ceiling: &Throughput) -> f64 {
     floor.per_second / ceiling.per_second.max(1e-9)
 }
@@ -245,20 +250,24 @@ fn ingest_columns(deep: usize) -> Vec<Column> {
     vec![
         rate("publish ceiling", |r| r.publish.per_second),
         rate("bare floor", |r| r.ingest.load.rps),
-        ratio("÷ ceiling", |r| ingest_over(&r.ingest, &r.publish)),
+        ratio("bare ÷ ceiling", |r| ingest_over(&r.ingest, &r.publish)),
         rate("shipped floor", |r| r.ingest_shipped.load.rps),
-        ratio("÷ ceiling", |r| ingest_over(&r.ingest_shipped, &r.publish)),
+        ratio("shipped ÷ ceiling", |r| {
+            ingest_over(&r.ingest_shipped, &r.publish)
+        }),
         cpu("bare floor CPU", |r| ingest_cpu(&r.ingest, "floor")),
-        cpu("its Redis CPU", |r| ingest_cpu(&r.ingest, "redis")),
+        cpu("bare Redis CPU", |r| ingest_cpu(&r.ingest, "redis")),
         cpu("shipped floor CPU", |r| {
             ingest_cpu(&r.ingest_shipped, "floor")
         }),
-        cpu("its Redis CPU", |r| ingest_cpu(&r.ingest_shipped, "redis")),
+        cpu("shipped Redis CPU", |r| {
+            ingest_cpu(&r.ingest_shipped, "redis")
+        }),
         rate(format!("ceiling at {deep}"), |r| r.publish_deep.per_second),
         rate(format!("shipped floor at {deep}"), |r| {
             r.ingest_deep.load.rps
         }),
-        ratio("÷ ceiling", |r| {
+        ratio("shipped ÷ ceiling at depth", |r| {
             ingest_over(&r.ingest_deep, &r.publish_deep)
         }),
     ]
@@ -269,15 +278,19 @@ fn worker_columns() -> Vec<Column> {
     vec![
         rate("relay ceiling (c′)", |r| r.relay.per_second),
         rate("bare floor", |r| r.worker.per_second),
-        ratio("÷ c′", |r| worker_over(&r.worker, &r.relay)),
+        ratio("bare ÷ c′", |r| worker_over(&r.worker, &r.relay)),
         cpu("bare floor CPU", |r| worker_cpu(&r.worker, "floor")),
-        cpu("its Redis CPU", |r| worker_cpu(&r.worker, "redis")),
+        cpu("bare Redis CPU", |r| worker_cpu(&r.worker, "redis")),
         rate("shipped floor", |r| r.worker_shipped.per_second),
-        ratio("÷ c′", |r| worker_over(&r.worker_shipped, &r.relay)),
+        ratio("shipped ÷ c′", |r| {
+            worker_over(&r.worker_shipped, &r.relay)
+        }),
         cpu("shipped floor CPU", |r| {
             worker_cpu(&r.worker_shipped, "floor")
         }),
-        cpu("its Redis CPU", |r| worker_cpu(&r.worker_shipped, "redis")),
+        cpu("shipped Redis CPU", |r| {
+            worker_cpu(&r.worker_shipped, "redis")
+        }),
     ]
 }
 

@@ -18,7 +18,7 @@
 //! safe under concurrency, so this stays a floor.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use deadpool_redis::redis;
@@ -37,10 +37,16 @@ use crate::bench::cpu::{self, CpuMeter};
 use crate::bench::procs::{self, Lab, Layout, PIPELINE};
 use crate::env::TestEnv;
 
-/// Lease, lock and marker lifetimes (ms): the shipped defaults' order.
+/// The lease's lifetime (ms).
 const LEASE_MS: u64 = 120_000;
+/// The done marker's lifetime (ms): the bench config's `done_ttl`.
 const DONE_MS: u64 = 600_000;
+/// The cache's single-flight lock and its entries (ms): the shipped defaults.
+const CACHE_LOCK_MS: u64 = 15_000;
+const CACHE_MS: u64 = 3_600_000;
+/// A status's lifetime (ms): the shipped `status.ttl`.
 const STATUS_MS: u64 = 7 * 86_400_000;
+/// The bench pipeline's model.
 const MODEL: &str = "gpt-4o-mini";
 
 /// The worker floor over a pre-filled backlog of `jobs` (module docs).
@@ -161,8 +167,10 @@ async fn ask(c: &Clients, request: Vec<u8>) -> anyhow::Result<Completion> {
         .await?)
 }
 
-/// Its first choice's text.
-fn text(answer: Completion) -> anyhow::Result<(String, Option<String>, Option<OpenAiUsage>)> {
+/// Its first choice's text, with the model and usage the provider reported.
+fn first_choice(
+    answer: Completion,
+) -> anyhow::Result<(String, Option<String>, Option<OpenAiUsage>)> {
     let choice = answer
         .choices
         .into_iter()
@@ -207,7 +215,7 @@ async fn bare(mut c: Clients, delivery: lapin::message::Delivery) -> anyhow::Res
         "max_tokens": 128,
         "messages": [{ "role": "user", "content": prompt }],
     });
-    let (text, _, _) = text(ask(&c, serde_json::to_vec(&request)?).await?)?;
+    let (text, _, _) = first_choice(ask(&c, serde_json::to_vec(&request)?).await?)?;
     redis::pipe()
         .cmd("SET")
         .arg(&done)
@@ -253,17 +261,16 @@ impl Keys {
     }
 }
 
-/// A shipped floor job (module docs).
-async fn shipped(c: Clients, delivery: lapin::message::Delivery) -> anyhow::Result<()> {
-    let meta = EventMeta::from_properties(&delivery.properties).context("a job without meta")?;
-    let payload: serde_json::Value = serde_json::from_slice(&delivery.data)?;
+/// The bench pipeline's request for one event, as JSON bytes.
+fn request(meta: &EventMeta, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let payload: serde_json::Value = serde_json::from_slice(data)?;
     let user = format!(
         "Ticket {} from {}: {}",
         meta.message_id,
         payload["customer"]["name"].as_str().unwrap_or_default(),
         payload["ticket"]["body"].as_str().unwrap_or_default()
     );
-    let request = serde_json::to_vec(&serde_json::json!({
+    Ok(serde_json::to_vec(&serde_json::json!({
         "model": MODEL,
         "temperature": 0.0,
         "max_tokens": 128,
@@ -272,12 +279,13 @@ async fn shipped(c: Clients, delivery: lapin::message::Delivery) -> anyhow::Resu
             { "role": "system", "content": "You triage support tickets. Answer in JSON." },
             { "role": "user", "content": user },
         ],
-    }))?;
-    let keys = Keys::new(&c.prefix, &meta.message_id, &request);
-    before(&c, &keys, &meta).await?;
-    let started = Instant::now();
-    let (output, model, usage) = text(ask(&c, request).await?)?;
-    let result = JobResult {
+    }))?)
+}
+
+/// The worker's result record for `answer`, asked `latency` ago.
+fn result(meta: &EventMeta, answer: Completion, latency: Duration) -> anyhow::Result<JobResult> {
+    let (output, model, usage) = first_choice(answer)?;
+    Ok(JobResult {
         message_id: meta.message_id.clone(),
         source: meta.source.clone(),
         event_id: meta.event_id.clone(),
@@ -295,10 +303,21 @@ async fn shipped(c: Clients, delivery: lapin::message::Delivery) -> anyhow::Resu
         }),
         attempts: 1,
         cached: false,
-        latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
         received_at: meta.received_at.clone(),
         completed_at: now_rfc3339(),
-    };
+    })
+}
+
+/// A shipped floor job (module docs).
+async fn shipped(c: Clients, delivery: lapin::message::Delivery) -> anyhow::Result<()> {
+    let meta = EventMeta::from_properties(&delivery.properties).context("a job without meta")?;
+    let request = request(&meta, &delivery.data)?;
+    let keys = Keys::new(&c.prefix, &meta.message_id, &request);
+    before(&c, &keys, &meta).await?;
+    let started = Instant::now();
+    let answer = ask(&c, request).await?;
+    let result = result(&meta, answer, started.elapsed())?;
     after(&c, &keys, &meta, &result).await?;
     let body = serde_json::to_vec(&result)?;
     broker::answer(&c.results, &c.exchange, &body, &delivery).await
@@ -322,13 +341,21 @@ fn status(
             serde_json::to_string(p)?,
         ));
     }
+    // The history keeps the summaries without their output (the hash has it).
     let transition = Transition {
         at: now_rfc3339(),
         replays: 0,
         attempt,
         state,
         cause: None,
-        pipelines,
+        pipelines: pipelines
+            .into_iter()
+            .map(|p| PipelineSummary {
+                output: None,
+                output_json: None,
+                ..p
+            })
+            .collect(),
     };
     pipe.hset_multiple(&keys.status, &fields)
         .ignore()
@@ -363,7 +390,7 @@ async fn before(c: &Clients, keys: &Keys, meta: &EventMeta) -> anyhow::Result<()
         .arg(&meta.message_id)
         .arg("NX")
         .arg("PX")
-        .arg(LEASE_MS)
+        .arg(CACHE_LOCK_MS)
         .cmd("HMGET")
         .arg(&keys.model)
         .arg(&["last", "pause", "shift"]);
@@ -405,7 +432,7 @@ async fn after(
         .arg(&keys.cache)
         .arg(serde_json::to_string(&cached)?)
         .arg("PX")
-        .arg(DONE_MS)
+        .arg(CACHE_MS)
         .ignore()
         .del(&keys.lock)
         .ignore()
