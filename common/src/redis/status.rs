@@ -302,7 +302,20 @@ pub struct Update<'a> {
     pub cause: Option<Cause>,
 }
 
-impl Update<'_> {
+impl<'a> Update<'a> {
+    /// Ingest's write: `event` confirmed into the broker just now (rank 0).
+    pub fn accepted(event: &'a EventMeta) -> Self {
+        Self {
+            event,
+            attempt: 0,
+            state: EventState::Accepted {
+                accepted_at: now_rfc3339(),
+            },
+            pipelines: Vec::new(),
+            cause: None,
+        }
+    }
+
     /// The history entry this write appends.
     fn transition(&self) -> Transition {
         Transition {

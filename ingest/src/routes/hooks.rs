@@ -29,7 +29,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hookfleet_common::config::FailMode;
 use hookfleet_common::message::{EventMeta, now_rfc3339};
-use hookfleet_common::redis::status::{EventState, Update};
+use hookfleet_common::redis::status::Update;
 use hookfleet_common::signature::SchemeKind;
 use hookfleet_common::telemetry::error_chain;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -329,15 +329,7 @@ fn check_carried_headers(source: &Source, headers: &HeaderMap) -> Result<(), Ing
 /// logged and counted, never turned into an error for the sender. A worker that
 /// got there first keeps its later state (the status never goes backwards).
 async fn record_accepted(state: &AppState, guard: Option<Box<ClaimGuard>>, meta: &EventMeta) {
-    let update = Update {
-        event: meta,
-        attempt: 0,
-        state: EventState::Accepted {
-            accepted_at: now_rfc3339(),
-        },
-        pipelines: Vec::new(),
-        cause: None,
-    };
+    let update = Update::accepted(meta);
     let claimed = guard.is_some();
     let recording = state.statuses.enabled();
     if let Err(e) = state.dedupe.accept(guard, &state.statuses, &update).await {

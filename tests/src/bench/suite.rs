@@ -162,7 +162,7 @@ pub struct Suite {
 
 /// Whether a run's path carried its rate: results came out, while the load
 /// ran, at no less than 97% of it (else a backlog was growing).
-fn kept_up(run: &E2eRun) -> bool {
+pub fn kept_up(run: &E2eRun) -> bool {
     run.delivered_per_second >= 0.97 * run.rate
 }
 

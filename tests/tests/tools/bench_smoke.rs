@@ -16,15 +16,22 @@ use hookfleet_tests::webhook::{self, source};
 /// How long the shrunk suite may take before the test fails (see its use).
 const SUITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(150);
 
+/// A lab of freshly built `binaries` and a work directory of its own (the
+/// caller removes it).
+fn lab(binaries: &[&str], name: &str) -> (Lab, std::path::PathBuf) {
+    let built: Vec<_> = binaries.iter().map(|b| spawn::binary(b)).collect();
+    let bin_dir = built[0].parent().expect("the binaries' directory");
+    let work_dir =
+        std::env::temp_dir().join(format!("hookfleet-bench-{name}-{}", ulid::Ulid::new()));
+    (Lab::new(bin_dir, &work_dir), work_dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
-    let ingest = spawn::binary("hookfleet-ingest");
-    spawn::binary("hookfleet-worker");
-    spawn::binary("mock-ai");
-    let bin_dir = ingest.parent().expect("the binaries' directory");
-    let work_dir =
-        std::env::temp_dir().join(format!("hookfleet-bench-smoke-{}", ulid::Ulid::new()));
-    let lab = Lab::new(bin_dir, &work_dir);
+    let (lab, work_dir) = lab(
+        &["hookfleet-ingest", "hookfleet-worker", "mock-ai"],
+        "smoke",
+    );
     let params = SuiteParams::smoke();
 
     // Normally 15-20 s. Once, in CI, a consume ceiling's `basic.qos` was never
@@ -119,6 +126,18 @@ async fn the_benchmark_suite_runs_and_accounts_for_every_message() {
     let probes = &suite.capacity_probes;
     assert!(!probes.is_empty() && probes.len() <= 1 + params.capacity_steps);
     assert_eq!(probes[0].rate, suite.capacity_estimate.round());
+    // The capacity is the highest rate a probe kept up with, else what the
+    // last one delivered.
+    let kept = probes
+        .iter()
+        .filter(|p| suite::kept_up(p))
+        .map(|p| p.rate)
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+    let last = probes.last().unwrap();
+    assert_eq!(
+        suite.capacity,
+        kept.unwrap_or(last.delivered_per_second.min(last.rate))
+    );
     assert!(
         suite.capacity > 0.0 && suite.capacity <= suite.capacity_estimate.round(),
         "capacity {} of estimate {}",
@@ -222,13 +241,7 @@ async fn loadgen_signs_both_schemes_in_both_loops_and_every_202_lands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floors_run_and_account_for_every_message() {
-    let ingest = spawn::binary("hookfleet-ingest");
-    spawn::binary("mock-ai");
-    spawn::binary("bench");
-    let bin_dir = ingest.parent().expect("the binaries' directory");
-    let work_dir =
-        std::env::temp_dir().join(format!("hookfleet-bench-floor-{}", ulid::Ulid::new()));
-    let lab = Lab::new(bin_dir, &work_dir);
+    let (lab, work_dir) = lab(&["hookfleet-ingest", "mock-ai", "bench"], "floor");
     let params = FloorParams {
         concurrency: 8,
         deep_concurrency: 16,

@@ -177,28 +177,25 @@ async fn an_expired_status_is_404() {
     app.stop().await;
 }
 
+/// The event statuses of `env`, with a 2 s Redis timeout.
+fn statuses(env: &TestEnv) -> Statuses {
+    Statuses::new(
+        env.redis(),
+        env.topology(),
+        env.settings.status.clone(),
+        Duration::from_secs(2),
+    )
+}
+
 /// Ingest's `accepted` as plain commands (`Statuses::first_write`, what a
 /// one-key event's accept sends): it never covers a worker's state written
 /// before it, and a worker's write after it replaces it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plain_accepted_write_keeps_a_workers_state_and_yields_to_the_next() {
     let env = TestEnv::new().await;
-    let statuses = Statuses::new(
-        env.redis(),
-        env.topology(),
-        env.settings.status.clone(),
-        Duration::from_secs(2),
-    );
+    let statuses = statuses(&env);
     let accept = async |meta: &EventMeta| {
-        let update = Update {
-            event: meta,
-            attempt: 0,
-            state: EventState::Accepted {
-                accepted_at: now_rfc3339(),
-            },
-            pipelines: Vec::new(),
-            cause: None,
-        };
+        let update = Update::accepted(meta);
         let mut pipe = deadpool_redis::redis::pipe();
         pipe.atomic();
         assert!(
@@ -262,12 +259,7 @@ async fn the_plain_accepted_write_keeps_a_workers_state_and_yields_to_the_next()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_never_goes_backwards() {
     let env = TestEnv::new().await;
-    let statuses = Statuses::new(
-        env.redis(),
-        env.topology(),
-        env.settings.status.clone(),
-        Duration::from_secs(2),
-    );
+    let statuses = statuses(&env);
     let mut meta = event("support", "ticket.created");
     let write = |attempt: u32, state: EventState| Update {
         event: &meta,
